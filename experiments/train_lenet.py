@@ -1,0 +1,155 @@
+"""Train the paper's LeNet on MNIST (or Fashion-MNIST) and save a checkpoint.
+
+Usage::
+
+  python -m experiments.train_lenet --dataset embedded --activation tanh --epochs 10 \\
+      --out runs/models/lenet_tanh_embedded
+  python -m experiments.train_lenet --dataset idx --data-dir ../shared/data/mnist \\
+      --activation relu --epochs 6 --out runs/models/lenet_relu_mnist
+  python -m experiments.train_lenet --dataset tfds --data-dir ~/tensorflow_datasets \\
+      --idx-dir ../shared/data/mnist --out runs/models/lenet_tanh_tfds
+
+``--dataset`` names the source (``embedded``, ``idx``, ``tfds``); ``--name`` picks MNIST
+or Fashion-MNIST. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
+``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
+OUT already holds a checkpoint of the same configuration is not redone (``--force``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from jsma_jax.models import checkpoint as ckpt_lib
+from jsma_jax.models.data import load_dataset
+from jsma_jax.models.lenet import ModelConfig
+from jsma_jax.models.train import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One training run."""
+
+  source: str = "embedded"
+  name: str = "mnist"
+  data_dir: str | None = None
+  idx_dir: str | None = None
+  download: bool = False
+  activation: str = "tanh"
+  epochs: int = 10
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  seed: int = 0
+  out: str = "runs/models/lenet"
+
+
+def parse_args(argv=None) -> tuple[Config, bool]:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"),
+                 default="embedded", help="data source")
+  p.add_argument("--name", choices=("mnist", "fashion_mnist"), default="mnist")
+  p.add_argument("--data-dir", default=None,
+                 help="idx: folder of IDX files; tfds: TFDS data folder")
+  p.add_argument("--idx-dir", default=None,
+                 help="tfds: IDX files to prepare the TFDS dataset from if needed")
+  p.add_argument("--download", action="store_true",
+                 help="tfds: allow downloading the IDX files if not prepared")
+  p.add_argument("--activation", choices=("tanh", "relu"), default="tanh")
+  p.add_argument("--epochs", type=int, default=10)
+  p.add_argument("--batch-size", type=int, default=128)
+  p.add_argument("--lr", dest="learning_rate", type=float, default=1e-3)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--out", required=True)
+  p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
+  args = vars(p.parse_args(argv))
+  force = args.pop("force")
+  return Config(**args), force
+
+
+def _plot(history, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  epochs = range(1, len(history["train_loss"]) + 1)
+  fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+  a.plot(epochs, history["train_loss"], marker="o")
+  a.set(xlabel="epoch", ylabel="train loss")
+  b.plot(epochs, history["train_accuracy"], marker="o", label="train (running)")
+  if history["test_accuracy"]:
+    b.plot(epochs, history["test_accuracy"], marker="o", label="test")
+  b.set(xlabel="epoch", ylabel="accuracy")
+  b.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None) -> dict:
+  config, force = parse_args(argv)
+  config_dict = dataclasses.asdict(config)
+  meta_path = os.path.join(config.out, ckpt_lib.METADATA)
+  if not force and os.path.isfile(meta_path):
+    meta = ckpt_lib.load_metadata(config.out)
+    if meta.get("run") == config_dict:
+      print(f"{config.out} already holds this run (test accuracy "
+            f"{meta['test_accuracy']:.4f}); use --force to retrain")
+      return meta
+
+  kwargs = {}
+  if config.source != "embedded":
+    kwargs = dict(data_dir=config.data_dir)
+    if config.source == "tfds":
+      kwargs.update(idx_dir=config.idx_dir, download=config.download)
+  t0 = time.perf_counter()
+  train_data = load_dataset(config.name, config.source, split="train", **kwargs)
+  test_data = load_dataset(config.name, config.source, split="test", **kwargs)
+  load_seconds = time.perf_counter() - t0
+  print(f"loaded {config.name} from {config.source}: {len(train_data[1])} train, "
+        f"{len(test_data[1])} test ({load_seconds:.1f} s)")
+
+  model_config = ModelConfig(arch="lenet", activation=config.activation)
+  model, history = train(model_config, train_data, test_data, epochs=config.epochs,
+                         batch_size=config.batch_size,
+                         learning_rate=config.learning_rate, seed=config.seed)
+  dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
+             "n_train": len(train_data[1]), "n_test": len(test_data[1])}
+  if config.source == "embedded":
+    dataset["split"] = ("embedded_split_indices(): every 5th digit of each class held "
+                        "out (4000 train / 1000 test)")
+  meta = {"run": config_dict, "dataset": dataset,
+          "train": history["config"], "history": history,
+          "test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"]
+          else None,
+          "train_seconds": history["train_seconds"], "load_seconds": load_seconds,
+          "command": " ".join(["python -m experiments.train_lenet"] + sys.argv[1:])}
+  ckpt_lib.save_checkpoint(config.out, model, meta)
+  meta = ckpt_lib.load_metadata(config.out)
+  with open(os.path.join(config.out, "results.json"), "w") as f:
+    json.dump({k: meta[k] for k in ("run", "dataset", "test_accuracy", "train_seconds",
+                                    "history", "software")}, f, indent=2)
+  _plot(history, os.path.join(config.out, "training.png"))
+  sw = meta["software"]
+  with open(os.path.join(config.out, "report.md"), "w") as f:
+    f.write(
+        f"# LeNet ({config.activation}) on {config.name} ({config.source})\n\n"
+        f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
+        f"test images ({dataset['n_train']} training images)\n"
+        f"- {config.epochs} epochs, batch {config.batch_size}, Adam lr "
+        f"{config.learning_rate}, seed {config.seed}\n"
+        f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
+        f"({sw['device']}, {os.cpu_count()} CPU cores visible)\n"
+        f"- per-epoch test accuracy: "
+        f"{', '.join(f'{a:.4f}' for a in history['test_accuracy'])}\n"
+        f"- JAX {sw['jax']}, Flax {sw['flax']}, optax {sw['optax']}\n\n"
+        f"![training](training.png)\n")
+  print(f"saved to {config.out}: test accuracy {meta['test_accuracy']:.4f}, "
+        f"{history['train_seconds']:.0f} s")
+  return meta
+
+
+if __name__ == "__main__":
+  main()

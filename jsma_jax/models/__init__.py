@@ -1,0 +1,50 @@
+"""Models, data and training for jsma-jax, kept apart from the attack.
+
+The core attack (``jsma_jax``) imports nothing from here. ``tfds_builders`` is imported
+lazily (by ``load_mnist(source="tfds")``) so that importing this package does not import
+tensorflow-datasets.
+"""
+
+from jsma_jax.models.apply import LogitsFn
+from jsma_jax.models.apply import as_logits_fn
+from jsma_jax.models.checkpoint import load_checkpoint
+from jsma_jax.models.checkpoint import load_metadata
+from jsma_jax.models.checkpoint import save_checkpoint
+from jsma_jax.models.data import embedded_split_indices
+from jsma_jax.models.data import load_dataset
+from jsma_jax.models.data import load_embedded_mnist
+from jsma_jax.models.data import load_fashion_mnist
+from jsma_jax.models.data import load_idx
+from jsma_jax.models.data import load_mnist
+from jsma_jax.models.data import read_idx
+from jsma_jax.models.lenet import LeNet
+from jsma_jax.models.lenet import ModelConfig
+from jsma_jax.models.lenet import SmallCNN
+from jsma_jax.models.lenet import config_of
+from jsma_jax.models.lenet import lenet_numpy_weights
+from jsma_jax.models.train import TrainConfig
+from jsma_jax.models.train import evaluate
+from jsma_jax.models.train import train
+
+__all__ = [
+    "LeNet",
+    "LogitsFn",
+    "ModelConfig",
+    "SmallCNN",
+    "TrainConfig",
+    "as_logits_fn",
+    "config_of",
+    "embedded_split_indices",
+    "evaluate",
+    "lenet_numpy_weights",
+    "load_checkpoint",
+    "load_dataset",
+    "load_embedded_mnist",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_metadata",
+    "load_mnist",
+    "read_idx",
+    "save_checkpoint",
+    "train",
+]

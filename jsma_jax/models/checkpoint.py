@@ -1,0 +1,156 @@
+"""Save and load model checkpoints: weights plus a JSON record of how they were made.
+
+Format choice: Flax's own serialisation (``flax.serialization.msgpack_serialize`` of the
+nested dict of weights), not orbax. These models are small (LeNet: 431k parameters,
+1.7 MB), live on one host and are saved once at the end of a run, which is the case
+msgpack serves best: one synchronous file write, no background threads or
+directory-commit protocol, bit-exact round trips (raw little-endian buffers), readable
+with any msgpack library, and no dependency beyond Flax. Orbax's strengths (async,
+sharded, multi-host arrays, step management) buy nothing here.
+
+A checkpoint is a directory::
+
+  weights.msgpack   the model's state as a nested dict of arrays (msgpack)
+  metadata.json     model config, training config, dataset, accuracy, software versions,
+                    SHA-256 of weights.msgpack
+  weights.npz       (LeNet only) ``lenet_numpy_weights``, for other frameworks
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+
+from jsma_jax.models.lenet import LeNet, ModelConfig, config_of, lenet_numpy_weights
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.msgpack"
+METADATA = "metadata.json"
+NUMPY_WEIGHTS = "weights.npz"
+
+
+def software_versions() -> dict[str, str]:
+  """Versions of Python, JAX, jaxlib, Flax, optax and NumPy, and the JAX backend."""
+  import flax
+  import jaxlib
+  import optax
+  return {"python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__,
+          "optax": optax.__version__, "numpy": np.__version__,
+          "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+          "platform": platform.platform()}
+
+
+def _jsonable(obj):
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    return dataclasses.asdict(obj)
+  if isinstance(obj, (np.generic, jax.Array)):
+    return np.asarray(obj).tolist()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
+                    metadata: dict[str, Any] | None = None) -> str:
+  """Writes ``model`` and ``metadata`` to the directory ``path`` (created if needed).
+
+  Args:
+    path: checkpoint directory; existing checkpoint files in it are replaced.
+    model: a ``LeNet`` or ``SmallCNN``.
+    metadata: JSON-serialisable extras (dataclasses and NumPy values are converted),
+      e.g. ``{"dataset": ..., "train": ..., "test_accuracy": ...}``. The keys
+      ``model``, ``software``, ``format_version``, ``created`` and ``weights_sha256`` are
+      filled in here.
+
+  Returns:
+    the checkpoint directory, as a string.
+
+  Example:
+    >>> save_checkpoint("runs/models/x", LeNet(rngs=nnx.Rngs(0)), {"dataset": "mnist"})
+  """
+  if metadata is not None and not isinstance(metadata, dict):
+    raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+  config = config_of(model)
+  path = os.fspath(path)
+  os.makedirs(path, exist_ok=True)
+  state = nnx.to_pure_dict(nnx.state(model))
+  blob = serialization.msgpack_serialize(jax.device_get(state))
+  meta = dict(metadata or {})
+  meta.update(model=dataclasses.asdict(config), software=software_versions(),
+              format_version=FORMAT_VERSION,
+              created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              weights_sha256=hashlib.sha256(blob).hexdigest())
+  text = json.dumps(meta, indent=2, default=_jsonable, sort_keys=True)
+  _atomic_write(os.path.join(path, WEIGHTS), blob)
+  if isinstance(model, LeNet):
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **lenet_numpy_weights(model))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, os.path.join(path, NUMPY_WEIGHTS))
+  _atomic_write(os.path.join(path, METADATA), text.encode())
+  return path
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+  """Reads ``metadata.json`` of a checkpoint directory."""
+  file = os.path.join(os.fspath(path), METADATA)
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"no checkpoint at path {os.fspath(path)!r} ({METADATA} "
+                            "missing)")
+  with open(file) as f:
+    return json.load(f)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
+  """Loads a checkpoint written by ``save_checkpoint``; the weights are bit-exact.
+
+  Returns:
+    ``(model, metadata)``: the rebuilt ``LeNet``/``SmallCNN`` and the metadata dict.
+
+  Raises:
+    FileNotFoundError: no checkpoint there. ValueError: corrupted weights (hash) or
+      weights that do not fit the recorded architecture.
+  """
+  meta = load_metadata(path)
+  with open(os.path.join(os.fspath(path), WEIGHTS), "rb") as f:
+    blob = f.read()
+  if meta.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
+    raise ValueError(f"path {os.fspath(path)!r}: {WEIGHTS} does not match the SHA-256 "
+                     "recorded in its metadata")
+  config = ModelConfig(**meta["model"])
+  abstract = nnx.eval_shape(lambda: config.build(rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  restored = serialization.msgpack_restore(blob)
+  expected = jax.tree.map(lambda v: (v.shape, v.dtype), nnx.to_pure_dict(state))
+  got = jax.tree.map(lambda v: (v.shape, v.dtype), restored)
+  if expected != got:
+    raise ValueError(f"path {os.fspath(path)!r}: stored weights {got} do not fit "
+                     f"{config}")
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
+  return nnx.merge(graphdef, state), meta

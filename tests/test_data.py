@@ -219,3 +219,23 @@ def test_full_mnist_tfds_equals_idx(tmp_path, no_tensorflow):
   _check_arrays(images, labels, 60000)
   np.testing.assert_array_equal(
       np.bincount(labels), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+
+
+def test_tfds_download_goes_through_download_manager(small_idx_dir, tmp_path,
+                                                     monkeypatch, no_tensorflow):
+  """download=True asks TFDS's download manager for the four files (faked: no network)."""
+  import tensorflow_datasets as tfds
+  root, train, _ = small_idx_dir
+  requested = {}
+
+  def fake_download(self, url_or_urls):
+    requested.update(url_or_urls)
+    return {k: data_lib.find_idx_file(root, *k.split("_")) for k in url_or_urls}
+
+  monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
+  images, labels = load_mnist("tfds", data_dir=tmp_path, split="train", download=True)
+  np.testing.assert_array_equal(labels, train[1])
+  assert sorted(requested) == ["test_images", "test_labels", "train_images",
+                               "train_labels"]
+  assert requested["train_images"] == (
+      "https://storage.googleapis.com/cvdf-datasets/mnist/train-images-idx3-ubyte.gz")

@@ -70,6 +70,9 @@ class Config(NamedTuple):
   probabilities: bool
   has_params: bool
   record_trace: bool
+  schedule: str = "refill"  # "refill" | "lockstep"
+  slots: int = 256  # examples in flight (refill)
+  candidates: int = 64  # top-K features of the pruned pair search (0: dense)
 
 
 def initial_state(x0: Array, config: Config, clip_min: Array, clip_max: Array) -> AttackState:
@@ -91,35 +94,43 @@ def initial_state(x0: Array, config: Config, clip_min: Array, clip_max: Array) -
   )
 
 
-def step(
-    f: Callable[[Array], Array],
+def derivatives(f: Callable[[Array], Array], config: Config, x: Array, target: Array) -> tuple[Array, Array, Array]:
+  """Outputs ``[N]`` and the saliency inputs ``a``, ``b`` ``[M]`` of one example at ``x``."""
+  rule = config.rule
+  outputs, rows = jac_lib.rows_one(f, x, lambda out: rule.cotangents(out, target), config.mode)
+  a, b = rule.features(rows, outputs, x, target)
+  return outputs, a, b
+
+
+def choose(config: Config, a: Array, b: Array, domain: Array) -> saliency.Choice:
+  """The dense exact choice for one example (Algorithm 3, or Algorithm 1's feature)."""
+  if config.pairwise:
+    return saliency.best_pair(a, b, domain, increase=config.increase)
+  return saliency.best_feature(a, b, domain, increase=config.increase)
+
+
+def advance(
     config: Config,
     state: AttackState,
+    outputs: Array,
+    choice: saliency.Choice,
     x0: Array,
     target: Array,
     theta: Array,
     clip_min: Array,
     clip_max: Array,
 ) -> AttackState:
-  """One iteration of Algorithm 2 (or 1) for one example; a no-op once stopped.
+  """Decide whether the example stops, else apply the chosen change (one example).
 
-  Computes the outputs and Jacobian rows at ``state.x``, decides whether the
-  example stops (target reached, budget spent, domain exhausted, nothing
-  admissible: checked in that order), and otherwise adds ``theta`` to the
-  chosen feature(s), clips, and removes the ones that saturated in the attack's
-  direction from the search domain.
+  Stop checks, in order: target reached, budget spent, domain exhausted,
+  nothing admissible. Otherwise add ``theta`` to the chosen feature(s), clip,
+  and remove the ones that saturated in the attack's direction from the domain.
+  A stopped example is left unchanged.
   """
-  rule = config.rule
-  outputs, rows = jac_lib.rows_one(f, state.x, lambda out: rule.cotangents(out, target), config.mode)
-  a, b = rule.features(rows, outputs, state.x, target)
-  if config.pairwise:
-    choice = saliency.best_pair(a, b, state.domain, increase=config.increase)
-  else:
-    choice = saliency.best_feature(a, b, state.domain, increase=config.increase)
   need = 2 if config.pairwise else 1
   reason = jnp.select(
       [
-          rule.reached(outputs, target),
+          config.rule.reached(outputs, target),
           state.iteration >= config.max_iter,
           jnp.sum(state.domain) < need,
           choice.score == -jnp.inf,
@@ -127,7 +138,8 @@ def step(
       [StopReason.REACHED_TARGET, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED, StopReason.NO_ADMISSIBLE],
       StopReason.RUNNING,
   ).astype(jnp.int32)
-  reason = jnp.where(state.reason == StopReason.RUNNING, reason, state.reason)
+  running = state.reason == StopReason.RUNNING
+  reason = jnp.where(running, reason, state.reason)
   go = reason == StopReason.RUNNING
 
   index = jnp.arange(state.x.shape[0])
@@ -138,7 +150,7 @@ def step(
   trace = state.trace
   if config.record_trace:
     trace = jnp.where(go, trace.at[iteration].set(jnp.sum(x != x0, dtype=jnp.int32)), trace)
-  predicted = jnp.where(state.reason == StopReason.RUNNING, jnp.argmax(outputs).astype(jnp.int32), state.predicted)
+  predicted = jnp.where(running, jnp.argmax(outputs).astype(jnp.int32), state.predicted)
   return AttackState(
       x=x,
       domain=state.domain & ~(changed & saturated),
@@ -147,6 +159,13 @@ def step(
       predicted=predicted,
       trace=trace,
   )
+
+
+def step(f, config: Config, state: AttackState, x0, target, theta, clip_min, clip_max) -> AttackState:
+  """One iteration of Algorithm 2 (or 1) for one example; a no-op once stopped."""
+  outputs, a, b = derivatives(f, config, state.x, target)
+  choice = choose(config, a, b, state.domain)
+  return advance(config, state, outputs, choice, x0, target, theta, clip_min, clip_max)
 
 
 def attack_one(f, config: Config, x0: Array, target: Array, theta, clip_min, clip_max) -> AttackState:
@@ -184,14 +203,23 @@ def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, 
   shape = x.shape[1:]
   f = lambda v: out(v.reshape((1,) + shape))[0]
   theta, clip_min, clip_max = (jnp.asarray(v, x.dtype) for v in (theta, clip_min, clip_max))
-  one = lambda x0, t: attack_one(f, config, x0, t, theta, clip_min, clip_max)
-  final = jax.vmap(one)(x.reshape(x.shape[0], -1), targets.astype(jnp.int32))
+  x_flat, targets = x.reshape(x.shape[0], -1), targets.astype(jnp.int32)
+  if config.schedule == "refill":
+    from jsma_jax import scheduler  # the scheduler builds on this module
+
+    final = scheduler.run_slots(
+        f, config, x_flat, targets, theta, clip_min, clip_max,
+        slots=config.slots, candidates=config.candidates or x_flat.shape[1], chunk=max(1, config.slots // 8),
+    )
+  else:
+    one = lambda x0, t: attack_one(f, config, x0, t, theta, clip_min, clip_max)
+    final = jax.vmap(one)(x_flat, targets)
   return finalize(config, x, final)
 
 
 def make_config(
     logits_fn, params, x, targets, *, theta, gamma, clip_min, clip_max, pairwise, jacobian,
-    probabilities, initial_domain, max_iter, rule, record_trace,
+    probabilities, initial_domain, max_iter, rule, record_trace, schedule="refill", slots=None, candidates=None,
 ) -> tuple[Config, Any, Any, tuple[float, float, float]]:
   """Validate every argument (before any tracing) and build the static config."""
   theta, gamma, clip_min, clip_max = _validate.check_hyperparameters(theta, gamma, clip_min, clip_max)
@@ -201,6 +229,10 @@ def make_config(
   for name, flag in (("pairwise", pairwise), ("probabilities", probabilities), ("record_trace", record_trace)):
     if not isinstance(flag, bool):
       raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+  _validate.check_choice("schedule", schedule, ("refill", "lockstep"))
+  for name, value in (("slots", slots), ("candidates", candidates)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "slots" else 0)):
+      raise ValueError(f"{name} must be {'a positive' if name == 'slots' else 'a non-negative'} int or None, got {value!r}")
   rule = jsma_rule() if rule is None else rule
   if not isinstance(rule, SaliencyRule):
     raise TypeError(f"rule must be a jsma_jax.SaliencyRule, got {type(rule).__name__}")
@@ -227,8 +259,21 @@ def make_config(
       probabilities=probabilities,
       has_params=params is not None,
       record_trace=record_trace,
+      schedule=schedule,
+      slots=min(x.shape[0], default_slots() if slots is None else slots),
+      candidates=default_candidates(num_features) if candidates is None else candidates,
   )
   return config, x, targets, (theta, clip_min, clip_max)
+
+
+def default_slots() -> int:
+  """Examples in flight for the refill schedule: enough to fill the device."""
+  return 256 if jax.default_backend() == "cpu" else 8192
+
+
+def default_candidates(num_features: int) -> int:
+  """Top-K features of the pruned pair search (see :mod:`jsma_jax.pair_search`)."""
+  return min(num_features, 64)
 
 
 def jsma(
@@ -248,6 +293,9 @@ def jsma(
     max_iter: int | None = None,
     rule: SaliencyRule | None = None,
     record_trace: bool = False,
+    schedule: str = "refill",
+    slots: int | None = None,
+    candidates: int | None = None,
 ) -> JSMAResult:
   """Jacobian-based Saliency Map Attack (Papernot et al., EuroS&P 2016), batched.
 
@@ -278,6 +326,14 @@ def jsma(
     max_iter: override the budget derived from ``gamma``.
     rule: a :class:`~jsma_jax.rules.SaliencyRule`; the paper's by default.
     record_trace: also return the L0 distortion after every iteration.
+    schedule: ``"refill"`` (default: ``slots`` examples in flight, each slot
+      refilled with the next example as soon as its attack stops, so the cost
+      follows the average iteration count) or ``"lockstep"`` (a vmapped
+      ``while_loop`` over the whole batch). Both give identical results.
+    slots: examples in flight for ``"refill"`` (default 256 on CPU, 8192 on
+      accelerators; at most ``B``). Memory grows linearly with it.
+    candidates: top-K features of the exact pruned pair search (default
+      ``min(M, 64)``; ``0`` for the dense search). Results do not depend on it.
 
   Returns:
     :class:`JSMAResult` with per-example ``x_adv``, ``success``,
@@ -291,6 +347,7 @@ def jsma(
   config, x, targets, (theta, clip_min, clip_max) = make_config(
       logits_fn, params, x, targets, theta=theta, gamma=gamma, clip_min=clip_min, clip_max=clip_max,
       pairwise=pairwise, jacobian=jacobian, probabilities=probabilities, initial_domain=initial_domain,
-      max_iter=max_iter, rule=rule, record_trace=record_trace,
+      max_iter=max_iter, rule=rule, record_trace=record_trace, schedule=schedule, slots=slots,
+      candidates=candidates,
   )
   return _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, config=config)

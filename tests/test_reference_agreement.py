@@ -59,7 +59,7 @@ def _models(case: Case, seed: int):
   return apply_fn, params, ref_model
 
 
-def run_both(case: Case, seed: int, batch: int = 6, jacobian: str = "auto"):
+def run_both(case: Case, seed: int, batch: int = 6, jacobian: str = "auto", **options):
   apply_fn, params, ref_model = _models(case, seed)
   lo, hi = case.clip
   x = toy_models.random_inputs(seed + 1, batch, case.feature_shape, low=lo, high=hi)
@@ -69,7 +69,7 @@ def run_both(case: Case, seed: int, batch: int = 6, jacobian: str = "auto"):
     result = jsma_jax.jsma(
         apply_fn, jnp.asarray(x, jnp.float64), jnp.asarray(targets), params=p64, theta=case.theta,
         gamma=case.gamma, clip_min=lo, clip_max=hi, pairwise=case.pairwise, jacobian=jacobian,
-        initial_domain=case.initial_domain, record_trace=True,
+        initial_domain=case.initial_domain, record_trace=True, **options,
     )
     result = jax.tree.map(np.asarray, result)
   refs = [
@@ -101,6 +101,25 @@ def test_matches_reference(case):
   assert_agrees(result, refs)
 
 
+SCHEDULES = {
+    "lockstep": dict(schedule="lockstep"),
+    "refill-1-slot-dense": dict(slots=1, candidates=0),
+    "refill-2-slots-pruned-k2": dict(slots=2, candidates=2),
+    "refill-4-slots-pruned-k5": dict(slots=4, candidates=5),
+}
+
+
+@pytest.mark.parametrize("options", SCHEDULES.values(), ids=SCHEDULES.keys())
+@pytest.mark.parametrize(
+    "name", ["mlp-relu-5x6-N10-increase", "mlp-tanh-4x4x2-N4-decrease", "mlp-relu-fractional-decrease",
+             "mlp-tanh-all-domain", "cnn-relu-6x6x2-N5-increase", "mlp-relu-single-decrease"]
+)
+def test_schedules_and_pruned_search_match_reference(name, options):
+  case = CASES[name]
+  result, refs = run_both(case, seed=sum(map(ord, repr(case))) % 1000, batch=7, **options)
+  assert_agrees(result, refs)
+
+
 @pytest.mark.parametrize("mode", ["jacfwd", "jacrev", "reduced"])
 def test_every_jacobian_mode_matches_reference(mode):
   result, refs = run_both(CASES["mlp-relu-5x6-N10-increase"], seed=3, jacobian=mode)
@@ -126,10 +145,14 @@ def test_cases_reach_every_stop_reason():
     gamma=st.sampled_from([0.4, 0.75, 1.0]),
     pairwise=st.booleans(),
     initial_domain=st.sampled_from(["movable", "all"]),
+    slots=st.integers(1, 3),
+    candidates=st.sampled_from([0, 2, 4]),
 )
-def test_property_random_models_match_reference(seed, activation, shape, num_classes, theta, gamma, pairwise, initial_domain):
+def test_property_random_models_match_reference(
+    seed, activation, shape, num_classes, theta, gamma, pairwise, initial_domain, slots, candidates
+):
   case = Case(f"mlp-{activation}", shape, num_classes, theta, gamma, pairwise, initial_domain)
-  result, refs = run_both(case, seed=seed, batch=3)
+  result, refs = run_both(case, seed=seed, batch=3, slots=slots, candidates=candidates)
   assert_agrees(result, refs)
   m = math.prod(shape)
   budget = jsma_jax.max_iterations(m, gamma, pairwise=pairwise)

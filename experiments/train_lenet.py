@@ -43,6 +43,7 @@ class Config:
   epochs: int = 10
   batch_size: int = 128
   learning_rate: float = 1e-3
+  schedule: str = "cosine"
   seed: int = 0
   out: str = "runs/models/lenet"
 
@@ -62,6 +63,8 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   p.add_argument("--epochs", type=int, default=10)
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--lr", dest="learning_rate", type=float, default=1e-3)
+  p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                 help="learning-rate schedule")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", required=True)
   p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
@@ -114,7 +117,8 @@ def main(argv=None) -> dict:
   model_config = ModelConfig(arch="lenet", activation=config.activation)
   model, history = train(model_config, train_data, test_data, epochs=config.epochs,
                          batch_size=config.batch_size,
-                         learning_rate=config.learning_rate, seed=config.seed)
+                         learning_rate=config.learning_rate, schedule=config.schedule,
+                         seed=config.seed)
   dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
              "n_train": len(train_data[1]), "n_test": len(test_data[1])}
   if config.source == "embedded":
@@ -140,7 +144,7 @@ def main(argv=None) -> dict:
         f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
         f"test images ({dataset['n_train']} training images)\n"
         f"- {config.epochs} epochs, batch {config.batch_size}, Adam lr "
-        f"{config.learning_rate}, seed {config.seed}\n"
+        f"{config.learning_rate} ({config.schedule} schedule), seed {config.seed}\n"
         f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
         f"({sw['device']}, {os.cpu_count()} CPU cores visible)\n"
         f"- per-epoch test accuracy: "

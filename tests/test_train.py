@@ -87,8 +87,9 @@ def test_train_prints_progress(tiny_data):
     "kwargs, error, match",
     [({"epochs": 1.5}, TypeError, "epochs"), ({"batch_size": 0}, ValueError, "batch_size"),
      ({"learning_rate": 0.0}, ValueError, "learning_rate"),
-     ({"batch_size": 1000}, ValueError, "batch_size")],
-    ids=["float-epochs", "zero-batch", "zero-lr", "batch-too-big"])
+     ({"batch_size": 1000}, ValueError, "batch_size"),
+     ({"schedule": "step"}, ValueError, "schedule")],
+    ids=["float-epochs", "zero-batch", "zero-lr", "batch-too-big", "bad-schedule"])
 def test_train_validation(tiny_data, kwargs, error, match):
   with pytest.raises(error, match=match):
     train(ModelConfig(), tiny_data, print_fn=None, **kwargs)

@@ -31,7 +31,9 @@ class TrainConfig:
   Attributes:
     epochs: passes over the training set.
     batch_size: training batch size.
-    learning_rate: Adam step size.
+    learning_rate: Adam's (peak) step size.
+    schedule: ``"cosine"`` (default: decays the step size to 0 over the run, which
+      settles the final weights) or ``"constant"``.
     seed: seeds model initialisation and shuffling when no ``key`` is given.
     eval_batch_size: evaluation batch size.
   """
@@ -39,6 +41,7 @@ class TrainConfig:
   epochs: int = 5
   batch_size: int = 128
   learning_rate: float = 1e-3
+  schedule: str = "cosine"
   seed: int = 0
   eval_batch_size: int = 1000
 
@@ -51,6 +54,8 @@ class TrainConfig:
         raise ValueError(f"{name} must be positive, got {v}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 def _check_data(name, data):
@@ -68,17 +73,25 @@ def _loss(apply_fn, params, x, y):
   return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
 
+SCHEDULES = ("cosine", "constant")
+
+
 @functools.lru_cache(maxsize=16)
-def make_train_step(apply_fn: LogitsFn, learning_rate: float) -> tuple[Callable, Any]:
+def make_train_step(apply_fn: LogitsFn, learning_rate: float, schedule: str = "constant",
+                    total_steps: int = 1) -> tuple[Callable, Any]:
   """Adam and its jitted ``step(params, opt_state, x, y) -> (params, opt_state, loss, acc)``.
 
-  Cached on ``(apply_fn, learning_rate)``: training the same architecture again (a
-  second seed, the other test) reuses the compiled step.
+  Cached on its arguments: training the same architecture again (another seed, the
+  other test) reuses the compiled step.
 
   Returns:
-    ``(step, tx)`` with ``tx = optax.adam(learning_rate)``.
+    ``(step, tx)``: ``tx`` is ``optax.adam`` with a constant step size, or one following
+    ``optax.cosine_decay_schedule(learning_rate, total_steps)``.
   """
-  tx = optax.adam(learning_rate)
+  if schedule == "cosine":
+    tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(total_steps, 1)))
+  else:
+    tx = optax.adam(learning_rate)
 
   @jax.jit
   def step(params, opt_state, x, y):
@@ -132,6 +145,7 @@ def train(model_or_config: nnx.Module | ModelConfig,
           train_data: tuple[np.ndarray, np.ndarray],
           test_data: tuple[np.ndarray, np.ndarray] | None = None, *,
           epochs: int = 5, batch_size: int = 128, learning_rate: float = 1e-3,
+          schedule: str = "cosine",
           key: jax.Array | None = None, seed: int = 0, eval_batch_size: int = 1000,
           log_every: int = 100, print_fn: Callable[[str], None] | None = print,
           ) -> tuple[nnx.Module, dict]:
@@ -142,7 +156,7 @@ def train(model_or_config: nnx.Module | ModelConfig,
       ``ModelConfig`` (a model is initialised from the key).
     train_data: ``(images [n, H, W, C] float32 in [0, 1], labels [n] int)``.
     test_data: evaluated after every epoch when given.
-    epochs, batch_size, learning_rate, eval_batch_size: see ``TrainConfig``.
+    epochs, batch_size, learning_rate, schedule, eval_batch_size: see ``TrainConfig``.
     key: PRNG key for initialisation and shuffling; ``jax.random.key(seed)`` if None.
     seed: used only when ``key`` is None.
     log_every: print progress every this many steps (and at each epoch's end).
@@ -157,6 +171,7 @@ def train(model_or_config: nnx.Module | ModelConfig,
     >>> model, hist = train(ModelConfig(), load_mnist(split="train"), epochs=1)
   """
   config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       schedule=schedule,
                        seed=seed, eval_batch_size=eval_batch_size)
   _check_data("train_data", train_data)
   if test_data is not None:
@@ -177,11 +192,12 @@ def train(model_or_config: nnx.Module | ModelConfig,
 
   graphdef, state = nnx.split(model)
   apply_fn, params = LogitsFn(graphdef), nnx.to_pure_dict(state)
-  step, tx = make_train_step(apply_fn, float(learning_rate))
-  opt_state = tx.init(params)
   images, labels = train_data
   n = len(labels)
   steps_per_epoch = n // batch_size
+  step, tx = make_train_step(apply_fn, float(learning_rate), schedule,
+                             epochs * steps_per_epoch)
+  opt_state = tx.init(params)
   history = {"train_loss": [], "train_accuracy": [], "test_accuracy": [],
              "epoch_seconds": [], "config": dataclasses.asdict(config)}
   log(f"training {type(model).__name__} on {n} examples: {epochs} epochs x "

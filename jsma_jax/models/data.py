@@ -19,6 +19,7 @@ The MNIST database is by Yann LeCun, Corinna Cortes and Christopher J.C. Burges
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from importlib import resources
@@ -52,15 +53,19 @@ def _scale(images_u8: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 # ----------------------------------------------------------------------------- embedded
 
 
+@functools.lru_cache(maxsize=1)
 def load_embedded_mnist_uint8() -> tuple[np.ndarray, np.ndarray]:
   """The 5,000 embedded MNIST digits as stored: uint8 ``[5000, 28, 28]``, uint8 ``[5000]``.
 
   They are, in order, the first 500 training digits of each class of the official MNIST
-  training set (sorted by class).
+  training set (sorted by class). The arrays are cached and read-only.
   """
   ref = resources.files("jsma_jax.models") / "_data" / "mnist_5k.npz"
   with ref.open("rb") as f, np.load(f) as z:
-    return z["images"], z["labels"]
+    images, labels = z["images"], z["labels"]
+  images.setflags(write=False)
+  labels.setflags(write=False)
+  return images, labels
 
 
 def embedded_split_indices() -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +141,8 @@ def find_idx_file(data_dir: str | os.PathLike, split: str, part: str) -> str:
     FileNotFoundError: naming the directory and the file names looked for.
   """
   _check_split(split)
+  if part not in ("images", "labels"):
+    raise ValueError(f"part must be 'images' or 'labels', got {part!r}")
   stems = _IDX_STEMS[(split, part)]
   for stem in stems:
     for name in (stem + ".gz", stem):

@@ -69,6 +69,8 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   p.add_argument("--out", required=True)
   p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
   args = vars(p.parse_args(argv))
+  if args["epochs"] < 1:
+    p.error(f"--epochs must be >= 1, got {args['epochs']}")
   force = args.pop("force")
   return Config(**args), force
 

@@ -4,6 +4,7 @@ from jsma_jax._validate import max_iterations
 from jsma_jax.attack import JSMAResult
 from jsma_jax.attack import StopReason
 from jsma_jax.attack import jsma
+from jsma_jax.distributed import jsma_sharded
 from jsma_jax.jacobian import forward_derivative
 from jsma_jax.jacobian import target_rows
 from jsma_jax.rules import SaliencyRule
@@ -28,6 +29,7 @@ __all__ = [
     "best_pair",
     "forward_derivative",
     "jsma",
+    "jsma_sharded",
     "jsma_rule",
     "max_iterations",
     "other_classes",

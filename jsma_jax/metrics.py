@@ -1,0 +1,280 @@
+"""Measures of a JSMA study: success, distortion, budget sweeps, hardness, distance.
+
+Papernot et al., *The Limitations of Deep Learning in Adversarial Settings*
+(EuroS&P 2016), Section IV (success rate and distortion) and Section V (the
+hardness ``H(s, t)`` of a class pair, the adversarial distance ``A(x, t)`` and
+the robustness ``R(F)``).
+
+Everything here is a pure function of arrays (NumPy in, NumPy out; JAX arrays
+are accepted). Only :func:`adversarial_distance_of` runs a model, through
+:func:`jsma_jax.target_rows`. Distortion is the share of features changed,
+``L0 / M``. Per-pair matrices are ``[N, N]`` with rows the source class and
+columns the target; cells with no example (the diagonal) are ``nan``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from jsma_jax import jacobian as jac_lib
+from jsma_jax import saliency
+
+# ----------------------------------------------------------------- success and L0
+
+
+def success_rate(success: Any) -> float:
+  """Share of successful attacks, ``mean(success)``; ``nan`` for no attack."""
+  success = np.asarray(success, bool)
+  return float(success.mean()) if success.size else float("nan")
+
+
+def mean_distortion(n_changed: Any, num_features: int, success: Any | None = None) -> float:
+  """Mean share of features changed, ``mean(L0) / M``.
+
+  Args:
+    n_changed: ``[B]`` int, features changed per attack (``JSMAResult.n_changed``).
+    num_features: ``M``.
+    success: optional ``[B]`` bool: average over the successful attacks only
+      (the paper's figure, 4.02% on MNIST); over all attacks when ``None``.
+
+  Returns:
+    a float in ``[0, 1]``; ``nan`` when nothing is averaged.
+
+  Example:
+    >>> mean_distortion([2, 4, 100], 784, success=[True, True, False])  # 3 / 784
+  """
+  n_changed = np.asarray(n_changed, np.float64)
+  if success is not None:
+    n_changed = n_changed[np.asarray(success, bool)]
+  return float(n_changed.mean() / num_features) if n_changed.size else float("nan")
+
+
+def summary(success: Any, n_changed: Any, num_features: int) -> dict[str, float]:
+  """The paper's table row: count, success rate, distortion over successful and all."""
+  success = np.asarray(success, bool)
+  return {
+      "n": int(success.size),
+      "n_success": int(success.sum()),
+      "success_rate": success_rate(success),
+      "distortion_successful": mean_distortion(n_changed, num_features, success),
+      "distortion_all": mean_distortion(n_changed, num_features),
+  }
+
+
+# ------------------------------------------------------------------ budget sweep
+
+
+class Sweep(NamedTuple):
+  """Outcome of every attack at every budget of a grid."""
+
+  max_iter: np.ndarray  # [K] int, iteration budget k
+  success: np.ndarray  # [K, B] bool, reached the target within max_iter[k]
+  n_changed: np.ndarray  # [K, B] int, L0 after min(max_iter[k], stop) iterations
+
+
+def budget_sweep(success: Any, iterations: Any, trace: Any, max_iters: Any) -> Sweep:
+  """Results at every smaller budget from ONE run at the largest budget.
+
+  The attack is deterministic and greedy and no choice depends on the budget,
+  so the run with budget ``k`` is the run with the largest budget stopped after
+  ``k`` iterations: it succeeds iff the large run succeeded within ``k``
+  iterations, and its distortion is the large run's L0 after ``min(k, stop)``
+  iterations (``trace[:, k]``, which stays constant after the stop).
+
+  Args:
+    success: ``[B]`` bool of the run at the largest budget.
+    iterations: ``[B]`` int, iterations that run applied.
+    trace: ``[B, T]`` int, L0 after k iterations (``jsma(..., record_trace=True)``).
+    max_iters: ``[K]`` int budgets, each ``< T``.
+
+  Returns:
+    :class:`Sweep`.
+  """
+  success = np.asarray(success, bool)
+  iterations = np.asarray(iterations)
+  trace = np.asarray(trace)
+  max_iters = np.asarray(max_iters, np.int64).reshape(-1)
+  if trace.ndim != 2 or trace.shape[0] != success.shape[0]:
+    raise ValueError(f"trace must be [B, T] with B = {success.shape[0]}, got shape {trace.shape}")
+  if max_iters.size and (max_iters.min() < 0 or max_iters.max() >= trace.shape[1]):
+    raise ValueError(f"max_iters must lie in [0, {trace.shape[1] - 1}], got {max_iters.tolist()}")
+  ok = success[None, :] & (iterations[None, :] <= max_iters[:, None])
+  return Sweep(max_iters, ok, trace[:, max_iters].T)
+
+
+def pixels_to_iterations(pixels: Any, *, pairwise: bool = True) -> np.ndarray:
+  """Budgets in changed features to iterations: ``pixels // 2`` for pairs."""
+  pixels = np.asarray(pixels, np.int64)
+  return pixels // 2 if pairwise else pixels
+
+
+# ------------------------------------------------------------- per-pair matrices
+
+
+def pair_matrix(values: Any, sources: Any, targets: Any, num_classes: int, *,
+                reduce: str = "mean") -> np.ndarray:
+  """Reduce per-attack ``values`` over each (source, target) class pair.
+
+  Args:
+    values: ``[B]`` numbers (bools count as 0/1).
+    sources, targets: ``[B]`` int classes.
+    num_classes: ``N``.
+    reduce: ``"mean"``, ``"sum"`` or ``"count"``.
+
+  Returns:
+    ``[N, N]`` float64, rows the source; ``nan`` (``0`` for sum/count) where
+    a pair has no attack.
+  """
+  if reduce not in ("mean", "sum", "count"):
+    raise ValueError(f"reduce must be 'mean', 'sum' or 'count', got {reduce!r}")
+  values = np.asarray(values, np.float64)
+  flat = np.asarray(sources, np.int64) * num_classes + np.asarray(targets, np.int64)
+  count = np.bincount(flat, minlength=num_classes**2).astype(np.float64)
+  if reduce == "count":
+    return count.reshape(num_classes, num_classes)
+  total = np.bincount(flat, weights=values, minlength=num_classes**2)
+  if reduce == "sum":
+    return total.reshape(num_classes, num_classes)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(num_classes, num_classes)
+
+
+def pair_success_distortion(success: Any, n_changed: Any, sources: Any, targets: Any,
+                            num_classes: int, num_features: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-pair success rate ``tau`` and mean distortion of successful attacks ``eps``.
+
+  Returns:
+    ``(tau, eps)``, each ``[N, N]``; ``eps`` is ``nan`` where a pair has no success.
+  """
+  success = np.asarray(success, bool)
+  tau = pair_matrix(success, sources, targets, num_classes)
+  l0 = np.where(success, np.asarray(n_changed, np.float64), 0.0)
+  total = pair_matrix(l0, sources, targets, num_classes, reduce="sum")
+  wins = pair_matrix(success, sources, targets, num_classes, reduce="sum")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    eps = np.where(wins > 0, total / np.maximum(wins, 1) / num_features, np.nan)
+  return tau, eps
+
+
+# --------------------------------------------------------------------- hardness
+
+
+def hardness(tau: Any, eps: Any) -> np.ndarray:
+  """Hardness ``H = integral of eps d tau`` by the trapezoid rule over the budgets.
+
+  ``tau[..., k]`` and ``eps[..., k]`` are the success rate and the mean
+  distortion of successful attacks at budget ``k`` (budgets ascending, last
+  axis). A budget with no success has no distortion; it counts as ``eps = 0``,
+  the point ``(0, 0)`` where every curve starts. Larger is harder.
+
+  Returns:
+    ``tau.shape[:-1]`` float64.
+
+  Example:
+    >>> hardness([0.5, 1.0], [0.02, 0.04])  # 0.5 * (0.02 + 0.04) / 2 = 0.015
+  """
+  tau = np.asarray(tau, np.float64)
+  eps = np.nan_to_num(np.asarray(eps, np.float64), nan=0.0)
+  return np.sum(np.diff(tau, axis=-1) * (eps[..., 1:] + eps[..., :-1]) / 2, axis=-1)
+
+
+def hardness_matrix(sweep: Sweep, sources: Any, targets: Any, num_classes: int,
+                    num_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``H(s, t)`` for every class pair from a :class:`Sweep` (the paper's Section V).
+
+  Returns:
+    ``(H [N, N], tau [N, N, K], eps [N, N, K])``; ``H`` is ``nan`` off the pairs
+    that have attacks (the diagonal).
+  """
+  taus, epss = [], []
+  for k in range(sweep.success.shape[0]):
+    tau, eps = pair_success_distortion(sweep.success[k], sweep.n_changed[k], sources, targets,
+                                       num_classes, num_features)
+    taus.append(tau)
+    epss.append(eps)
+  tau, eps = np.stack(taus, -1), np.stack(epss, -1)
+  h = hardness(np.nan_to_num(tau, nan=0.0), eps)
+  return np.where(np.isnan(tau[..., 0]), np.nan, h), tau, eps
+
+
+# ------------------------------------------------------- adversarial distance
+
+
+def adversarial_distance(a: Any, b: Any, *, increase: bool = True) -> np.ndarray:
+  """Adversarial distance ``A(x, t) = 1 - #{i : S(x, t)[i] > 0} / M``.
+
+  ``S`` is the single-feature saliency map (Eq. 8, or Eq. 9 when
+  ``increase=False``) over all features: the share of features with zero
+  saliency towards ``t``. In ``[0, 1]``; closer to 0 is easier.
+
+  Args:
+    a, b: ``[B, *shape]`` rows from :func:`jsma_jax.target_rows`.
+    increase: direction of the attack.
+
+  Returns:
+    ``[B]`` float64.
+  """
+  s = saliency.single_feature_saliency(np.asarray(a), np.asarray(b), increase=increase)  # elementwise
+  s = np.asarray(s).reshape(s.shape[0], -1)
+  return 1.0 - np.mean(np.asarray(s) > 0, axis=1, dtype=np.float64)
+
+
+def adversarial_distance_of(logits_fn: Callable[..., Any], x: Any, targets: Any, *,
+                            params: Any = None, probabilities: bool = False,
+                            increase: bool = True, batch_size: int = 1000) -> np.ndarray:
+  """``A(x, t)`` of a model: one forward pass and two VJPs per example, no attack.
+
+  Returns:
+    ``[B]`` float64.
+  """
+  x, targets = np.asarray(x), np.asarray(targets)
+  out = []
+  for start in range(0, len(targets), batch_size):
+    xb, tb = x[start:start + batch_size], targets[start:start + batch_size]
+    pad = batch_size - len(tb) if len(targets) > batch_size else 0
+    if pad:  # one compiled shape for every batch
+      xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
+      tb = np.concatenate([tb, np.repeat(tb[:1], pad, 0)])
+    _, a, b = jac_lib.target_rows(logits_fn, xb, tb, params=params, probabilities=probabilities)
+    out.append(adversarial_distance(a, b, increase=increase)[:len(tb) - pad])
+  return np.concatenate(out) if out else np.zeros(0)
+
+
+def robustness(distances: Any) -> dict[str, float]:
+  """Robustness ``R(F) = min over (x, t) of A(x, t)``, with the mean the paper also quotes."""
+  d = np.asarray(distances, np.float64)
+  return {"min": float(d.min()), "mean": float(d.mean())} if d.size else {"min": float("nan"), "mean": float("nan")}
+
+
+# ------------------------------------------------------------ rank correlation
+
+
+def rankdata(values: Any) -> np.ndarray:
+  """Ranks from 1, ties sharing the average rank (as ``scipy.stats.rankdata``)."""
+  v = np.asarray(values, np.float64).reshape(-1)
+  order = np.argsort(v, kind="stable")
+  sorted_v = v[order]
+  starts = np.r_[0, np.flatnonzero(np.diff(sorted_v)) + 1]
+  ends = np.r_[starts[1:], v.size]
+  ranks = np.empty(v.size)
+  ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+  return ranks
+
+
+def spearman(x: Any, y: Any) -> float:
+  """Spearman's rank correlation over the entries where both are finite.
+
+  Returns:
+    a float in ``[-1, 1]``; ``nan`` with fewer than 2 points or a constant input.
+  """
+  x = np.asarray(x, np.float64).reshape(-1)
+  y = np.asarray(y, np.float64).reshape(-1)
+  keep = np.isfinite(x) & np.isfinite(y)
+  if keep.sum() < 2:
+    return float("nan")
+  rx, ry = rankdata(x[keep]), rankdata(y[keep])
+  rx, ry = rx - rx.mean(), ry - ry.mean()
+  denom = np.sqrt((rx**2).sum() * (ry**2).sum())
+  return float((rx * ry).sum() / denom) if denom > 0 else float("nan")

@@ -41,7 +41,7 @@ NUMPY_WEIGHTS = "weights.npz"
 
 
 def software_versions() -> dict[str, str]:
-  """Versions of Python, JAX, jaxlib, Flax, optax and NumPy, and the JAX backend."""
+  """Versions of Python, JAX, jaxlib, Flax, optax and NumPy; JAX backend, device, CPU."""
   import flax
   import jaxlib
   import optax
@@ -49,7 +49,19 @@ def software_versions() -> dict[str, str]:
           "jaxlib": jaxlib.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "numpy": np.__version__,
           "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-          "platform": platform.platform()}
+          "platform": platform.platform(), "cpu": _cpu_model(),
+          "cpu_count": str(os.cpu_count())}
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
 
 
 def _jsonable(obj):

@@ -8,6 +8,12 @@ buffers and takes the next pending example, inside the same compiled loop. The
 cost follows the *average* iteration count. Each example's trajectory is the
 same as in the vmapped loop; only the packing changes.
 
+The tail, when no example is pending and slots fall idle, would still cost a
+full step for every slot; so the loop runs in phases of shrinking width (``S``,
+``S / 8``, ``S / 64``): once the pending examples are used up and few enough
+attacks are in flight, those are compacted into the next, narrower set of
+slots.
+
 The per-step work is batched over slots: the Jacobian rows of every slot, then
 the exact pruned pair search of :mod:`jsma_jax.pair_search` over all slots at
 once (its dense fallback only for the slots whose certificate fails), then the
@@ -80,13 +86,15 @@ def run_slots(
   carry = Slots(load(first), first, jnp.asarray(slots, jnp.int32), out)
 
   def body(c: Slots) -> Slots:
+    width = c.example.shape[0]
     active = c.example < size
     x0 = jnp.take(x, c.example, axis=0, mode="clip")
     target = jnp.take(targets, c.example, mode="clip")
     outputs, a, b = jax.vmap(lambda v, t: derivatives(f, config, v, t))(c.state.x, target)
     if config.pairwise:
       choice = pair_search.best_pairs(
-          a, b, c.state.domain, increase=config.increase, k=candidates, chunk=chunk, active=active
+          a, b, c.state.domain, increase=config.increase, k=candidates, chunk=max(1, min(chunk, width // 8)),
+          active=active,
       )
     else:
       choice = jax.vmap(lambda a, b, d: choose(config, a, b, d))(a, b, c.state.domain)
@@ -111,10 +119,32 @@ def run_slots(
     next_example = jnp.minimum(c.next_example + jnp.sum(done, dtype=jnp.int32), size)
     return Slots(state, incoming, next_example, out)
 
-  final = lax.while_loop(lambda c: jnp.any(c.example < size), body, carry)
-  o = final.out
+  widths = phase_widths(slots)
+  for i, width in enumerate(widths):
+    narrower = widths[i + 1] if i + 1 < len(widths) else 0
+
+    def cond(c: Slots, narrower=narrower) -> Array:
+      in_flight = jnp.sum(c.example < size)
+      return (in_flight > 0) & ~((c.next_example >= size) & (in_flight <= narrower))
+
+    carry = lax.while_loop(cond, body, carry)
+    if narrower:  # compact the attacks still in flight into fewer slots
+      (keep,) = jnp.nonzero(carry.example < size, size=narrower, fill_value=width)
+      state = jax.tree.map(lambda v: jnp.take(v, keep, axis=0, mode="clip"), carry.state)
+      example = jnp.where(keep < width, jnp.take(carry.example, keep, mode="clip"), size)
+      carry = Slots(state, example, carry.next_example, carry.out)
+
+  o = carry.out
   domain = jnp.zeros(x.shape, bool)  # not kept per example; finalize does not need it
   return AttackState(x=o.x, domain=domain, iteration=o.iteration, reason=o.reason, predicted=o.predicted, trace=o.trace)
+
+
+def phase_widths(slots: int, shrink: int = 8, smallest: int = 16, phases: int = 3) -> list[int]:
+  """Slot counts of the successive phases, e.g. ``[256, 32]`` or ``[8192, 1024, 128]``."""
+  widths = [slots]
+  while len(widths) < phases and widths[-1] // shrink >= smallest:
+    widths.append(widths[-1] // shrink)
+  return widths
 
 
 def _expand(mask: Array, like: Array) -> Array:

@@ -181,3 +181,19 @@ def test_one_argument_logits_fn_and_numpy_inputs(model):
   r1 = jsma(f, np.asarray(x), np.asarray(t), gamma=0.5)
   r2 = jsma(apply_fn, x, t, params=params, gamma=0.5)
   _same(r1, r2)
+
+
+def test_refill_phases_equal_lockstep_on_a_large_batch():
+  """slots=128 runs in two phases (128 then 16 slots) over 300 examples, each refilled many times."""
+  from jsma_jax.scheduler import phase_widths
+
+  assert phase_widths(128) == [128, 16]
+  with jax.enable_x64(True):
+    params = jax.tree.map(jnp.asarray, toy_models.mlp_params(21, SHAPE, N))
+    x = jnp.asarray(toy_models.random_inputs(22, 300, SHAPE))
+    t = jnp.asarray(np.random.default_rng(23).integers(0, N, size=300))
+    refill = jsma(toy_models.apply_mlp_relu, x, t, params=params, gamma=0.6, slots=128, candidates=6, record_trace=True)
+    lock = jsma(toy_models.apply_mlp_relu, x, t, params=params, gamma=0.6, schedule="lockstep", record_trace=True)
+  _same(refill, lock)
+  np.testing.assert_array_equal(refill.trace, lock.trace)
+  assert len(set(np.asarray(refill.iterations).tolist())) > 3  # attacks of many lengths were interleaved

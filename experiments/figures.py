@@ -1,0 +1,130 @@
+"""The study's figures (matplotlib, Agg backend): one PNG each, written to the out folder."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 90
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=DPI)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return os.path.basename(path)
+
+
+def success_vs_budget(results: dict, path: str) -> str:
+  """Success rate and mean distortion (successful) against the budget, per model."""
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  for act, sweep in results["sweeps"].items():
+    px = [p["pixels"] for p in sweep]
+    ax1.plot(px, [100 * p["success_rate"] for p in sweep], marker="o", label=f"LeNet {act}")
+    ax2.plot(px, [100 * (p["distortion_successful"] or np.nan) for p in sweep], marker="o", label=f"LeNet {act}")
+  table_px = 2 * results["rows"][0]["table_max_iter"]
+  for ax in (ax1, ax2):
+    ax.axvline(table_px, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (changed pixels; gamma = pixels / 784)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+  ax1.axhline(97.1, color="k", ls="--", lw=1)
+  ax1.text(2.1, 93, "paper 97.1% at gamma = 14.5%", fontsize=8)
+  ax1.set_ylabel("success rate (%)")
+  ax2.axhline(4.02, color="k", ls="--", lw=1)
+  ax2.set_ylabel("mean distortion of successful (% of features)")
+  fig.suptitle("Success and distortion against the budget (one run at the largest budget)")
+  return _save(fig, path)
+
+
+def _heat(ax, mat, title, fmt, cmap):
+  mat = np.asarray(mat, float)
+  im = ax.imshow(mat, cmap=cmap)
+  for s in range(mat.shape[0]):
+    for t in range(mat.shape[1]):
+      if np.isfinite(mat[s, t]):
+        ax.text(t, s, format(mat[s, t], fmt), ha="center", va="center", fontsize=6)
+  ax.set_xticks(range(mat.shape[1]))
+  ax.set_yticks(range(mat.shape[0]))
+  ax.set_xlabel("target class")
+  ax.set_ylabel("source class")
+  ax.set_title(title, fontsize=9)
+  plt.colorbar(im, ax=ax, fraction=0.046)
+
+
+def pair_maps(pairs: dict, activation: str, path: str) -> str:
+  """Hardness ``H(s, t)``, mean adversarial distance, and their scatter, for one model."""
+  h = np.array(pairs["hardness"], float)
+  a = np.array(pairs["mean_distance"], float)
+  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.4))
+  _heat(ax1, 1000 * h, "hardness H(s, t) x 1000 (trapezoid over the grid)", ".1f", "viridis")
+  _heat(ax2, a, "mean adversarial distance A(x, t)", ".2f", "viridis")
+  off = ~np.eye(h.shape[0], dtype=bool) & np.isfinite(h) & np.isfinite(a)
+  ax3.scatter(a[off], h[off], s=12)
+  ax3.set_xlabel("mean A(x, t) of the pair")
+  ax3.set_ylabel("hardness H(s, t)")
+  rho = pairs["spearman_distance_hardness"]
+  ax3.set_title(f"Spearman rho = {rho:.3f}" if rho is not None else "Spearman rho: n/a", fontsize=9)
+  ax3.grid(alpha=0.3)
+  fig.suptitle(f"LeNet {activation}: class pairs ({pairs['split']} sources)")
+  return _save(fig, path)
+
+
+def adversarial_grid(picture: dict, activation: str, path: str) -> str:
+  """The paper's Figure 1: rows the source class, columns the target, originals on the diagonal."""
+  grid, ok = picture["grid"], picture["grid_success"]
+  n = grid.shape[0]
+  fig, axes = plt.subplots(n, n, figsize=(n * 0.8, n * 0.8))
+  for s in range(n):
+    for t in range(n):
+      ax = axes[s, t]
+      ax.imshow(grid[s, t, ..., 0], cmap="gray", vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if not ok[s, t]:
+        for side in ax.spines.values():
+          side.set_color("red")
+          side.set_linewidth(2)
+      if s == 0:
+        ax.set_title(str(t), fontsize=8)
+      if t == 0:
+        ax.set_ylabel(str(s), fontsize=8)
+  fig.suptitle(f"LeNet {activation}: adversarial digits (row source, column target; red: failed)", fontsize=9)
+  return _save(fig, path)
+
+
+def saliency_examples(picture: dict, activation: str, path: str) -> str:
+  """A few examples: original, its increasing saliency map towards the target, adversarial."""
+  k = len(picture["ex_target"])
+  fig, axes = plt.subplots(k, 3, figsize=(6, 2 * k), squeeze=False)
+  for i in range(k):
+    s, t = int(picture["ex_source"][i]), int(picture["ex_target"][i])
+    sal = picture["ex_saliency"][i].reshape(28, 28)
+    panels = [(picture["ex_x"][i][..., 0], f"source {s}", "gray"),
+              (sal, f"saliency S(x, {t}) (Eq. 8)", "hot"),
+              (picture["ex_adv"][i][..., 0], f"to {t}: {'success' if picture['ex_success'][i] else 'failed'}", "gray")]
+    for ax, (img, title, cmap) in zip(axes[i], panels):
+      ax.imshow(img, cmap=cmap, **({"vmin": 0, "vmax": 1} if cmap == "gray" else {}))
+      ax.set_title(title, fontsize=8)
+      ax.set_xticks([])
+      ax.set_yticks([])
+  fig.suptitle(f"LeNet {activation}: saliency maps", fontsize=9)
+  return _save(fig, path)
+
+
+def write_all(results: dict, arrays: dict, out: str) -> list[str]:
+  """Writes every figure; returns their file names."""
+  names = [success_vs_budget(results, os.path.join(out, "success_vs_budget.png"))]
+  for act, pairs in results["pairs"].items():
+    names.append(pair_maps(pairs, act, os.path.join(out, f"pairs_{act}.png")))
+    names.append(adversarial_grid(arrays["pictures"][act], act, os.path.join(out, f"adversarial_grid_{act}.png")))
+    names.append(saliency_examples(arrays["pictures"][act], act, os.path.join(out, f"saliency_{act}.png")))
+  return names

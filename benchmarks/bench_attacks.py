@@ -118,10 +118,10 @@ def worker_peer(name: str, weights_path: str, x: np.ndarray, t: np.ndarray, repe
       "seconds": statistics.median(times),
       "seconds_all": times,
       "compile_seconds": 0.0,
-      "peak_memory_mb": out.get("peak_memory_mb", peak_rss_mb()),
-      "memory_kind": out.get("memory_kind", "process max RSS"),
-      "device": out.get("device", "cpu"),
-      "options": out.get("options", {}),
+      "peak_memory_mb": out["peak_mem_bytes"] / 2**20,
+      "memory_kind": out["mem_method"],
+      "device": str(out["device"]),
+      "options": {k: v for k, v in out.items() if k in ("settings", "batch_size", "torch_threads", "version")},
   }
 
 

@@ -11,6 +11,8 @@ Needs only NumPy weights in the ``jsma_jax.models.lenet_numpy_weights`` format, 
 4. Each peer on ``--digits`` real MNIST test digits x ``--targets`` targets each: success,
    L0, time, attacks/s, peak memory; how often flat pixel 0 changed (the (0, 0) pair bug).
 5. Each peer with theta = -1 on a few attacks: no pixel may increase.
+6. The pairwise peers' pair choice on hand-built Jacobians: no admissible pair, and
+   decreasing mode (shows the (0, 0) pair bug and torchattacks' decreasing-mode bug).
 
 Run from the repo root:  .venv-bench/bin/python benchmarks/check_peers.py
 """
@@ -149,6 +151,36 @@ def trained_weights(activation: str, n_train: int, seed: int, cache: pathlib.Pat
   return w
 
 
+def check_pair_choice() -> None:
+  """The peers' pair selection on hand-built Jacobians (2 classes, 6 features, target 0).
+
+  (a) increasing, no admissible pair (a_i = -1, b_i = +1): the paper stops; (b) decreasing
+  with admissible pairs (a = -(1..6), b = +1): the paper picks (4, 5), the largest
+  |alpha| * beta.
+  """
+  import torchattacks
+  peers._import_advertorch()
+  from advertorch.attacks import JacobianSaliencyMapAttack
+
+  m = 6
+  cases = {"(a) increasing, none admissible": (-np.ones(m), np.ones(m), True),
+           "(b) decreasing, (4, 5) best": (-np.arange(1.0, m + 1), np.ones(m), False)}
+  dummy = torch.nn.Linear(m, 2)
+  for label, (a, b, increasing) in cases.items():
+    jac = torch.tensor(np.stack([a, b]), dtype=torch.float32)
+    theta = 1.0 if increasing else -1.0
+    ta = torchattacks.JSMA(dummy, theta=theta)
+    p, q = ta.saliency_map(jac, torch.tensor([0]), increasing, torch.ones(m, dtype=torch.bool), m)
+    line = f"  {label:34s} torchattacks ({int(p)}, {int(q)})"
+    for cc in (False, True):
+      adv = JacobianSaliencyMapAttack(dummy, 2, theta=theta, comply_cleverhans=cc)
+      p1, p2, valid = adv._saliency_map(torch.ones(1, m, dtype=torch.int32), jac[:1], jac[1:],
+                                        torch.tensor([0]))
+      name = "advertorch(cleverhans)" if cc else "advertorch"
+      line += f"  {name} ({int(p1)}, {int(p2)}) valid={bool(valid)}"
+    print(line)
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--activation", choices=["tanh", "relu"], default="tanh")
@@ -209,6 +241,8 @@ def main(argv=None) -> int:
     down = int(np.sum(r["x_adv"] < xd))
     print(f"  {name:13s} pixels raised {up:3d}, lowered {down:3d}, success {r['success_rate']:.2f}")
     assert up == 0, f"{name} raised pixels in decreasing mode"
+  print("6. pair choice on hand-built Jacobians (reads peer internals)")
+  check_pair_choice()
   print("all checks passed")
   return 0
 

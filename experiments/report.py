@@ -135,7 +135,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
         notes.append(f"LeNet {act} was trained on all {n_tr} training images, so the validation set here "
                      "was seen in training (the paper's Theano setup trained on 50,000 and held 10,000 out).")
   n_main = max(r["n"] for r in results["rows"] if r["variant"] == "paper") // 9
-  notes.append(f"Sources: {n_main} per set for the reproduction row, "
+  n_other = cfg.get("n_sources_splits") or n_main
+  notes.append(f"Sources: {n_main} for the reproduction row on the main set, {n_other} on the other sets, "
                f"{cfg['n_sources_ablation']} for the variants (the paper: 10,000 per set, 3 sets). "
                "Small samples give success rates with a binomial standard error of about "
                f"{100 * np.sqrt(0.03 * 0.97 / max(9 * n_main, 1)):.1f} points at 97% for the main row.")

@@ -46,6 +46,9 @@ def parse_args(argv=None) -> study.StudyConfig:
   p.add_argument("--splits", type=_csv(str), default=None, help="subset of train,validation,test")
   p.add_argument("--sources", dest="n_sources", type=int, default=None, help="sources per set (main row)")
   p.add_argument("--ablation-sources", dest="n_sources_ablation", type=int, default=None)
+  p.add_argument("--split-sources", dest="n_sources_splits", type=int, default=None,
+                 help="sources for the paper row on train/validation (default: --sources)")
+  p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
   p.add_argument("--variants", type=_csv(str), default=d.variants, help=",".join(study.VARIANTS))
   p.add_argument("--pixels", type=_csv(int), default=d.pixels, help="budget grid in pixels")
   p.add_argument("--gamma", type=float, default=d.gamma)

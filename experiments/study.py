@@ -81,6 +81,9 @@ class StudyConfig:
     splits: source sets for the paper row (``train``, ``validation``, ``test``).
     n_sources: sources per split for the paper row (9 attacks each).
     n_sources_ablation: sources for the other variants (test split, or the first split).
+    n_sources_splits: sources for the paper row on the sets other than test
+      (default ``n_sources``).
+    chunk_sources: sources per stage file (a long row is saved chunk by chunk).
     variants: which rows run (names of ``VARIANTS``); ``paper`` always runs.
     pixels: the budget grid in changed pixels (2 per pair iteration).
     gamma: the table's budget (share of features).
@@ -102,6 +105,8 @@ class StudyConfig:
   variants: tuple[str, ...] = tuple(VARIANTS)
   pixels: tuple[int, ...] = PAPER_PIXELS
   gamma: float = 0.145
+  n_sources_splits: int | None = None
+  chunk_sources: int = 100
   batch_size: int = 1024
   n_figure_examples: int = 3
   seed: int = 0
@@ -119,7 +124,7 @@ class StudyConfig:
       raise ValueError(f"arch must be 'lenet' or 'tiny_mlp', got {self.arch!r}")
     if self.source not in ("embedded", "idx", "tfds"):
       raise ValueError(f"source must be 'embedded', 'idx' or 'tfds', got {self.source!r}")
-    for name in ("n_sources", "n_sources_ablation", "batch_size", "epochs"):
+    for name in ("n_sources", "n_sources_ablation", "batch_size", "epochs", "chunk_sources"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not self.pixels or any(p < 2 for p in self.pixels) or list(self.pixels) != sorted(set(self.pixels)):
@@ -138,15 +143,13 @@ class StudyConfig:
 
   def rows(self) -> list[tuple[str, str, str, int]]:
     """``(activation, variant, split, n_sources)`` of every attack stage."""
-    rows = []
-    ablation_split = "test" if "test" in self.splits else self.splits[0]
-    for act in self.activations:
-      for split in self.splits:
-        rows.append((act, "paper", split, self.n_sources))
-      for v in self.variants:
-        if v != "paper":
-          rows.append((act, v, ablation_split, min(self.n_sources_ablation, self.n_sources)))
-    return rows
+    main = "test" if "test" in self.splits else self.splits[0]
+    rows = [(act, "paper", main, self.n_sources) for act in self.activations]
+    rows += [(act, v, main, min(self.n_sources_ablation, self.n_sources))
+             for act in self.activations for v in self.variants if v != "paper"]
+    rows += [(act, "paper", split, self.n_sources_splits or self.n_sources)
+             for act in self.activations for split in self.splits if split != main]
+    return rows  # the reproduction rows first, then the variants, then the other sets
 
 
 # ------------------------------------------------------------------------------ data
@@ -179,9 +182,11 @@ def load_splits(config: StudyConfig) -> tuple[dict[str, tuple[np.ndarray, np.nda
 
 
 def source_indices(config: StudyConfig, split: str, n_available: int) -> np.ndarray:
-  """The first ``n`` of a seeded permutation of a split (same for every row)."""
+  """The first ``n`` of a seeded permutation of a split (same for every row, so a
+  smaller row's sources are a prefix of a larger row's, and chunks are reused when
+  ``n_sources`` grows)."""
   rng = np.random.default_rng([config.seed, SPLITS.index(split)])
-  return np.sort(rng.permutation(n_available)[:min(config.n_sources, n_available)])
+  return rng.permutation(n_available)[:min(max(config.n_sources, config.n_sources_splits or 0), n_available)]
 
 
 # ---------------------------------------------------------------------------- models
@@ -289,8 +294,13 @@ def run_batched(apply_fn, params, x: np.ndarray, targets: np.ndarray, batch_size
 
 def attack_stage(config: StudyConfig, stages: Stages, data: dict, model, activation: str,
                  variant_name: str, split: str, n_sources: int) -> tuple[dict, dict]:
-  """Every source of the row towards its 9 other classes; the paper row also sweeps
-  the budget (one run at the largest budget with the L0 trace)."""
+  """Every source of the row towards its 9 other classes, in chunks of
+  ``chunk_sources`` sources (one stage each); the paper row also sweeps the budget
+  (one run at the largest budget with the L0 trace).
+
+  Returns:
+    ``(summary, arrays)`` of the whole row (chunks concatenated).
+  """
   apply_fn, params, _ = model
   variant = VARIANTS[variant_name]
   sweep = variant_name == "paper"
@@ -301,41 +311,55 @@ def attack_stage(config: StudyConfig, stages: Stages, data: dict, model, activat
     max_iter = max(config.sweep_iterations)
   else:
     max_iter = max_iterations(NUM_FEATURES, config.gamma, pairwise=variant.pairwise)
-  key = {"model": stages_key_model(config, activation), "variant": dataclasses.asdict(variant),
-         "split": split, "sources": idx, "max_iter": max_iter, "sweep": config.sweep_iterations if sweep else None}
 
-  def work():
-    e = all_other_targets(x_all[idx], y_all[idx], NUM_CLASSES)
-    src = np.asarray(e.source_index)
-    start = time.perf_counter()
-    r = run_batched(apply_fn, params, np.asarray(e.x), np.asarray(e.targets), config.batch_size,
-                    stages.log, name, theta=variant.theta, pairwise=variant.pairwise,
-                    probabilities=variant.probabilities, initial_domain=variant.initial_domain,
-                    max_iter=max_iter, record_trace=sweep)
-    seconds = time.perf_counter() - start
-    arrays = {"source_index": idx[src].astype(np.int32), "source": np.asarray(e.labels, np.int32),
-              "target": np.asarray(e.targets, np.int32), "success": r["success"],
-              "iterations": r["iterations"].astype(np.int16), "n_changed": r["n_changed"].astype(np.int16),
-              "stop_reason": r["stop_reason"].astype(np.int8)}
-    table_success, table_l0 = r["success"], r["n_changed"]
-    summary = {}
-    if sweep:
-      s = metrics.budget_sweep(r["success"], r["iterations"], r["trace"], config.sweep_iterations)
-      arrays.update(sweep_iterations=np.asarray(config.sweep_iterations, np.int16),
-                    sweep_success=s.success, sweep_n_changed=s.n_changed.astype(np.int16))
-      k = config.sweep_iterations.index(config.table_iterations)
-      table_success, table_l0 = s.success[k], s.n_changed[k]
-      summary["sweep"] = [dict(iterations=int(m), pixels=2 * int(m), gamma=2 * int(m) / NUM_FEATURES,
-                               **metrics.summary(s.success[j], s.n_changed[j], NUM_FEATURES))
-                          for j, m in enumerate(config.sweep_iterations)]
-    summary.update(metrics.summary(table_success, table_l0, NUM_FEATURES))
-    summary.update(activation=activation, variant=variant_name, split=split, n_sources=int(len(idx)),
-                   max_iter=max_iter, table_max_iter=config.table_iterations if variant.pairwise else max_iter,
-                   attack_seconds=seconds, attacks_per_second=len(src) / seconds,
-                   stop_reasons={int(c): int((r["stop_reason"] == c).sum()) for c in np.unique(r["stop_reason"])})
-    return summary, arrays
+  def chunk_work(chunk, tag):
+    def work():
+      e = all_other_targets(x_all[chunk], y_all[chunk], NUM_CLASSES)
+      src = np.asarray(e.source_index)
+      start = time.perf_counter()
+      r = run_batched(apply_fn, params, np.asarray(e.x), np.asarray(e.targets), config.batch_size,
+                      stages.log, tag, theta=variant.theta, pairwise=variant.pairwise,
+                      probabilities=variant.probabilities, initial_domain=variant.initial_domain,
+                      max_iter=max_iter, record_trace=sweep)
+      arrays = {"source_index": chunk[src].astype(np.int32), "source": np.asarray(e.labels, np.int32),
+                "target": np.asarray(e.targets, np.int32), "success": r["success"],
+                "iterations": r["iterations"].astype(np.int16), "n_changed": r["n_changed"].astype(np.int16),
+                "stop_reason": r["stop_reason"].astype(np.int8)}
+      if sweep:
+        s = metrics.budget_sweep(r["success"], r["iterations"], r["trace"], config.sweep_iterations)
+        arrays.update(sweep_iterations=np.asarray(config.sweep_iterations, np.int16),
+                      sweep_success=s.success, sweep_n_changed=s.n_changed.astype(np.int16))
+      return {"attack_seconds": time.perf_counter() - start, "n": int(len(src))}, arrays
+    return work
 
-  return stages.run(name, key, work)
+  parts, seconds = [], 0.0
+  for c, lo in enumerate(range(0, len(idx), config.chunk_sources)):
+    chunk = idx[lo:lo + config.chunk_sources]
+    key = {"model": stages_key_model(config, activation), "variant": dataclasses.asdict(variant),
+           "split": split, "sources": chunk, "max_iter": max_iter,
+           "sweep": config.sweep_iterations if sweep else None}
+    tag = f"{name}_c{c:03d}"
+    summary, arrays = stages.run(tag, key, chunk_work(chunk, tag))
+    parts.append(arrays)
+    seconds += summary["attack_seconds"]
+  arr = {k: np.concatenate([p[k] for p in parts], axis=-1 if k.startswith("sweep_") and k != "sweep_iterations" else 0)
+         for k in parts[0] if k != "sweep_iterations"}
+  table_success, table_l0 = arr["success"], arr["n_changed"]
+  summary = {}
+  if sweep:
+    arr["sweep_iterations"] = parts[0]["sweep_iterations"]
+    k = config.sweep_iterations.index(config.table_iterations)
+    table_success, table_l0 = arr["sweep_success"][k], arr["sweep_n_changed"][k]
+    summary["sweep"] = [dict(iterations=int(m), pixels=2 * int(m), gamma=2 * int(m) / NUM_FEATURES,
+                             **metrics.summary(arr["sweep_success"][j], arr["sweep_n_changed"][j], NUM_FEATURES))
+                        for j, m in enumerate(config.sweep_iterations)]
+  n = len(arr["success"])
+  summary.update(metrics.summary(table_success, table_l0, NUM_FEATURES))
+  summary.update(activation=activation, variant=variant_name, split=split, n_sources=int(len(idx)),
+                 max_iter=max_iter, table_max_iter=config.table_iterations if variant.pairwise else max_iter,
+                 attack_seconds=seconds, attacks_per_second=n / max(seconds, 1e-9), chunks=len(parts),
+                 stop_reasons={int(c): int((arr["stop_reason"] == c).sum()) for c in np.unique(arr["stop_reason"])})
+  return summary, arr
 
 
 def stages_key_model(config: StudyConfig, activation: str) -> dict:
@@ -352,7 +376,7 @@ def distance_stage(config: StudyConfig, stages: Stages, data: dict, model, activ
   """``A(x, t)`` for every attack of the paper row on ``split``: one Jacobian each."""
   apply_fn, params, _ = model
   x_all, y_all = data[split]
-  idx = source_indices(config, split, len(y_all))
+  idx = source_indices(config, split, len(y_all))[:config.n_sources]
 
   def work():
     e = all_other_targets(x_all[idx], y_all[idx], NUM_CLASSES)

@@ -84,7 +84,7 @@ def test_budget_sweep_agrees_with_separate_runs(run):
   out, res = run
   config = reproduce.parse_args(TINY + ["--out", out])
   apply_fn, params = study.load_model(config, "tanh")
-  arr = np.load(os.path.join(out, "stages", "attack_tanh_paper_test.npz"))
+  arr = np.load(os.path.join(out, "stages", "attack_tanh_paper_test_c000.npz"))
   data, _ = study.load_splits(config)
   x_all, y_all = data["test"]
   e = all_other_targets(x_all[study.source_indices(config, "test", len(y_all))], y_all[
@@ -130,6 +130,15 @@ def test_interrupted_run_resumes_to_the_same_results(run, tmp_path, monkeypatch)
       a, b = np.load(os.path.join(out, "stages", name)), np.load(os.path.join(resumed, "stages", name))
       for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
+
+
+def test_more_sources_reuse_finished_chunks(tmp_path):
+  out = str(tmp_path / "grow")
+  small = reproduce.main(TINY + ["--out", out, "--sources", "3", "--chunk-sources", "2"])
+  grown = reproduce.main(TINY + ["--out", out, "--sources", "4", "--chunk-sources", "2"])
+  assert "attack_tanh_paper_test_c000" in grown["stages_loaded"]
+  assert "attack_tanh_paper_test_c001" in grown["stages_ran"]  # its sources changed: [2] -> [2, 3]
+  assert grown["rows"][0]["n"] == 36 and small["rows"][0]["n"] == 27
 
 
 def test_changed_configuration_redoes_the_stage(tmp_path):

@@ -109,7 +109,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
   for j, p in enumerate(sweeps[acts[0]]):
     cells = " | ".join(f"{_pct(sweeps[a][j]['success_rate'])} | {_pct(sweeps[a][j]['distortion_successful'])} | "
                        f"{_pct(sweeps[a][j]['distortion_all'])}" for a in acts)
-    L.append(f"| {p['pixels']} | {_pct(p['gamma'])} | {cells} |")
+    mark = " (the table's budget)" if p["iterations"] == results["rows"][0]["table_max_iter"] else ""
+    L.append(f"| {p['pixels']}{mark} | {_pct(p['gamma'])} | {cells} |")
   L += ["", "## Hardness and adversarial distance", ""]
   for act in acts:
     pr = results["pairs"][act]

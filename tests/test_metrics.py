@@ -128,9 +128,9 @@ def test_budget_sweep_equals_separate_runs(sweep_setup, theta, pairwise, domain)
   params, x, t = sweep_setup
   kw = dict(params=params, theta=theta, pairwise=pairwise, initial_domain=domain, schedule="lockstep")
   big = jsma(toy_models.apply_mlp_tanh, x, t, max_iter=12, record_trace=True, **kw)
-  budgets = [1, 2, 4, 7, 12]
+  budgets = [1, 4, 12]
   sweep = metrics.budget_sweep(big.success, big.iterations, big.trace, budgets)
-  assert sweep.success.shape == sweep.n_changed.shape == (5, 24)
+  assert sweep.success.shape == sweep.n_changed.shape == (3, 24)
   for k, m in enumerate(budgets):
     small = jsma(toy_models.apply_mlp_tanh, x, t, max_iter=m, **kw)
     np.testing.assert_array_equal(sweep.success[k], np.asarray(small.success), err_msg=f"budget {m}")

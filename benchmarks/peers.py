@@ -26,7 +26,7 @@ Each ``run_*`` returns a dict: ``name``, ``version``, ``x_adv`` (NHWC float32 nu
 ``l0`` (int [N], features changed), ``n``, ``seconds`` (wall time of the timed call, after
 an excluded warm-up call on ``warmup`` examples), ``attacks_per_s``, ``success_rate``,
 ``mean_l0_success``, ``mean_l0_all``, ``max_l0``, ``peak_mem_bytes``, ``mem_method``,
-``loadavg``, ``device``, ``batch_size``, ``torch_threads``, ``omp_wait_policy``,
+``maxrss_growth_bytes``, ``loadavg``, ``device``, ``batch_size``, ``torch_threads``, ``omp_wait_policy``,
 ``settings``. ``PEERS`` maps short names to the functions. Keyword options common to all:
 ``batch_size``, ``device`` ("cpu", "cuda", ...), ``warmup`` (examples in the untimed first
 call, default 2), ``threads`` (torch intra-op threads during the call; None keeps torch's
@@ -47,7 +47,7 @@ a shared machine, compare rates only between runs with similar load.
 Compatibility shims for AdverTorch 0.2.3 with current torch (installed by
 ``_import_advertorch`` before the first import, nothing else is patched):
   1. ``advertorch/attacks/fast_adaptive_boundary.py`` does ``from torch.autograd.gradcheck
-     import zero_gradients``, removed from torch (1.9+). We add torch's old
+     import zero_gradients``, which torch 2.13 no longer has. We add torch's old
      implementation to ``torch.autograd.gradcheck`` if it is missing. Only FAB uses it.
   2. ``advertorch/functional.py`` does ``from torchvision import transforms`` and builds
      ``ToPILImage()``/``ToTensor()`` at import time; JSMA never uses them. If torchvision
@@ -311,7 +311,7 @@ def _check_inputs(weights, x_nhwc, targets, batch_size, warmup):
   t = np.asarray(targets)
   if x.ndim != 4:
     raise ValueError(f"x_nhwc must be [N, H, W, C], got shape {x.shape}")
-  if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
+  if not np.issubdtype(x.dtype, np.floating) or (x.size and (x.min() < 0 or x.max() > 1)):
     raise ValueError("x_nhwc must be floating point in [0, 1]")
   num_classes = np.asarray(weights["fc2.bias"]).shape[0]
   if t.shape != (x.shape[0],) or not np.issubdtype(t.dtype, np.integer):

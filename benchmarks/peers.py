@@ -27,9 +27,9 @@ Each ``run_*`` returns a dict: ``name``, ``version``, ``x_adv`` (NHWC float32 nu
 an excluded warm-up call on ``warmup`` examples), ``attacks_per_s``, ``success_rate``,
 ``mean_l0_success``, ``mean_l0_all``, ``max_l0``, ``peak_mem_bytes``, ``mem_method``,
 ``maxrss_growth_bytes``, ``loadavg``, ``device``, ``batch_size``, ``torch_threads``,
-``omp_wait_policy``, ``settings``. ``PEERS`` maps short names to the functions. Keyword options common to all:
-``batch_size``, ``device`` ("cpu", "cuda", ...), ``warmup`` (examples in the untimed first
-call, default 2), ``threads`` (torch intra-op threads during the call; None keeps torch's
+``omp_wait_policy``, ``settings``. ``PEERS`` maps short names to the functions.
+Keyword options common to all: ``batch_size``, ``device`` ("cpu", "cuda", ...), ``warmup``
+(examples in the untimed first call, default 2), ``threads`` (torch intra-op threads during the call; None keeps torch's
 setting), ``theta``, ``gamma``. The model's parameters are frozen (``requires_grad=False``)
 so that no peer spends time on weight gradients; the peers themselves are not modified.
 

@@ -30,8 +30,9 @@ an excluded warm-up call on ``warmup`` examples), ``attacks_per_s``, ``success_r
 ``omp_wait_policy``, ``settings``. ``PEERS`` maps short names to the functions.
 Keyword options common to all: ``batch_size``, ``device`` ("cpu", "cuda", ...), ``warmup``
 (examples in the untimed first call, default 2), ``threads`` (torch intra-op threads
-during the call; None keeps torch's setting), ``theta``, ``gamma``. The model's parameters are frozen (``requires_grad=False``)
-so that no peer spends time on weight gradients; the peers themselves are not modified.
+during the call; None keeps torch's setting), ``theta``, ``gamma``. The model's parameters
+are frozen (``requires_grad=False``) so that no peer spends time on weight gradients; the
+peers themselves are not modified.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated at the start.
 On CPU (Linux), the peak resident set size above the RSS at the start: the kernel's

@@ -66,9 +66,11 @@ def render(results: dict, figures: list[str], command: str) -> str:
   L = ["# JSMA reproduction: Papernot et al., EuroS&P 2016", ""]
   L += [f"Command: `{command}`", "",
         f"JAX {env['jax']} on {env['backend']} ({env['device']}, {env['device_kind']}), "
-        f"{env['cpu_count']} CPUs, {env['platform']}; seed {results['seed']}. "
+        f"{env['cpu_count']} CPUs ({env.get('processor') or 'unknown CPU'}), {env['platform']}; seed {results['seed']}. "
         f"Attack time {results['total_attack_seconds']:.0f} s for {results['total_attacks']} attacks "
-        f"({results['total_attacks'] / max(results['total_attack_seconds'], 1e-9):.1f} attacks/s overall).", ""]
+        f"({results['total_attacks'] / max(results['total_attack_seconds'], 1e-9):.1f} attacks/s overall); "
+        f"all stages together {sum(results['stage_seconds'].values()) / 60:.1f} min of wall time (a resumed run "
+        "adds up the stages of every invocation).", ""]
   L += ["## Data and models", "",
         f"MNIST from `{ds['source']}`" + (f" (`{ds['data_dir']}`)" if ds.get("data_dir") else "") +
         f"; sets: train {ds['sizes']['train']}, validation {ds['sizes']['validation']} ({ds['validation']}), "

@@ -34,7 +34,15 @@ def environment() -> dict:
   return {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(dev),
           "device_kind": getattr(dev, "device_kind", ""), "device_count": jax.device_count(),
           "python": platform.python_version(), "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "processor": platform.processor()}
+          "cpu_count": os.cpu_count(), "processor": _cpu_model()}
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+  except OSError:
+    return platform.processor()
 
 
 def pair_measures(config: StudyConfig, attack: tuple[dict, dict], distance: tuple[dict, dict]) -> dict:

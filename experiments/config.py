@@ -83,7 +83,7 @@ class StudyConfig:
   epochs: int = 3
   splits: tuple[str, ...] = ("test",)
   n_sources: int = 20
-  n_sources_ablation: int = 10
+  n_sources_ablation: int = 5
   variants: tuple[str, ...] = tuple(VARIANTS)
   pixels: tuple[int, ...] = PAPER_PIXELS
   gamma: float = 0.145

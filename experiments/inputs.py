@@ -39,7 +39,9 @@ def load_splits(config: StudyConfig) -> tuple[dict[str, tuple[np.ndarray, np.nda
       "test": (x_test, y_test),
   }
   info = {"name": "mnist", "source": config.source, "data_dir": config.data_dir,
-          "sizes": {k: int(len(v[1])) for k, v in data.items()}, "validation": how}
+          "sizes": {k: int(len(v[1])) for k, v in data.items()}, "validation": how,
+          "test_pixels_at_0": float((x_test == 0).reshape(len(x_test), -1).sum(1).mean()),
+          "test_pixels_at_1": float((x_test == 1).reshape(len(x_test), -1).sum(1).mean())}
   return data, info
 
 

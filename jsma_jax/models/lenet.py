@@ -40,8 +40,12 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 def conv_valid_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
   """A VALID, stride-1 ``nnx.Conv`` computed as shifted slices and one matmul.
 
-  Same function as ``conv(x)``; used for LeNet's first layer (one input channel),
-  whose input gradient XLA:CPU computes about twice as fast this way.
+  Same function as ``conv(x)`` up to rounding; used for both of LeNet's
+  convolutions. On XLA:CPU the input gradient of a ``lax.conv`` inside a
+  ``while_loop`` (the attack's loop) is lowered to a naive convolution kernel,
+  about 7x slower than the same gradient outside a loop; as shifted slices and a
+  matmul it stays fast everywhere (``benchmarks/RESULTS.md``). The same holds for
+  any convolutional model a user attacks on a CPU.
   """
   kernel, bias = conv.kernel[...], conv.bias[...]
   kh, kw, cin, cout = kernel.shape
@@ -91,7 +95,7 @@ class LeNet(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     x = max_pool_2x2(act(conv_valid_im2col(x, self.conv1)))
-    x = max_pool_2x2(act(self.conv2(x)))
+    x = max_pool_2x2(act(conv_valid_im2col(x, self.conv2)))
     x = x.reshape(x.shape[0], -1)  # NHWC flatten: (h, w, c)
     x = act(self.fc1(x))
     return self.fc2(x)

@@ -45,6 +45,16 @@ JAX_CONTENDERS = {
 PEERS = ("advertorch", "torchattacks", "art")
 
 
+def cpu_model() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -153,6 +163,8 @@ def main() -> None:
   parser.add_argument("--contenders", default="jsma-jax,jsma-jax-lockstep,jsma-jax-all-domain,advertorch,torchattacks,art")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats for jsma-jax (peers: --peer-repeats)")
   parser.add_argument("--peer-repeats", type=int, default=1)
+  parser.add_argument("--lockstep-repeats", type=int, default=1,
+                      help="timed repeats for jsma-jax-lockstep (the dense reference is slow on a CPU)")
   parser.add_argument("--slots", type=int, default=None)
   parser.add_argument("--out", default=None, help="write the results as JSON here")
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -181,8 +193,9 @@ def main() -> None:
 
   rows = {}
   for name in args.contenders.split(","):
+    repeats = args.lockstep_repeats if name == "jsma-jax-lockstep" else args.repeats
     cmd = [sys.executable, __file__, "--worker", name, "--io", str(io), "--checkpoint", args.checkpoint,
-           "--repeats", str(args.repeats), "--peer-repeats", str(args.peer_repeats)]
+           "--repeats", str(repeats), "--peer-repeats", str(args.peer_repeats)]
     if args.slots:
       cmd += ["--slots", str(args.slots)]
     print(f"-- {name} ...", flush=True)
@@ -209,7 +222,7 @@ def main() -> None:
     }
     print(f"jsma-jax (all-feature domain) and AdverTorch give identical x_adv on {same.mean():.1%} of attacks")
 
-  base = rows.get("jsma-jax", {})
+  base = rows.get("jsma-jax") or next((r for n, r in rows.items() if n.startswith("jsma-jax") and "attacks_per_second" in r), {})
   print(f"\n{'contender':24s} {'attacks/s':>10s} {'success':>8s} {'L0':>6s} {'peak MB':>8s} {'jsma-jax is':>12s}")
   for name, row in rows.items():
     if "attacks_per_second" not in row:
@@ -217,8 +230,8 @@ def main() -> None:
     ratio = base.get("attacks_per_second", float("nan")) / row["attacks_per_second"]
     print(f"{name:24s} {row['attacks_per_second']:10.1f} {row['success_rate']:8.4f} {row['mean_l0_successful']:6.1f} "
           f"{row['peak_memory_mb']:8.0f} {ratio:11.1f}x")
-  machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-             "python": platform.python_version()}
+  machine = {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+             "python": platform.python_version(), "loadavg_at_end": os.getloadavg()}
   summary = {"machine": machine, "attacks": len(x), "sources": args.sources, "checkpoint": args.checkpoint,
              "model_meta": {k: meta.get(k) for k in ("config", "dataset", "test_accuracy") if k in meta},
              "contenders": rows}

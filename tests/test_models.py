@@ -192,3 +192,44 @@ def test_logits_fn_uses_inference_mode():
 def test_logits_fn_type_error():
   with pytest.raises(TypeError, match="model"):
     as_logits_fn(lambda x: x)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+@pytest.mark.parametrize("kernel", [(5, 5), (3, 3), (2, 3)])
+def test_conv_im2col_equals_nnx_conv(padding, kernel):
+  """The matmul form of the models' convolutions is nnx.Conv's function, gradient included."""
+  from jsma_jax.models.lenet import conv_im2col
+
+  conv = nnx.Conv(3, 7, kernel_size=kernel, padding=padding, rngs=nnx.Rngs(2))
+  x = _images((2, 9, 8, 3), seed=3)
+  np.testing.assert_allclose(conv_im2col(x, conv), conv(x), rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(jax.random.key(4), conv(x).shape)
+  grad_im2col = jax.vjp(lambda v: conv_im2col(v, conv), x)[1](g)[0]
+  grad_conv = jax.vjp(conv, x)[1](g)[0]
+  np.testing.assert_allclose(grad_im2col, grad_conv, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_im2col_rejects_strides():
+  from jsma_jax.models.lenet import conv_im2col
+
+  conv = nnx.Conv(1, 2, kernel_size=(3, 3), strides=(2, 2), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="stride"):
+    conv_im2col(jnp.zeros((1, 6, 6, 1)), conv)
+
+
+def test_max_pool_matches_nnx_value_and_gradient_at_ties():
+  """Blank MNIST background makes every window a tie: the gradient must go to the first maximum."""
+  from jsma_jax.models.lenet import max_pool_2x2
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 6, 8, 2)).astype(np.float32)
+  x[0] = 0.25  # every window a four-way tie
+  x[1, :2, :2] = 1.0  # one window tied, the rest random
+  x[2, 0, 0, 0] = x[2, 1, 1, 0] = 5.0  # a two-way tie on the diagonal
+  x = jnp.asarray(x)
+  ref = lambda v: nnx.max_pool(v, window_shape=(2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+  g = jnp.asarray(rng.normal(size=ref(x).shape), jnp.float32)
+  got = jax.vjp(max_pool_2x2, x)[1](g)[0]
+  want = jax.vjp(ref, x)[1](g)[0]
+  np.testing.assert_array_equal(got, want)

@@ -25,33 +25,50 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "r
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 max-pool, stride 2, VALID, on NHWC: the same function as ``nnx.max_pool``.
+  """2x2 max-pool, stride 2, VALID, on NHWC: ``nnx.max_pool``'s function and derivative.
 
-  Written as a reshape and a max so that its input gradient is a cheap masked
-  broadcast instead of XLA's ``select_and_scatter`` (which took about a third of
-  LeNet's two-row VJP on a 2-core CPU: ``benchmarks/RESULTS.md``). At ties the
-  gradient is shared among the tied inputs instead of going to the first one;
-  both are valid derivatives, and ties inside a window are measure-zero for tanh.
+  The value is the window's maximum; the input gradient goes to the *first*
+  maximum of each window in row-major order, as with ``nnx.max_pool`` (XLA's
+  ``select_and_scatter``) and PyTorch's ``max_pool2d``. This matters for JSMA:
+  on MNIST every window over the blank background is a tie (all inputs equal),
+  and a gradient shared among tied inputs gives a different forward derivative
+  for most pixels, hence different pairs, than the frameworks' rule.
+
+  Written as a one-hot mask of the first maximum times the window, so that the
+  gradient is a cheap masked broadcast instead of ``select_and_scatter`` (slow
+  on XLA:CPU, inside the attack's loop above all: ``benchmarks/RESULTS.md``).
+  The sum is exact: the window's maximum plus zeros.
   """
   b, h, w, c = x.shape
-  return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  win = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
+  win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)  # window entries in row-major order
+  first = jax.nn.one_hot(jnp.argmax(win, axis=-1), 4, dtype=x.dtype)  # argmax: first maximum
+  return jnp.sum(win * jax.lax.stop_gradient(first), axis=-1)
 
 
-def conv_valid_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
-  """A VALID, stride-1 ``nnx.Conv`` computed as shifted slices and one matmul.
+def conv_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
+  """A stride-1 ``nnx.Conv`` (``VALID`` or ``SAME`` padding) as shifted slices and one matmul.
 
-  Same function as ``conv(x)`` up to rounding; used for both of LeNet's
-  convolutions. On XLA:CPU the input gradient of a ``lax.conv`` inside a
-  ``while_loop`` (the attack's loop) is lowered to a naive convolution kernel,
-  about 7x slower than the same gradient outside a loop; as shifted slices and a
-  matmul it stays fast everywhere (``benchmarks/RESULTS.md``). The same holds for
-  any convolutional model a user attacks on a CPU.
+  Same function as ``conv(x)`` up to rounding; used for every convolution of
+  ``LeNet`` and ``SmallCNN``. On XLA:CPU the input gradient of a ``lax.conv``
+  inside a ``while_loop`` (the attack's loop) is lowered to a naive convolution
+  kernel, about 7x slower than the same gradient outside a loop; as shifted
+  slices and a matmul it stays fast everywhere (``benchmarks/RESULTS.md``). The
+  same holds for any convolutional model attacked on a CPU.
   """
   kernel, bias = conv.kernel[...], conv.bias[...]
   kh, kw, cin, cout = kernel.shape
+  if tuple(conv.strides if isinstance(conv.strides, (tuple, list)) else (conv.strides or 1,) * 2) not in ((1, 1),):
+    raise ValueError(f"conv_im2col supports stride 1 only, got strides={conv.strides!r}")
+  padding = conv.padding
+  if padding == "SAME":
+    x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+  elif padding != "VALID":
+    raise ValueError(f"conv_im2col supports padding 'VALID' or 'SAME', got {padding!r}")
   oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  cols = jnp.stack([x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3)
-  return jnp.einsum("bhwkc,kco->bhwo", cols, kernel.reshape(kh * kw, cin, cout)) + bias
+  cols = jnp.concatenate([x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3)
+  out = cols @ kernel.reshape(kh * kw * cin, cout)
+  return out + bias if bias is not None else out
 
 
 def _check_common(activation, num_classes):
@@ -94,8 +111,8 @@ class LeNet(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
-    x = max_pool_2x2(act(conv_valid_im2col(x, self.conv1)))
-    x = max_pool_2x2(act(conv_valid_im2col(x, self.conv2)))
+    x = max_pool_2x2(act(conv_im2col(x, self.conv1)))
+    x = max_pool_2x2(act(conv_im2col(x, self.conv2)))
     x = x.reshape(x.shape[0], -1)  # NHWC flatten: (h, w, c)
     x = act(self.fc1(x))
     return self.fc2(x)
@@ -134,9 +151,9 @@ class SmallCNN(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
-    x = act(self.conv2(act(self.conv1(x))))
+    x = act(conv_im2col(act(conv_im2col(x, self.conv1)), self.conv2))
     x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = act(self.conv4(act(self.conv3(x))))
+    x = act(conv_im2col(act(conv_im2col(x, self.conv3)), self.conv4))
     x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
     return self.fc2(act(self.fc1(x)))

@@ -143,6 +143,9 @@ def main() -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  if not batch_rows or not feature_rows:
+    print(f"wrote {out_dir / 'scaling.json'} (no plot: it needs both batch and feature rows)")
+    return
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   timed_rows = [r for r in batch_rows if "attacks_per_second" in r]
   axes[0].plot([r["batch"] for r in timed_rows], [r["attacks_per_second"] for r in timed_rows], "o-")

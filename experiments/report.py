@@ -168,6 +168,14 @@ def render(results: dict, figures: list[str], command: str) -> str:
                "(0, 0)).")
   notes.append("Success means argmax of the logits equals the target (the paper's criterion); 'distortion "
                "(all)' also counts failed attacks at the L0 they reached.")
+  notes.append("The models' max-pool passes the gradient to the first maximum of each window (the convention "
+               "of nnx.max_pool, PyTorch and XLA); on MNIST every window over the blank background is a tie, so "
+               "this convention, which the paper does not state, decides the forward derivative of most pixels. "
+               "With it, jsma-jax and AdverTorch 0.2.3 make identical choices (benchmarks/RESULTS.md).")
+  notes.append("Where the success rate falls short of the paper's 97.1%, the attack is not the cause as far as "
+               "a peer can tell (AdverTorch gives the same adversarial examples on the same model); the models "
+               "differ: these are trained with Adam to about 100% training accuracy, and the paper's model, "
+               "training and weights are not available to compare.")
   L += [f"- {n}" for n in notes]
   L += ["", "## Timing (seconds per stage)", "", "| stage | seconds |", "|---|---|"]
   L += [f"| {k} | {v:.1f} |" for k, v in results["stage_seconds"].items()]

@@ -126,14 +126,18 @@ def best_feature(
   return Choice(score, p, p)
 
 
+PAIR_BLOCK_ELEMENTS = 1 << 22  # pair scores evaluated at once per example by best_pair (rows x M)
+
+
 def best_pair(a: Array, b: Array, domain: Array, *, increase: bool = True) -> Choice:
   """The most salient admissible pair (Algorithm 3), exact, ties to the lowest index.
 
   Maximises ``-(a_p + a_q)(b_p + b_q)`` over ``p < q`` in ``domain`` with
   ``alpha = a_p + a_q > 0`` and ``beta = b_p + b_q < 0`` (mirrored when
   decreasing). Row maxima first, then the best row: the lowest flat index
-  ``p * M + q`` wins ties. The pair scores are a broadcast expression fused
-  into the two reductions, so no ``M x M`` array is written to memory.
+  ``p * M + q`` wins ties. The rows are scored a block at a time (at most
+  ``PAIR_BLOCK_ELEMENTS`` pairs, one block when ``M <= 2048``), so memory grows
+  linearly in ``M`` whatever XLA fuses: no ``M x M`` array is ever built.
 
   Args:
     a: ``[M]`` derivative of the target output.
@@ -147,11 +151,25 @@ def best_pair(a: Array, b: Array, domain: Array, *, increase: bool = True) -> Ch
   """
   m = a.shape[0]
   sa, sb = _oriented(a, b, increase)
-  alpha = sa[:, None] + sa[None, :]
-  beta = sb[:, None] + sb[None, :]
-  rows = lax.broadcasted_iota(jnp.int32, (m, m), 0)
-  cols = lax.broadcasted_iota(jnp.int32, (m, m), 1)
-  valid = (cols > rows) & domain[:, None] & domain[None, :] & (alpha > 0) & (beta < 0)
-  row_best, row_arg = _max_and_argmax(jnp.where(valid, -alpha * beta, -jnp.inf), 1)
+  rows_per_block = max(1, min(m, PAIR_BLOCK_ELEMENTS // m))
+  blocks = -(-m // rows_per_block)
+  pad = blocks * rows_per_block - m  # padded rows lie outside the domain: never admissible
+  row_sa, row_sb, row_domain = jnp.pad(sa, (0, pad)), jnp.pad(sb, (0, pad)), jnp.pad(domain, (0, pad))
+
+  def block_best(start):
+    """Row maxima and their first columns for rows ``start .. start + rows_per_block - 1``."""
+    rows = start + lax.broadcasted_iota(jnp.int32, (rows_per_block, m), 0)
+    cols = lax.broadcasted_iota(jnp.int32, (rows_per_block, m), 1)
+    take = lambda v: lax.dynamic_slice_in_dim(v, start, rows_per_block)
+    alpha = take(row_sa)[:, None] + sa[None, :]
+    beta = take(row_sb)[:, None] + sb[None, :]
+    valid = (cols > rows) & take(row_domain)[:, None] & domain[None, :] & (alpha > 0) & (beta < 0)
+    return _max_and_argmax(jnp.where(valid, -alpha * beta, -jnp.inf), 1)
+
+  if blocks == 1:
+    row_best, row_arg = block_best(jnp.int32(0))
+  else:
+    row_best, row_arg = lax.map(block_best, jnp.arange(blocks, dtype=jnp.int32) * rows_per_block)
+    row_best, row_arg = row_best.reshape(-1)[:m], row_arg.reshape(-1)[:m]
   score, p = _max_and_argmax(row_best, 0)
   return Choice(score, p, row_arg[p])

@@ -99,3 +99,31 @@ def test_best_pair_vmaps_over_a_batch():
   for i in range(5):
     one = best_pair(jnp.asarray(a[i]), jnp.asarray(b[i]), jnp.asarray(domain[i]))
     assert (int(batched.p[i]), int(batched.q[i])) == (int(one.p), int(one.q))
+
+
+def test_best_pair_in_row_blocks_equals_one_block(monkeypatch):
+  """Scoring the rows a block at a time (large M) changes no choice, ties included."""
+  from jsma_jax import saliency
+
+  rng = np.random.default_rng(5)
+  m = 301
+  for _ in range(4):
+    a = jnp.asarray(rng.integers(-3, 4, m), jnp.float32)
+    b = jnp.asarray(rng.integers(-3, 4, m), jnp.float32)
+    domain = jnp.asarray(rng.uniform(size=m) < 0.8)
+    for increase in (True, False):
+      monkeypatch.setattr(saliency, "PAIR_BLOCK_ELEMENTS", 1 << 30)
+      whole = saliency.best_pair(a, b, domain, increase=increase)
+      monkeypatch.setattr(saliency, "PAIR_BLOCK_ELEMENTS", 7 * m + 5)  # 7 rows a block, ragged last block
+      blocked = saliency.best_pair(a, b, domain, increase=increase)
+      for w, g in zip(whole, blocked):
+        np.testing.assert_array_equal(w, g)
+
+
+def test_best_pair_memory_is_linear_in_m():
+  """The dense search never holds an M x M array (XLA's buffer assignment of the compiled search)."""
+  m = 8192
+  spec = jax.ShapeDtypeStruct((m,), jnp.float32)
+  compiled = jax.jit(lambda a, b, d: best_pair(a, b, d)).lower(spec, spec, jax.ShapeDtypeStruct((m,), bool)).compile()
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  assert temp < m * m / 4  # an M x M bool alone would be 64 MiB

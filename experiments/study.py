@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jsma_jax import metrics
+from jsma_jax.models.checkpoint import cpu_model
 from experiments.attacks import attack_stage, distance_stage, picture_stage
 from experiments.config import NUM_CLASSES, NUM_FEATURES, PAPER_PIXELS, SPLITS, VARIANTS  # noqa: F401
 from experiments.config import StudyConfig, Variant  # noqa: F401
@@ -34,15 +35,7 @@ def environment() -> dict:
   return {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(dev),
           "device_kind": getattr(dev, "device_kind", ""), "device_count": jax.device_count(),
           "python": platform.python_version(), "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "processor": _cpu_model()}
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-  except OSError:
-    return platform.processor()
+          "cpu_count": os.cpu_count(), "processor": cpu_model()}
 
 
 def pair_measures(config: StudyConfig, attack: tuple[dict, dict], distance: tuple[dict, dict]) -> dict:

@@ -113,7 +113,7 @@ def candidate_pair(a: Array, b: Array, domain: Array, *, increase: bool, k: int)
   bound = jnp.max(jnp.where(feasible, per_feature, -jnp.inf))
   fits = s_next == -jnp.inf  # at most k features in the domain: every pair was a candidate
   nothing = (bound == -jnp.inf) & (choice.score == -jnp.inf)  # no admissible pair anywhere
-  choice = jax.tree.map(lambda c, z: jnp.where(nothing, z, c), choice, Choice(choice.score, jnp.int32(0), jnp.int32(0)))
+  choice = Choice(choice.score, jnp.where(nothing, 0, choice.p), jnp.where(nothing, 0, choice.q))  # as best_pair
   return Candidate(choice, fits | nothing | (choice.score > bound))
 
 

@@ -215,6 +215,12 @@ def test_conv_im2col_rejects_strides():
   conv = nnx.Conv(1, 2, kernel_size=(3, 3), strides=(2, 2), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="stride"):
     conv_im2col(jnp.zeros((1, 6, 6, 1)), conv)
+  dilated = nnx.Conv(1, 2, kernel_size=(3, 3), kernel_dilation=2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="kernel_dilation"):
+    conv_im2col(jnp.zeros((1, 6, 6, 1)), dilated)
+  grouped = nnx.Conv(2, 2, kernel_size=(3, 3), feature_group_count=2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="feature_group_count"):
+    conv_im2col(jnp.zeros((1, 6, 6, 2)), grouped)
 
 
 def test_max_pool_matches_nnx_value_and_gradient_at_ties():
@@ -233,3 +239,11 @@ def test_max_pool_matches_nnx_value_and_gradient_at_ties():
   got = jax.vjp(max_pool_2x2, x)[1](g)[0]
   want = jax.vjp(ref, x)[1](g)[0]
   np.testing.assert_array_equal(got, want)
+
+
+def test_conv_im2col_without_bias():
+  from jsma_jax.models.lenet import conv_im2col
+
+  conv = nnx.Conv(2, 3, kernel_size=(3, 3), use_bias=False, rngs=nnx.Rngs(1))
+  x = _images((2, 7, 7, 2), seed=5)
+  np.testing.assert_allclose(conv_im2col(x, conv), conv(x), rtol=1e-5, atol=1e-5)

@@ -49,11 +49,12 @@ def software_versions() -> dict[str, str]:
           "jaxlib": jaxlib.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "numpy": np.__version__,
           "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-          "platform": platform.platform(), "cpu": _cpu_model(),
+          "platform": platform.platform(), "cpu": cpu_model(),
           "cpu_count": str(os.cpu_count())}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+  """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere), for records."""
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:

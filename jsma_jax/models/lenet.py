@@ -56,10 +56,14 @@ def conv_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
   slices and a matmul it stays fast everywhere (``benchmarks/RESULTS.md``). The
   same holds for any convolutional model attacked on a CPU.
   """
-  kernel, bias = conv.kernel[...], conv.bias[...]
+  for name in ("strides", "input_dilation", "kernel_dilation"):
+    value = getattr(conv, name)
+    if value is not None and tuple(np.broadcast_to(value, (2,))) != (1, 1):  # None and 1 mean no striding
+      raise ValueError(f"conv_im2col supports {name}=1 only, got {name}={value!r}")
+  if conv.feature_group_count != 1 or conv.mask is not None:
+    raise ValueError("conv_im2col supports plain convolutions only (feature_group_count=1, no mask)")
+  kernel = conv.kernel[...]
   kh, kw, cin, cout = kernel.shape
-  if tuple(conv.strides if isinstance(conv.strides, (tuple, list)) else (conv.strides or 1,) * 2) not in ((1, 1),):
-    raise ValueError(f"conv_im2col supports stride 1 only, got strides={conv.strides!r}")
   padding = conv.padding
   if padding == "SAME":
     x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
@@ -68,7 +72,7 @@ def conv_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
   oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
   cols = jnp.concatenate([x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3)
   out = cols @ kernel.reshape(kh * kw * cin, cout)
-  return out + bias if bias is not None else out
+  return out if conv.bias is None else out + conv.bias[...]
 
 
 def _check_common(activation, num_classes):

@@ -73,6 +73,7 @@ class Config(NamedTuple):
   schedule: str = "refill"  # "refill" | "lockstep"
   slots: int = 256  # examples in flight (refill)
   candidates: int = 64  # top-K features of the pruned pair search (0: dense)
+  region: int = 0  # most features of the region search, the pruned search's second tier (0: none)
 
 
 def initial_state(x0: Array, config: Config, clip_min: Array, clip_max: Array) -> AttackState:
@@ -209,7 +210,8 @@ def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, 
 
     final = scheduler.run_slots(
         f, config, x_flat, targets, theta, clip_min, clip_max,
-        slots=config.slots, candidates=config.candidates or x_flat.shape[1], chunk=max(1, config.slots // 8),
+        slots=config.slots, candidates=config.candidates or x_flat.shape[1], region=config.region,
+        chunk=max(1, config.slots // 8),
     )
   else:
     one = lambda x0, t: attack_one(f, config, x0, t, theta, clip_min, clip_max)
@@ -220,6 +222,7 @@ def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, 
 def make_config(
     logits_fn, params, x, targets, *, theta, gamma, clip_min, clip_max, pairwise, jacobian,
     probabilities, initial_domain, max_iter, rule, record_trace, schedule="refill", slots=None, candidates=None,
+    region=None,
 ) -> tuple[Config, Any, Any, tuple[float, float, float]]:
   """Validate every argument (before any tracing) and build the static config."""
   theta, gamma, clip_min, clip_max = _validate.check_hyperparameters(theta, gamma, clip_min, clip_max)
@@ -230,7 +233,7 @@ def make_config(
     if not isinstance(flag, bool):
       raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
   _validate.check_choice("schedule", schedule, ("refill", "lockstep"))
-  for name, value in (("slots", slots), ("candidates", candidates)):
+  for name, value in (("slots", slots), ("candidates", candidates), ("region", region)):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "slots" else 0)):
       raise ValueError(f"{name} must be {'a positive' if name == 'slots' else 'a non-negative'} int or None, got {value!r}")
   rule = jsma_rule() if rule is None else rule
@@ -262,6 +265,7 @@ def make_config(
       schedule=schedule,
       slots=min(x.shape[0], default_slots() if slots is None else slots),
       candidates=default_candidates(num_features) if candidates is None else candidates,
+      region=default_region(num_features) if region is None else region,
   )
   return config, x, targets, (theta, clip_min, clip_max)
 
@@ -274,6 +278,11 @@ def default_slots() -> int:
 def default_candidates(num_features: int) -> int:
   """Top-K features of the pruned pair search (see :mod:`jsma_jax.pair_search`)."""
   return min(num_features, 64)
+
+
+def default_region(num_features: int) -> int:
+  """Most features of the region search, the second tier of :mod:`jsma_jax.pair_search`."""
+  return min(1024, num_features // 2)
 
 
 def jsma(
@@ -296,6 +305,7 @@ def jsma(
     schedule: str = "refill",
     slots: int | None = None,
     candidates: int | None = None,
+    region: int | None = None,
 ) -> JSMAResult:
   """Jacobian-based Saliency Map Attack (Papernot et al., EuroS&P 2016), batched.
 
@@ -334,6 +344,10 @@ def jsma(
       accelerators; at most ``B``). Memory grows linearly with it.
     candidates: top-K features of the exact pruned pair search (default
       ``min(M, 64)``; ``0`` for the dense search). Results do not depend on it.
+    region: most features of the pruned search's second tier, the region
+      search, for the examples whose top-``candidates`` certificate fails
+      (default ``min(1024, M // 2)``; ``0``: straight to the dense search).
+      Results do not depend on it.
 
   Returns:
     :class:`JSMAResult` with per-example ``x_adv``, ``success``,
@@ -348,6 +362,6 @@ def jsma(
       logits_fn, params, x, targets, theta=theta, gamma=gamma, clip_min=clip_min, clip_max=clip_max,
       pairwise=pairwise, jacobian=jacobian, probabilities=probabilities, initial_domain=initial_domain,
       max_iter=max_iter, rule=rule, record_trace=record_trace, schedule=schedule, slots=slots,
-      candidates=candidates,
+      candidates=candidates, region=region,
   )
   return _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, config=config)

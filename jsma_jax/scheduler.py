@@ -65,6 +65,7 @@ def run_slots(
     slots: int,
     candidates: int,
     chunk: int,
+    region: int = 0,
 ) -> AttackState:
   """Attack every example of ``x`` ``[B, M]``; returns final states ``[B, ...]``."""
   size = x.shape[0]
@@ -94,7 +95,7 @@ def run_slots(
     if config.pairwise:
       choice = pair_search.best_pairs(
           a, b, c.state.domain, increase=config.increase, k=candidates, chunk=max(1, min(chunk, width // 8)),
-          active=active,
+          active=active, region=region,
       )
     else:
       choice = jax.vmap(lambda a, b, d: choose(config, a, b, d))(a, b, c.state.domain)

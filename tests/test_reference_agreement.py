@@ -106,6 +106,8 @@ SCHEDULES = {
     "refill-1-slot-dense": dict(slots=1, candidates=0),
     "refill-2-slots-pruned-k2": dict(slots=2, candidates=2),
     "refill-4-slots-pruned-k5": dict(slots=4, candidates=5),
+    "refill-2-slots-k2-no-region": dict(slots=2, candidates=2, region=0),
+    "refill-3-slots-k2-region4": dict(slots=3, candidates=2, region=4),
 }
 
 
@@ -147,12 +149,13 @@ def test_cases_reach_every_stop_reason():
     initial_domain=st.sampled_from(["movable", "all"]),
     slots=st.integers(1, 3),
     candidates=st.sampled_from([0, 2, 4]),
+    region=st.sampled_from([None, 0, 3]),
 )
 def test_property_random_models_match_reference(
-    seed, activation, shape, num_classes, theta, gamma, pairwise, initial_domain, slots, candidates
+    seed, activation, shape, num_classes, theta, gamma, pairwise, initial_domain, slots, candidates, region
 ):
   case = Case(f"mlp-{activation}", shape, num_classes, theta, gamma, pairwise, initial_domain)
-  result, refs = run_both(case, seed=seed, batch=3, slots=slots, candidates=candidates)
+  result, refs = run_both(case, seed=seed, batch=3, slots=slots, candidates=candidates, region=region)
   assert_agrees(result, refs)
   m = math.prod(shape)
   budget = jsma_jax.max_iterations(m, gamma, pairwise=pairwise)

@@ -74,6 +74,7 @@ class Config(NamedTuple):
   slots: int = 256  # examples in flight (refill)
   candidates: int = 64  # top-K features of the pruned pair search (0: dense)
   region: int = 0  # most features of the region search, the pruned search's second tier (0: none)
+  precision: str | None = "highest"  # jax.default_matmul_precision while tracing the model (None: the caller's)
 
 
 def initial_state(x0: Array, config: Config, clip_min: Array, clip_max: Array) -> AttackState:
@@ -200,6 +201,13 @@ def finalize(config: Config, x: Array, final: AttackState) -> JSMAResult:
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "config"))
 def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, config: Config) -> JSMAResult:
+  if config.precision is None:
+    return _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, config)
+  with jax.default_matmul_precision(config.precision):  # the model's matmuls and convolutions, and their derivatives
+    return _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, config)
+
+
+def _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, config: Config) -> JSMAResult:
   out = jac_lib.output_fn(logits_fn, params, has_params=config.has_params, probabilities=config.probabilities)
   shape = x.shape[1:]
   f = lambda v: out(v.reshape((1,) + shape))[0]
@@ -222,7 +230,7 @@ def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, 
 def make_config(
     logits_fn, params, x, targets, *, theta, gamma, clip_min, clip_max, pairwise, jacobian,
     probabilities, initial_domain, max_iter, rule, record_trace, schedule="refill", slots=None, candidates=None,
-    region=None,
+    region=None, precision="highest",
 ) -> tuple[Config, Any, Any, tuple[float, float, float]]:
   """Validate every argument (before any tracing) and build the static config."""
   theta, gamma, clip_min, clip_max = _validate.check_hyperparameters(theta, gamma, clip_min, clip_max)
@@ -233,6 +241,8 @@ def make_config(
     if not isinstance(flag, bool):
       raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
   _validate.check_choice("schedule", schedule, ("refill", "lockstep"))
+  if precision is not None:
+    _validate.check_choice("precision", precision, PRECISIONS)
   for name, value in (("slots", slots), ("candidates", candidates), ("region", region)):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "slots" else 0)):
       raise ValueError(f"{name} must be {'a positive' if name == 'slots' else 'a non-negative'} int or None, got {value!r}")
@@ -266,8 +276,12 @@ def make_config(
       slots=min(x.shape[0], default_slots() if slots is None else slots),
       candidates=default_candidates(num_features) if candidates is None else candidates,
       region=default_region(num_features) if region is None else region,
+      precision=precision,
   )
   return config, x, targets, (theta, clip_min, clip_max)
+
+
+PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "fastest")
 
 
 def default_slots() -> int:
@@ -306,6 +320,7 @@ def jsma(
     slots: int | None = None,
     candidates: int | None = None,
     region: int | None = None,
+    precision: str | None = "highest",
 ) -> JSMAResult:
   """Jacobian-based Saliency Map Attack (Papernot et al., EuroS&P 2016), batched.
 
@@ -348,6 +363,13 @@ def jsma(
       search, for the examples whose top-``candidates`` certificate fails
       (default ``min(1024, M // 2)``; ``0``: straight to the dense search).
       Results do not depend on it.
+    precision: matmul and convolution precision for float32 models while the
+      attack is traced (``jax.default_matmul_precision``): ``"highest"``
+      (default: true float32 everywhere, the reference's arithmetic),
+      ``"tensorfloat32"``, ``"bfloat16"``, ``"default"`` (the platform's
+      choice: TF32 on recent NVIDIA GPUs, bfloat16 passes on TPUs) and the
+      other names JAX accepts; ``None`` keeps the caller's setting. Lower
+      precision changes the forward derivative, and so may change choices.
 
   Returns:
     :class:`JSMAResult` with per-example ``x_adv``, ``success``,
@@ -362,6 +384,6 @@ def jsma(
       logits_fn, params, x, targets, theta=theta, gamma=gamma, clip_min=clip_min, clip_max=clip_max,
       pairwise=pairwise, jacobian=jacobian, probabilities=probabilities, initial_domain=initial_domain,
       max_iter=max_iter, rule=rule, record_trace=record_trace, schedule=schedule, slots=slots,
-      candidates=candidates, region=region,
+      candidates=candidates, region=region, precision=precision,
   )
   return _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, config=config)

@@ -98,7 +98,7 @@ def _defaults(kwargs: dict) -> dict:
   defaults = dict(
       theta=1.0, gamma=0.145, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="auto", probabilities=False,
       initial_domain="movable", max_iter=None, rule=None, record_trace=False, schedule="refill", candidates=None,
-      region=None,
+      region=None, precision="highest",
   )
   unknown = set(kwargs) - set(defaults)
   if unknown:

@@ -197,3 +197,25 @@ def test_refill_phases_equal_lockstep_on_a_large_batch():
   _same(refill, lock)
   np.testing.assert_array_equal(refill.trace, lock.trace)
   assert len(set(np.asarray(refill.iterations).tolist())) > 3  # attacks of many lengths were interleaved
+
+
+def _lowered_text(apply_fn, params, x, t, **options) -> str:
+  from jsma_jax import attack
+
+  config, x, t, (theta, lo, hi) = attack.make_config(
+      apply_fn, params, x, t, theta=1.0, gamma=0.5, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="reduced",
+      probabilities=False, initial_domain="movable", max_iter=None, rule=None, record_trace=False, **options,
+  )
+  return attack._jsma_compiled.lower(apply_fn, params, x, t, theta, lo, hi, config=config).as_text()
+
+
+def test_precision_reaches_the_models_matmuls_and_their_derivatives(model):
+  """Full float32 by default (a GPU would otherwise use TF32); other precisions are passed through."""
+  apply_fn, params, x, t = model
+  dots = lambda text: [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  highest = dots(_lowered_text(apply_fn, params, x, t))
+  assert len(highest) >= 4  # the MLP's forward and backward matmuls
+  assert all("precision = [HIGHEST, HIGHEST]" in line for line in highest)
+  bf16 = dots(_lowered_text(apply_fn, params, x, t, precision="bfloat16"))
+  assert len(bf16) == len(highest) and not any("HIGHEST" in line for line in bf16)
+  _same(jsma(apply_fn, x, t, params=params, gamma=0.5), jsma(apply_fn, x, t, params=params, gamma=0.5, precision=None))

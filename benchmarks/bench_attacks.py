@@ -16,7 +16,12 @@ from the paper's all-feature domain, so the compared jsma-jax run does too).
 Contenders: ``jsma-jax`` (default: refill scheduler, pruned exact search),
 ``jsma-jax-lockstep`` (the straightforward vmapped while_loop with the dense
 search, for reference), ``jsma-jax-all-domain`` (the paper's literal domain,
-AdverTorch's setting), ``advertorch``, ``torchattacks``, ``art``.
+AdverTorch's setting), ``jsma-jax-tf32`` (the model's matmuls and convolutions
+in TensorFloat32, not true float32: only differs on GPUs with tensor cores; its
+choices are compared with ``jsma-jax``'s), ``advertorch``, ``torchattacks``,
+``art``. The peers run on CUDA when torch sees a GPU (batch ``--peer-batch``,
+default 1,000 there and 32 on a CPU), with TF32 off so that they compute in true
+float32 like jsma-jax's default.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ JAX_CONTENDERS = {
     "jsma-jax": {},
     "jsma-jax-lockstep": {"schedule": "lockstep", "candidates": 0},
     "jsma-jax-all-domain": {"initial_domain": "all"},
+    "jsma-jax-tf32": {"precision": "tensorfloat32"},
 }
 PEERS = ("advertorch", "torchattacks", "art")
 
@@ -103,15 +109,21 @@ def worker_jax(name: str, checkpoint: str, x: np.ndarray, t: np.ndarray, repeats
   }
 
 
-def worker_peer(name: str, weights_path: str, x: np.ndarray, t: np.ndarray, repeats: int) -> dict:
+def worker_peer(name: str, weights_path: str, x: np.ndarray, t: np.ndarray, repeats: int, batch: int | None) -> dict:
   sys.path.insert(0, str(HERE))
   import peers  # noqa: E402  (torch lives only in the benchmark environment)
+  import torch
 
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda":  # true float32, as jsma-jax's default precision
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+  batch = batch or (1000 if device == "cuda" else 32)
   weights = dict(np.load(weights_path, allow_pickle=False))
   run = getattr(peers, f"run_{name}")
   times, out = [], None
   for _ in range(repeats):
-    out = run(weights, x, t)
+    out = run(weights, x, t, device=device, batch_size=batch)
     times.append(out["seconds"])
   return {
       "x_adv": np.asarray(out["x_adv"]),
@@ -126,14 +138,16 @@ def worker_peer(name: str, weights_path: str, x: np.ndarray, t: np.ndarray, repe
 
 
 def score(x_adv: np.ndarray, x: np.ndarray, t: np.ndarray, checkpoint: str) -> dict:
-  """Success and L0 judged by the same (JAX) model for every contender."""
+  """Success and L0 judged by the same (JAX) model, in true float32, for every contender."""
+  import jax
   import jax.numpy as jnp
 
   from jsma_jax.models import as_logits_fn, load_checkpoint
 
   model, _ = load_checkpoint(checkpoint)
   apply_fn, params = as_logits_fn(model)
-  pred = np.concatenate([np.argmax(apply_fn(params, jnp.asarray(x_adv[i : i + 500])), 1) for i in range(0, len(x_adv), 500)])
+  with jax.default_matmul_precision("highest"):
+    pred = np.concatenate([np.argmax(apply_fn(params, jnp.asarray(x_adv[i : i + 500])), 1) for i in range(0, len(x_adv), 500)])
   success = pred == t
   l0 = (x_adv.reshape(len(x), -1) != x.reshape(len(x), -1)).sum(1)
   in_bounds = bool(np.all((x_adv >= 0) & (x_adv <= 1)))
@@ -156,6 +170,7 @@ def main() -> None:
   parser.add_argument("--lockstep-repeats", type=int, default=1,
                       help="timed repeats for jsma-jax-lockstep (the dense reference is slow on a CPU)")
   parser.add_argument("--slots", type=int, default=None)
+  parser.add_argument("--peer-batch", type=int, default=None, help="peers' batch (default: 1000 on CUDA, 32 on a CPU)")
   parser.add_argument("--out", default=None, help="write the results as JSON here")
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   parser.add_argument("--io", default=None, help=argparse.SUPPRESS)
@@ -166,7 +181,8 @@ def main() -> None:
     if args.worker in JAX_CONTENDERS:
       out = worker_jax(args.worker, args.checkpoint, data["x"], data["t"], args.repeats, args.slots)
     else:
-      out = worker_peer(args.worker, str(Path(args.io) / "weights.npz"), data["x"], data["t"], args.peer_repeats)
+      out = worker_peer(args.worker, str(Path(args.io) / "weights.npz"), data["x"], data["t"], args.peer_repeats,
+                        args.peer_batch)
     np.save(Path(args.io) / f"{args.worker}.x_adv.npy", out.pop("x_adv"))
     (Path(args.io) / f"{args.worker}.json").write_text(json.dumps(out))
     return
@@ -189,6 +205,8 @@ def main() -> None:
            "--repeats", str(repeats), "--peer-repeats", str(args.peer_repeats)]
     if args.slots:
       cmd += ["--slots", str(args.slots)]
+    if args.peer_batch:
+      cmd += ["--peer-batch", str(args.peer_batch)]
     print(f"-- {name} ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
@@ -212,6 +230,12 @@ def main() -> None:
         "differing_examples": np.flatnonzero(~same)[:20].tolist(),
     }
     print(f"jsma-jax (all-feature domain) and AdverTorch give identical x_adv on {same.mean():.1%} of attacks")
+  if "jsma-jax" in rows and "jsma-jax-tf32" in rows and "error" not in rows["jsma-jax-tf32"]:
+    f32 = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
+    tf32 = np.load(io / "jsma-jax-tf32.x_adv.npy").reshape(len(x), -1)
+    same = np.all(f32 == tf32, axis=1)
+    rows["agreement_jsma_jax_tf32_vs_float32"] = {"identical_x_adv": float(same.mean()), "examples": int(len(x))}
+    print(f"jsma-jax in TF32 and in float32 give identical x_adv on {same.mean():.1%} of attacks")
 
   timed_jax = [r for n, r in rows.items() if n.startswith("jsma-jax") and "attacks_per_second" in r]
   base = rows.get("jsma-jax") or (timed_jax[0] if timed_jax else {})  # the ratio column's reference

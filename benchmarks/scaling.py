@@ -12,6 +12,10 @@
   28x28x1, 32x32x3, 64x64x3 and 224x224x3 (M = 784 ... 150,528), exact pairwise
   rule, a few iterations: seconds per iteration and peak memory. At 224x224x3
   one n x n float32 pair matrix would take 84 GiB.
+* CIFAR-sized batch: the package's ``SmallCNN`` (32x32x3, about 1.1M
+  parameters, random weights: no CIFAR-10 files are at hand offline) attacked on
+  ``--cifar-batch`` random images at once (default 1,000), ``--cifar-iterations``
+  iterations each: attack-iterations per second and peak memory.
 
     python benchmarks/scaling.py --checkpoint runs/models/lenet_tanh_mnist --data-dir ../shared/data/mnist
 """
@@ -83,15 +87,22 @@ def main() -> None:
   parser.add_argument("--checkpoint", default="runs/models/lenet_tanh_mnist")
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--batches", default="90,270,900")
-  parser.add_argument("--compile-only-batches", default="9000,90000")
+  parser.add_argument("--compile-only-batches", default="10000,90000")
   parser.add_argument("--sizes", default=",".join(SIZES))
   parser.add_argument("--feature-batch", type=int, default=8)
   parser.add_argument("--feature-iterations", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--cifar-batch", type=int, default=1000, help="0: skip the CIFAR-sized batch")
+  parser.add_argument("--cifar-iterations", type=int, default=10)
   parser.add_argument("--out", default="benchmarks/results/scaling")
+  parser.add_argument("--replot", action="store_true", help="only redraw scaling.png from --out's scaling.json")
   args = parser.parse_args()
   out_dir = Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
+  if args.replot:
+    data = json.loads((out_dir / "scaling.json").read_text())
+    plot(data["device"], data["batch"], data["features"], out_dir)
+    return
   from jsma_jax.models import as_logits_fn, load_checkpoint, load_mnist
 
   model, _ = load_checkpoint(args.checkpoint)
@@ -103,7 +114,8 @@ def main() -> None:
 
   batch_rows = []
   for b in [int(v) for v in args.batches.split(",") if v]:
-    xb, tb = e.x[:b], e.targets[:b]
+    reps = -(-b // e.x.shape[0])  # more attacks than sources x 9: the work repeats
+    xb, tb = jnp.tile(e.x, (reps, 1, 1, 1))[:b], jnp.tile(e.targets, reps)[:b]
     run, compile_s, r = run_timed(lambda: jsma_jax.jsma(apply_fn, xb, tb, params=params), args.repeats)
     mem, kind = peak_memory(compiled_bytes(apply_fn, params, xb, tb))
     row = {"batch": b, "attacks_per_second": b / run, "seconds": run, "compile_seconds": compile_s,
@@ -137,29 +149,60 @@ def main() -> None:
     print(f"{name:10s} M={m:7d}: {row['seconds_per_iteration']*1e3:9.1f} ms per iteration for {args.feature_batch} examples, "
           f"peak {mem:8.1f} MB (one M x M float32 matrix: {row['pair_matrix_gib_if_materialised']:.1f} GiB)", flush=True)
 
-  (out_dir / "scaling.json").write_text(json.dumps({"device": device, "batch": batch_rows, "features": feature_rows}, indent=2))
+  cifar_rows = []
+  if args.cifar_batch:
+    from flax import nnx
+
+    from jsma_jax.models import SmallCNN
+
+    cnn_fn, cnn_params = as_logits_fn(SmallCNN(rngs=nnx.Rngs(0)))
+    xs = jnp.asarray(np.random.default_rng(1).uniform(0, 0.5, size=(args.cifar_batch, 32, 32, 3)), jnp.float32)
+    ts = ((jnp.argmax(cnn_fn(cnn_params, xs), axis=1) + 1) % 10).astype(jnp.int32)
+    k = args.cifar_iterations
+    fn = lambda: jsma_jax.jsma(cnn_fn, xs, ts, params=cnn_params, max_iter=k)
+    run, compile_s, r = run_timed(fn, max(1, args.repeats - 2))
+    steps = int(jnp.sum(r.iterations))
+    mem, kind = peak_memory(compiled_bytes(cnn_fn, cnn_params, xs, ts, max_iter=k))
+    cifar_rows.append({"model": "SmallCNN (random weights)", "input": "32x32x3", "batch": args.cifar_batch,
+                       "max_iter": k, "attack_iterations": steps, "seconds": run, "compile_seconds": compile_s,
+                       "attack_iterations_per_second": steps / run, "peak_memory_mb": mem, "memory_kind": kind,
+                       "success_rate": float(r.success.mean())})
+    print(f"SmallCNN 32x32x3 batch {args.cifar_batch}: {steps} attack-iterations in {run:.1f} s "
+          f"({steps / run:.0f}/s), peak {mem:.1f} MB ({kind})", flush=True)
+
+  (out_dir / "scaling.json").write_text(
+      json.dumps({"device": device, "batch": batch_rows, "features": feature_rows, "cifar": cifar_rows}, indent=2)
+  )
+  print(f"wrote {out_dir / 'scaling.json'}")
+  if batch_rows and feature_rows:
+    plot(device, batch_rows, feature_rows, out_dir)
+
+
+def plot(device: str, batch_rows: list, feature_rows: list, out_dir: Path) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  if not batch_rows or not feature_rows:
-    print(f"wrote {out_dir / 'scaling.json'} (no plot: it needs both batch and feature rows)")
-    return
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+  axes = axes.ravel()
   timed_rows = [r for r in batch_rows if "attacks_per_second" in r]
   axes[0].plot([r["batch"] for r in timed_rows], [r["attacks_per_second"] for r in timed_rows], "o-")
   axes[0].set(xscale="log", xlabel="batch (attacks)", ylabel="attacks/s", title=f"LeNet/MNIST throughput ({device})")
   axes[1].plot([r["batch"] for r in batch_rows], [r["peak_memory_mb"] for r in batch_rows], "o-")
   axes[1].set(xscale="log", yscale="log", xlabel="batch (attacks)", ylabel="peak memory (MB)", title="memory vs batch")
-  axes[2].plot([r["features"] for r in feature_rows], [r["peak_memory_mb"] for r in feature_rows], "o-", label="jsma-jax peak")
-  axes[2].plot([r["features"] for r in feature_rows], [r["pair_matrix_gib_if_materialised"] * 1024 * r["batch"] for r in feature_rows],
+  ms = [r["features"] for r in feature_rows]
+  axes[2].plot(ms, [r["seconds_per_iteration"] * 1e3 for r in feature_rows], "o-")
+  axes[2].set(xscale="log", yscale="log", xlabel="features M", ylabel="ms per iteration",
+              title=f"time per iteration vs M (batch {feature_rows[0]['batch']}, exact pairs)")
+  axes[3].plot(ms, [r["peak_memory_mb"] for r in feature_rows], "o-", label="jsma-jax peak")
+  axes[3].plot(ms, [r["pair_matrix_gib_if_materialised"] * 1024 * r["batch"] for r in feature_rows],
                "x--", label="B x M x M float32 (not built)")
-  axes[2].set(xscale="log", yscale="log", xlabel="features M", ylabel="MB", title=f"memory vs M (batch {args.feature_batch})")
-  axes[2].legend()
+  axes[3].set(xscale="log", yscale="log", xlabel="features M", ylabel="MB", title=f"memory vs M (batch {feature_rows[0]['batch']})")
+  axes[3].legend()
   fig.tight_layout()
   fig.savefig(out_dir / "scaling.png", dpi=110)
-  print(f"wrote {out_dir / 'scaling.json'} and {out_dir / 'scaling.png'}")
+  print(f"wrote {out_dir / 'scaling.png'}")
 
 
 if __name__ == "__main__":

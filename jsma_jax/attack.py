@@ -296,7 +296,7 @@ def default_candidates(num_features: int) -> int:
 
 def default_region(num_features: int) -> int:
   """Most features of the region search, the second tier of :mod:`jsma_jax.pair_search`."""
-  return min(1024, num_features // 2)
+  return min(1024, num_features // 4)  # the region search costs region^2 / 2 pairs, the dense one M^2 / 2
 
 
 def jsma(
@@ -361,7 +361,7 @@ def jsma(
       ``min(M, 64)``; ``0`` for the dense search). Results do not depend on it.
     region: most features of the pruned search's second tier, the region
       search, for the examples whose top-``candidates`` certificate fails
-      (default ``min(1024, M // 2)``; ``0``: straight to the dense search).
+      (default ``min(1024, M // 4)``; ``0``: straight to the dense search).
       Results do not depend on it.
     precision: matmul and convolution precision for float32 models while the
       attack is traced (``jax.default_matmul_precision``): ``"highest"``

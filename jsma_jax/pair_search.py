@@ -183,12 +183,13 @@ def region_pair(
   return choice, count <= size
 
 
-def _resolve(choice: Choice, pending: Array, chunk: int, solve) -> tuple[Choice, Array]:
+def _resolve(choice: Choice, pending: Array, chunk: int, solve, *, narrow: bool) -> tuple[Choice, Array]:
   """Run ``solve`` on the pending rows, ``chunk`` at a time; returns the updated choice and the rows it could not settle.
 
   ``solve(rows)`` gets ``[c]`` row indices (``size`` for padding) and returns
-  ``(Choice [c], settled [c] bool)``. When only a few rows are pending, an
-  eighth of the chunk is used, so one leftover row does not cost a whole chunk.
+  ``(Choice [c], settled [c] bool)``. With ``narrow``, an eighth of the chunk
+  is used when only a few rows are pending, so one leftover row does not cost a
+  whole chunk (a second compiled body: worth it for the dense search only).
   """
   size = pending.shape[0]
 
@@ -204,7 +205,7 @@ def _resolve(choice: Choice, pending: Array, chunk: int, solve) -> tuple[Choice,
 
     return run
 
-  small = max(1, chunk // 8)
+  small = max(1, chunk // 8) if narrow else chunk
   big, little = step(chunk), step(small)
 
   def body(carry):
@@ -258,7 +259,7 @@ def best_pairs(
   def fallbacks(choice: Choice) -> Choice:
     rest = pending
     if 0 < region < m:
-      choice, rest = _resolve(choice, rest, chunk, regional)
-    return lax.cond(jnp.any(rest), lambda c: _resolve(c, rest, chunk, dense)[0], lambda c: c, choice)
+      choice, rest = _resolve(choice, rest, chunk, regional, narrow=False)
+    return lax.cond(jnp.any(rest), lambda c: _resolve(c, rest, chunk, dense, narrow=True)[0], lambda c: c, choice)
 
   return lax.cond(jnp.any(pending), fallbacks, lambda c: c, cand.choice)

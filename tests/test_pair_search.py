@@ -24,17 +24,33 @@ def _dense(a, b, domain, increase):
   return jax.vmap(lambda a, b, d: best_pair(a, b, d, increase=increase))(a, b, domain)
 
 
+def _mixed_batch(seed: int, rows: int = 24, m: int = 150):
+  """``rows`` examples of every distribution above, stacked: ``a, b, domain [6 rows, m]`` and each row's name."""
+  rng = np.random.default_rng(seed)
+  parts = [dist(rng, (rows, m)) for dist in DISTRIBUTIONS.values()]
+  a, b = (jnp.asarray(np.concatenate([part[i] for part in parts]), jnp.float32) for i in (0, 1))
+  domain = jnp.asarray(rng.uniform(size=a.shape) < 0.85)
+  return a, b, domain, np.repeat(list(DISTRIBUTIONS), rows)
+
+
+TIERS = {
+    "k1-dense": dict(k=1, region=0),  # one candidate: never a pair, every row falls back
+    "k8-dense": dict(k=8, region=0),
+    "k32-dense": dict(k=32, region=0),
+    "k4-region8-dense": dict(k=4, region=8),  # the region search settles some rows and overflows on others
+    "k4-region40-dense": dict(k=4, region=40),
+}
+
+
 @pytest.mark.parametrize("increase", [True, False], ids=["increase", "decrease"])
-@pytest.mark.parametrize("k", [1, 8, 32])
-@pytest.mark.parametrize("dist", DISTRIBUTIONS.values(), ids=DISTRIBUTIONS.keys())
-def test_pruned_equals_dense(dist, k, increase):
-  rng = np.random.default_rng(k)
-  a, b = (jnp.asarray(v, jnp.float32) for v in dist(rng, (24, 150)))
-  domain = jnp.asarray(rng.uniform(size=(24, 150)) < 0.85)
-  got = best_pairs(a, b, domain, increase=increase, k=k, chunk=5)
-  want = _dense(a, b, domain, increase)
-  for g, w, name in zip(got, want, ("score", "p", "q")):
-    np.testing.assert_array_equal(g, w, err_msg=name)
+@pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
+def test_pruned_equals_dense(tiers, increase):
+  a, b, domain, names = _mixed_batch(tiers["k"] + tiers["region"])
+  search = jax.jit(lambda a, b, d: best_pairs(a, b, d, increase=increase, chunk=5, **tiers))
+  got, want = search(a, b, domain), _dense(a, b, domain, increase)
+  for g, w, field in zip(got, want, ("score", "p", "q")):
+    wrong = np.flatnonzero(np.asarray(g) != np.asarray(w))
+    assert wrong.size == 0, f"{field} differs on rows {wrong[:5]} ({sorted(set(names[wrong]))})"
 
 
 def test_certificate_holds_often_on_smooth_data_and_is_never_wrong():
@@ -42,7 +58,7 @@ def test_certificate_holds_often_on_smooth_data_and_is_never_wrong():
   a = jnp.asarray(rng.normal(size=(200, 300)), jnp.float32)
   b = jnp.asarray(rng.normal(size=(200, 300)) - 0.5, jnp.float32)
   domain = jnp.ones((200, 300), bool)
-  cand = jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=32))(a, b, domain)
+  cand = jax.jit(jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=32)))(a, b, domain)
   dense = _dense(a, b, domain, True)
   certified = np.asarray(cand.certified)
   assert certified.mean() > 0.5
@@ -54,7 +70,7 @@ def test_small_domain_is_always_certified():
   a = jnp.asarray([[1.0, 2.0, -1.0, 3.0]])
   b = jnp.asarray([[-1.0, -2.0, 1.0, -3.0]])
   domain = jnp.asarray([[True, False, True, False]])
-  cand = jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=2))(a, b, domain)
+  cand = jax.jit(jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=2)))(a, b, domain)
   assert bool(cand.certified[0])
   assert float(cand.choice.score[0]) == float(best_pair(a[0], b[0], domain[0]).score)
 
@@ -64,34 +80,19 @@ def test_inactive_rows_skip_the_fallback():
   a, b = (jnp.asarray(rng.integers(-2, 3, size=(6, 40)), jnp.float32) for _ in range(2))
   domain = jnp.ones((6, 40), bool)
   active = jnp.asarray([True, False, True, False, True, False])
-  got = best_pairs(a, b, domain, increase=True, k=2, chunk=2, active=active)
+  got = jax.jit(lambda a, b, d, act: best_pairs(a, b, d, increase=True, k=2, chunk=2, active=act))(a, b, domain, active)
   want = _dense(a, b, domain, True)
   for g, w in zip(got, want):
     np.testing.assert_array_equal(np.asarray(g)[np.asarray(active)], np.asarray(w)[np.asarray(active)])
-
-
-@pytest.mark.parametrize("increase", [True, False], ids=["increase", "decrease"])
-@pytest.mark.parametrize("region", [8, 40])
-@pytest.mark.parametrize("dist", DISTRIBUTIONS.values(), ids=DISTRIBUTIONS.keys())
-def test_region_tier_equals_dense(dist, region, increase):
-  """Top-4 candidates (often uncertified), then the region search, then the dense search."""
-  rng = np.random.default_rng(region)
-  a, b = (jnp.asarray(v, jnp.float32) for v in dist(rng, (24, 150)))
-  domain = jnp.asarray(rng.uniform(size=(24, 150)) < 0.85)
-  got = best_pairs(a, b, domain, increase=increase, k=4, chunk=16, region=region)
-  want = _dense(a, b, domain, increase)
-  for g, w, name in zip(got, want, ("score", "p", "q")):
-    np.testing.assert_array_equal(g, w, err_msg=name)
 
 
 def test_region_search_settles_uncertified_rows_exactly_and_reports_overflow():
   rng = np.random.default_rng(12)
   a, b = (jnp.asarray(rng.standard_t(2, size=(48, 150)), jnp.float32) for _ in range(2))
   domain = jnp.ones((48, 150), bool)
-  cand = jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=4))(a, b, domain)
-  choice, fits = jax.vmap(lambda a, b, d, f: region_pair(a, b, d, f, increase=True, size=8, groups=16))(
-      a, b, domain, cand.choice.score
-  )
+  cand = jax.jit(jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=True, k=4)))(a, b, domain)
+  region = jax.jit(jax.vmap(lambda a, b, d, f: region_pair(a, b, d, f, increase=True, size=8, groups=16)))
+  choice, fits = region(a, b, domain, cand.choice.score)
   dense = _dense(a, b, domain, True)
   uncertified, fits = ~np.asarray(cand.certified), np.asarray(fits)
   assert (uncertified & fits).sum() >= 5  # the second tier does settle rows the certificate left open ...
@@ -143,7 +144,8 @@ def test_few_pending_rows_take_the_narrow_chunk():
   domain = jnp.ones((64, 60), bool)
   active = jnp.zeros(64, bool).at[jnp.asarray([3, 40])].set(True)
   for region in (0, 10):
-    got = best_pairs(a, b, domain, increase=True, k=1, chunk=32, active=active, region=region)
+    search = jax.jit(lambda a, b, d, act: best_pairs(a, b, d, increase=True, k=1, chunk=32, active=act, region=region))
+    got = search(a, b, domain, active)
     want = _dense(a, b, domain, True)
     for g, w in zip(got, want):
       np.testing.assert_array_equal(np.asarray(g)[[3, 40]], np.asarray(w)[[3, 40]])

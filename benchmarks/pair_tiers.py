@@ -111,7 +111,7 @@ def main() -> None:
                  k=attack.default_candidates(784), region=attack.default_region(784))
     rows.append({"model": f"LeNet ({Path(args.checkpoint).name})", "input": "28x28x1", "domain": domain, **row})
     print(rows[-1], flush=True)
-  for item in args.sizes.split(","):
+  for item in [v for v in args.sizes.split(",") if v]:
     name, batch = item.split(":")
     shape = SIZES[name]
     m = int(np.prod(shape))

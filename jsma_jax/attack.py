@@ -9,6 +9,7 @@ the only place with control flow.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import math
@@ -201,9 +202,9 @@ def finalize(config: Config, x: Array, final: AttackState) -> JSMAResult:
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "config"))
 def _jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, *, config: Config) -> JSMAResult:
-  if config.precision is None:
-    return _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, config)
-  with jax.default_matmul_precision(config.precision):  # the model's matmuls and convolutions, and their derivatives
+  # The precision applies to the model's matmuls and convolutions, and to their derivatives, as they are traced.
+  precision = contextlib.nullcontext() if config.precision is None else jax.default_matmul_precision(config.precision)
+  with precision:
     return _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, config)
 
 
@@ -218,8 +219,7 @@ def _attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, conf
 
     final = scheduler.run_slots(
         f, config, x_flat, targets, theta, clip_min, clip_max,
-        slots=config.slots, candidates=config.candidates or x_flat.shape[1], region=config.region,
-        chunk=max(1, config.slots // 8),
+        slots=config.slots, candidates=config.candidates or x_flat.shape[1], chunk=max(1, config.slots // 8),
     )
   else:
     one = lambda x0, t: attack_one(f, config, x0, t, theta, clip_min, clip_max)

@@ -207,12 +207,12 @@ def _resolve(choice: Choice, pending: Array, chunk: int, solve, *, narrow: bool)
     return run
 
   small = max(1, chunk // 8) if narrow else chunk
-  big, little = step(chunk), step(small)
-
-  def body(carry):
-    if small == chunk:
-      return big(carry)
-    return lax.cond(jnp.sum(carry[1]) > small, big, little, carry)
+  big = step(chunk)
+  if small == chunk:
+    body = big
+  else:
+    little = step(small)
+    body = lambda carry: lax.cond(jnp.sum(carry[1]) > small, big, little, carry)
 
   init = (choice, pending, jnp.zeros_like(pending))
   choice, _, unsettled = lax.while_loop(lambda c: jnp.any(c[1]), body, init)
@@ -257,10 +257,8 @@ def best_pairs(
     full = jax.vmap(lambda a, b, d: best_pair(a, b, d, increase=increase))(take(a, rows), take(b, rows), take(domain, rows))
     return full, jnp.ones(rows.shape, bool)
 
-  def fallbacks(choice: Choice) -> Choice:
-    rest = pending
-    if 0 < region < m:
-      choice, rest = _resolve(choice, rest, chunk, regional, narrow=False)
-    return lax.cond(jnp.any(rest), lambda c: _resolve(c, rest, chunk, dense, narrow=True)[0], lambda c: c, choice)
-
-  return lax.cond(jnp.any(pending), fallbacks, lambda c: c, cand.choice)
+  # Each tier's loop stops at once when no row is pending, so a batch certified throughout pays one check per tier.
+  choice, rest = cand.choice, pending
+  if 0 < region < m:
+    choice, rest = _resolve(choice, rest, chunk, regional, narrow=False)
+  return _resolve(choice, rest, chunk, dense, narrow=True)[0]

@@ -65,7 +65,6 @@ def run_slots(
     slots: int,
     candidates: int,
     chunk: int,
-    region: int = 0,
 ) -> AttackState:
   """Attack every example of ``x`` ``[B, M]``; returns final states ``[B, ...]``."""
   size = x.shape[0]
@@ -95,7 +94,7 @@ def run_slots(
     if config.pairwise:
       choice = pair_search.best_pairs(
           a, b, c.state.domain, increase=config.increase, k=candidates, chunk=max(1, min(chunk, width // 8)),
-          active=active, region=region,
+          active=active, region=config.region,
       )
     else:
       choice = jax.vmap(lambda a, b, d: choose(config, a, b, d))(a, b, c.state.domain)

@@ -4,31 +4,96 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 
+import jsma_jax
 from jsma_jax import all_other_targets
 from jsma_jax import jsma
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 from jsma_jax import single_feature_saliency
 from jsma_jax import target_rows
-from experiments.config import NUM_CLASSES, NUM_FEATURES, VARIANTS, StudyConfig
-from experiments.inputs import source_indices, stages_key_model
-from experiments.stages import Stages
+
+from .config import REPRODUCTION, Budgets, Row, StudyConfig
+from .inputs import Data, Model, source_indices
+from .stages import Stages
+
+
+class Context(NamedTuple):
+  """What every stage of one study reads: its configuration, stage folder, data, budgets."""
+
+  config: StudyConfig
+  stages: Stages
+  data: Data
+  budgets: Budgets
+
+
+class Attacks(NamedTuple):
+  """Per-attack outcomes of a row, ``[B]`` each (sources in order, 9 targets each on MNIST).
+
+  ``sweep_success`` / ``sweep_n_changed`` (``[K, B]``, one row per budget of
+  ``Budgets.sweep``) only for the reproduction row.
+  """
+
+  source_index: np.ndarray  # int32, index of the source in its set
+  source: np.ndarray  # int32, its label
+  target: np.ndarray  # int32
+  success: np.ndarray  # bool
+  iterations: np.ndarray  # int16
+  n_changed: np.ndarray  # int16, L0
+  stop_reason: np.ndarray  # int8, jsma_jax.StopReason
+  sweep_success: np.ndarray | None = None
+  sweep_n_changed: np.ndarray | None = None
+
+  def table(self, budgets: Budgets) -> tuple[np.ndarray, np.ndarray]:
+    """``(success, n_changed)`` at the table's budget."""
+    if self.sweep_success is None:
+      return self.success, self.n_changed
+    return self.sweep_success[budgets.table_index], self.sweep_n_changed[budgets.table_index]
+
+  def arrays(self, budgets: Budgets) -> dict[str, np.ndarray]:
+    """The stage file's arrays (the sweep's budgets included)."""
+    out = {k: v for k, v in self._asdict().items() if v is not None}
+    if self.sweep_success is not None:
+      out["sweep_iterations"] = np.asarray(budgets.sweep, np.int16)
+    return out
+
+  @classmethod
+  def of(cls, arrays: dict[str, np.ndarray]) -> "Attacks":
+    return cls(**{k: arrays[k] for k in cls._fields if k in arrays})
+
+  @classmethod
+  def concatenate(cls, parts: list["Attacks"]) -> "Attacks":
+    return cls(*(None if v is None else np.concatenate([getattr(p, k) for p in parts], axis=-1)
+                 for k, v in parts[0]._asdict().items()))
+
+
+class RowResult(NamedTuple):
+  """One row of the table: its JSON summary (``results.json``) and its attacks."""
+
+  row: Row
+  summary: dict
+  attacks: Attacks
+
 
 # --------------------------------------------------------------------------- attacks
 
 
-def run_batched(apply_fn, params, x: np.ndarray, targets: np.ndarray, batch_size: int,
-                log: Callable[[str], None], tag: str, **kwargs) -> dict[str, np.ndarray]:
-  """``jsma`` over ``x`` in batches of one compiled shape (the last one padded)."""
+def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: int,
+                log: Callable[[str], None], tag: str, **options) -> jsma_jax.JSMAResult:
+  """``jsma`` over ``x`` in batches of one compiled shape (the last one padded).
+
+  ``jsma_jax.attack_dataset`` does this (with a progress bar) where it exists.
+  """
+  if hasattr(jsma_jax, "attack_dataset"):
+    return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
+                                   description=tag, **options)
   n = len(targets)
   b = min(batch_size, n)
-  out: dict[str, list] = {k: [] for k in ("success", "iterations", "n_changed", "stop_reason",
-                                          "predicted", "trace")}
+  parts = []
   start = time.perf_counter()
   for lo in range(0, n, b):
     xb, tb = x[lo:lo + b], targets[lo:lo + b]
@@ -36,136 +101,126 @@ def run_batched(apply_fn, params, x: np.ndarray, targets: np.ndarray, batch_size
     if pad:
       xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
       tb = np.concatenate([tb, np.repeat(tb[:1], pad, 0)])
-    r = jax.device_get(jsma(apply_fn, xb, tb, params=params, **kwargs))
-    for k in out:
-      v = getattr(r, k)
-      if v is not None:
-        out[k].append(np.asarray(v)[:b - pad])
+    parts.append(jax.device_get(jsma(model.apply_fn, xb, tb, params=model.params, **options)))
     done = min(lo + b, n)
     rate = done / (time.perf_counter() - start)
     log(f"  {tag}: {done}/{n} attacks, {rate:.1f} attacks/s, eta {(n - done) / rate:.0f} s")
-  return {k: np.concatenate(v) for k, v in out.items() if v}
+  cut = lambda i: [None if v is None else np.asarray(v)[:n - i * b] for v in parts[i]]  # drops the padding
+  return type(parts[0])(*(None if v[0] is None else np.concatenate(v) for v in zip(*map(cut, range(len(parts))))))
 
 
-def attack_stage(config: StudyConfig, stages: Stages, data: dict, model, activation: str,
-                 variant_name: str, split: str, n_sources: int) -> tuple[dict, dict]:
-  """Every source of the row towards its 9 other classes, in chunks of
-  ``chunk_sources`` sources (one stage each); the paper row also sweeps the budget
-  (one run at the largest budget with the L0 trace).
+def _max_iter(ctx: Context, row: Row) -> int:
+  if row.is_reproduction:
+    return max(ctx.budgets.sweep)
+  return max_iterations(ctx.data.num_features, ctx.config.gamma, pairwise=row.variant.pairwise)
 
-  Returns:
-    ``(summary, arrays)`` of the whole row (chunks concatenated).
-  """
-  apply_fn, params, _ = model
-  variant = VARIANTS[variant_name]
-  sweep = variant_name == "paper"
-  x_all, y_all = data[split]
-  idx = source_indices(config, split, len(y_all))[:n_sources]
-  name = f"attack_{activation}_{variant_name}_{split}"
-  if sweep:
-    max_iter = max(config.sweep_iterations)
-  else:
-    max_iter = max_iterations(NUM_FEATURES, config.gamma, pairwise=variant.pairwise)
 
-  def chunk_work(chunk, tag):
-    def work():
-      e = all_other_targets(x_all[chunk], y_all[chunk], NUM_CLASSES)
-      src = np.asarray(e.source_index)
-      start = time.perf_counter()
-      r = run_batched(apply_fn, params, np.asarray(e.x), np.asarray(e.targets), config.batch_size,
-                      stages.log, tag, theta=variant.theta, pairwise=variant.pairwise,
-                      probabilities=variant.probabilities, initial_domain=variant.initial_domain,
-                      max_iter=max_iter, record_trace=sweep)
-      arrays = {"source_index": chunk[src].astype(np.int32), "source": np.asarray(e.labels, np.int32),
-                "target": np.asarray(e.targets, np.int32), "success": r["success"],
-                "iterations": r["iterations"].astype(np.int16), "n_changed": r["n_changed"].astype(np.int16),
-                "stop_reason": r["stop_reason"].astype(np.int8)}
-      if sweep:
-        s = metrics.budget_sweep(r["success"], r["iterations"], r["trace"], config.sweep_iterations)
-        arrays.update(sweep_iterations=np.asarray(config.sweep_iterations, np.int16),
-                      sweep_success=s.success, sweep_n_changed=s.n_changed.astype(np.int16))
-      return {"attack_seconds": time.perf_counter() - start, "n": int(len(src))}, arrays
-    return work
+def _attack_chunk(ctx: Context, model: Model, row: Row, chunk: np.ndarray, tag: str) -> Callable:
+  """The work of one chunk of sources: ``() -> (summary, arrays)``."""
+  split = ctx.data[row.split]
 
+  def work():
+    e = all_other_targets(split.x[chunk], split.y[chunk], ctx.data.num_classes)
+    src = np.asarray(e.source_index)
+    start = time.perf_counter()
+    r = run_batched(model, np.asarray(e.x), np.asarray(e.targets), ctx.config.batch_size,
+                    ctx.stages.log, tag, max_iter=_max_iter(ctx, row),
+                    record_trace=row.is_reproduction, **row.variant.options())
+    sweep = None
+    if row.is_reproduction:
+      sweep = metrics.budget_sweep(r.success, r.iterations, r.trace, ctx.budgets.sweep)
+    attacks = Attacks(
+        source_index=chunk[src].astype(np.int32), source=np.asarray(e.labels, np.int32),
+        target=np.asarray(e.targets, np.int32), success=np.asarray(r.success),
+        iterations=np.asarray(r.iterations).astype(np.int16),
+        n_changed=np.asarray(r.n_changed).astype(np.int16),
+        stop_reason=np.asarray(r.stop_reason).astype(np.int8),
+        sweep_success=None if sweep is None else sweep.success,
+        sweep_n_changed=None if sweep is None else sweep.n_changed.astype(np.int16))
+    return {"attack_seconds": time.perf_counter() - start, "n": int(len(src))}, attacks.arrays(ctx.budgets)
+  return work
+
+
+def attack_stage(ctx: Context, model: Model, row: Row) -> RowResult:
+  """Every source of the row towards every other class, in chunks of ``chunk_sources``
+  sources (one stage each); the reproduction row also sweeps the budget (one run at the
+  largest budget with the L0 trace)."""
+  config, budgets, m = ctx.config, ctx.budgets, ctx.data.num_features
+  idx = source_indices(config, row.split, len(ctx.data[row.split].y))[:row.n_sources]
+  max_iter = _max_iter(ctx, row)
   parts, seconds = [], 0.0
   for c, lo in enumerate(range(0, len(idx), config.chunk_sources)):
     chunk = idx[lo:lo + config.chunk_sources]
-    key = {"model": stages_key_model(config, activation), "variant": dataclasses.asdict(variant),
-           "split": split, "sources": chunk, "max_iter": max_iter,
-           "sweep": config.sweep_iterations if sweep else None}
-    tag = f"{name}_c{c:03d}"
-    summary, arrays = stages.run(tag, key, chunk_work(chunk, tag))
-    parts.append(arrays)
+    key = {"model": model.key, "variant": dataclasses.asdict(row.variant), "split": row.split,
+           "sources": chunk, "max_iter": max_iter, "sweep": budgets.sweep if row.is_reproduction else None}
+    tag = f"attack_{model.activation}_{row.variant.name}_{row.split}_c{c:03d}"
+    summary, arrays = ctx.stages.run(tag, key, _attack_chunk(ctx, model, row, chunk, tag))
+    parts.append(Attacks.of(arrays))
     seconds += summary["attack_seconds"]
-  arr = {k: np.concatenate([p[k] for p in parts], axis=-1 if k.startswith("sweep_") and k != "sweep_iterations" else 0)
-         for k in parts[0] if k != "sweep_iterations"}
-  table_success, table_l0 = arr["success"], arr["n_changed"]
+  attacks = Attacks.concatenate(parts)
   summary = {}
-  if sweep:
-    arr["sweep_iterations"] = parts[0]["sweep_iterations"]
-    k = config.sweep_iterations.index(config.table_iterations)
-    table_success, table_l0 = arr["sweep_success"][k], arr["sweep_n_changed"][k]
-    summary["sweep"] = [dict(iterations=int(m), pixels=2 * int(m), gamma=2 * int(m) / NUM_FEATURES,
-                             **metrics.summary(arr["sweep_success"][j], arr["sweep_n_changed"][j], NUM_FEATURES))
-                        for j, m in enumerate(config.sweep_iterations)]
-  n = len(arr["success"])
-  summary.update(metrics.summary(table_success, table_l0, NUM_FEATURES))
-  summary.update(activation=activation, variant=variant_name, split=split, n_sources=int(len(idx)),
-                 max_iter=max_iter, table_max_iter=config.table_iterations if variant.pairwise else max_iter,
+  if row.is_reproduction:
+    summary["sweep"] = [dict(iterations=int(k), pixels=2 * int(k), gamma=2 * int(k) / m,
+                             **metrics.summary(attacks.sweep_success[j], attacks.sweep_n_changed[j], m))
+                        for j, k in enumerate(budgets.sweep)]
+  n = len(attacks.success)
+  reasons = attacks.stop_reason
+  summary.update(metrics.summary(*attacks.table(budgets), m))
+  summary.update(activation=model.activation, variant=row.variant.name, split=row.split,
+                 n_sources=int(len(idx)), max_iter=max_iter,
+                 table_max_iter=budgets.table if row.variant.pairwise else max_iter,
                  attack_seconds=seconds, attacks_per_second=n / max(seconds, 1e-9), chunks=len(parts),
-                 stop_reasons={int(c): int((arr["stop_reason"] == c).sum()) for c in np.unique(arr["stop_reason"])})
-  return summary, arr
+                 stop_reasons={int(c): int((reasons == c).sum()) for c in np.unique(reasons)})
+  return RowResult(row, summary, attacks)
 
 
 # ------------------------------------------------------------- distance and picture
 
 
-def distance_stage(config: StudyConfig, stages: Stages, data: dict, model, activation: str,
-                   split: str) -> tuple[dict, dict]:
-  """``A(x, t)`` for every attack of the paper row on ``split``: one Jacobian each."""
-  apply_fn, params, _ = model
-  x_all, y_all = data[split]
-  idx = source_indices(config, split, len(y_all))[:config.n_sources]
+def distance_stage(ctx: Context, model: Model) -> tuple[dict, dict]:
+  """``A(x, t)`` for every attack of the reproduction row on the main set: one Jacobian each."""
+  split_name = ctx.config.main_split
+  split, n_classes = ctx.data[split_name], ctx.data.num_classes
+  idx = source_indices(ctx.config, split_name, len(split.y))[:ctx.config.n_sources]
 
   def work():
-    e = all_other_targets(x_all[idx], y_all[idx], NUM_CLASSES)
-    a = metrics.adversarial_distance_of(apply_fn, np.asarray(e.x), np.asarray(e.targets), params=params,
-                                        batch_size=min(config.batch_size, len(idx) * (NUM_CLASSES - 1)))
+    e = all_other_targets(split.x[idx], split.y[idx], n_classes)
+    a = metrics.adversarial_distance_of(model.apply_fn, np.asarray(e.x), np.asarray(e.targets),
+                                        params=model.params,
+                                        batch_size=min(ctx.config.batch_size, len(idx) * (n_classes - 1)))
     return ({"robustness": metrics.robustness(a), "n": int(len(a))},
             {"distance": a, "source": np.asarray(e.labels, np.int32), "target": np.asarray(e.targets, np.int32)})
 
-  key = {"model": stages_key_model(config, activation), "split": split, "sources": idx}
-  return stages.run(f"distance_{activation}_{split}", key, work)
+  key = {"model": model.key, "split": split_name, "sources": idx}
+  return ctx.stages.run(f"distance_{model.activation}_{split_name}", key, work)
 
 
-def picture_stage(config: StudyConfig, stages: Stages, data: dict, model, activation: str,
-                  split: str) -> tuple[dict, dict]:
-  """Figure 1: one source per class towards every class (paper row), and saliency maps."""
-  apply_fn, params, _ = model
-  x_all, y_all = data[split]
-  first = np.array([int(np.flatnonzero(y_all == c)[0]) for c in range(NUM_CLASSES)])
-  variant = VARIANTS["paper"]
+def picture_stage(ctx: Context, model: Model) -> tuple[dict, dict]:
+  """Figure 1: one source per class towards every class (reproduction row), and saliency maps."""
+  split_name, n_classes = ctx.config.main_split, ctx.data.num_classes
+  split = ctx.data[split_name]
+  first = np.array([int(np.flatnonzero(split.y == c)[0]) for c in range(n_classes)])
 
   def work():
-    e = all_other_targets(x_all[first], y_all[first], NUM_CLASSES)
+    e = all_other_targets(split.x[first], split.y[first], n_classes)
     x, t = np.asarray(e.x), np.asarray(e.targets)
-    r = jax.device_get(jsma(apply_fn, x, t, params=params, theta=variant.theta, gamma=config.gamma,
-                            initial_domain=variant.initial_domain))
-    grid = np.repeat(x_all[first][:, None], NUM_CLASSES, 1).copy()  # diagonal: the original
+    r = jax.device_get(jsma(model.apply_fn, x, t, params=model.params, theta=REPRODUCTION.theta,
+                            gamma=ctx.config.gamma, initial_domain=REPRODUCTION.initial_domain))
+    grid = np.repeat(split.x[first][:, None], n_classes, 1).copy()  # diagonal: the original
     grid[np.asarray(e.labels), t] = np.asarray(r.x_adv)
-    success = np.eye(NUM_CLASSES, dtype=bool)
+    success = np.eye(n_classes, dtype=bool)
     success[np.asarray(e.labels), t] = np.asarray(r.success)
-    k = config.n_figure_examples
+    k = ctx.config.n_figure_examples
     pick = np.arange(k) * (len(t) // max(k, 1))  # spread over sources
-    _, a, b = target_rows(apply_fn, x[pick], t[pick], params=params)
+    _, a, b = target_rows(model.apply_fn, x[pick], t[pick], params=model.params)
     sal = np.asarray(single_feature_saliency(np.asarray(a), np.asarray(b)))
     arrays = {"grid": grid.astype(np.float32), "grid_success": success, "sources": first,
               "ex_x": x[pick], "ex_adv": np.asarray(r.x_adv)[pick], "ex_saliency": sal,
               "ex_source": np.asarray(e.labels)[pick], "ex_target": t[pick],
               "ex_success": np.asarray(r.success)[pick]}
-    return {"grid_success_rate": float(np.asarray(r.success).mean()), "split": split,
+    return {"grid_success_rate": float(np.asarray(r.success).mean()), "split": split_name,
             "source_indices": first}, arrays
 
-  key = {"model": stages_key_model(config, activation), "split": split, "gamma": config.gamma,
-         "n_examples": config.n_figure_examples}
-  return stages.run(f"picture_{activation}", key, work)
+  key = {"model": model.key, "split": split_name, "gamma": ctx.config.gamma,
+         "n_examples": ctx.config.n_figure_examples}
+  return ctx.stages.run(f"picture_{model.activation}", key, work)

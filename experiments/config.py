@@ -1,25 +1,31 @@
-"""The study's configuration: attack variants and the frozen ``StudyConfig``.
+"""The study's configuration: attack variants, the frozen ``StudyConfig`` and its presets.
 
 Papernot et al., *The Limitations of Deep Learning in Adversarial Settings* (EuroS&P
-2016): MNIST, theta = +1, gamma = 14.5%, every source towards the 9 other classes.
+2016): MNIST, theta = +1, gamma = 14.5%, every source towards the other classes. Nothing
+here knows the data's shape: budgets in iterations are computed from the number of
+features of the loaded data (``StudyConfig.budgets``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Callable, NamedTuple
 
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 
-NUM_CLASSES = 10
-NUM_FEATURES = 28 * 28
 PAPER_PIXELS = (2, 10, 20, 40, 60, 80, 100, 200, 300)
 SPLITS = ("train", "validation", "test")
+SOURCES = ("embedded", "idx", "tfds")
+ARCHS = ("lenet", "tiny_mlp")
+ACTIVATIONS = ("tanh", "relu")
+IDX_DIR = os.path.join("..", "shared", "data", "mnist")  # where ``source="idx"`` looks by default
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """One attack configuration of the study's table."""
+  """One attack configuration of the study's table: ``jsma`` options and a label."""
 
   name: str
   label: str
@@ -28,13 +34,20 @@ class Variant:
   probabilities: bool = False
   initial_domain: str = "all"
 
+  def options(self) -> dict:
+    """The keyword options of ``jsma_jax.jsma`` that this variant sets."""
+    return {"theta": self.theta, "pairwise": self.pairwise,
+            "probabilities": self.probabilities, "initial_domain": self.initial_domain}
 
-# The paper's own choices first: increasing pairs, Jacobian of the logits, all
-# features in the initial search domain (Algorithm 2 as written).
+
+# The paper's own choices: increasing pairs, Jacobian of the logits, all features in the
+# initial search domain (Algorithm 2 as written). Its row is the reproduction row: it
+# always runs, on every source set, sweeps the budget, and draws the figures.
+REPRODUCTION = Variant("paper", "increasing pairs, logits, domain all (the paper's choices)")
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("paper", "increasing pairs, logits, domain all (the paper's choices)"),
+        REPRODUCTION,
         Variant("movable", "increasing pairs, logits, domain movable (library default)",
                 initial_domain="movable"),
         Variant("softmax", "increasing pairs, softmax Jacobian (JSMA-F), domain all",
@@ -47,6 +60,48 @@ VARIANTS = {
 }
 
 
+class Row(NamedTuple):
+  """One attack row of the study: a model, a variant, a source set and its size."""
+
+  activation: str
+  variant: Variant
+  split: str
+  n_sources: int
+
+  @property
+  def is_reproduction(self) -> bool:
+    """The paper's row: it also sweeps the budget (one run with the L0 trace)."""
+    return self.variant == REPRODUCTION
+
+  @property
+  def name(self) -> str:
+    return f"{self.activation}/{self.variant.name}/{self.split}"
+
+
+class Budgets(NamedTuple):
+  """The study's budgets in iterations, for data with a given number of features.
+
+  Attributes:
+    table: pair iterations of the table's budget, ``floor(M * gamma / 2)`` (56 on MNIST).
+    sweep: every budget of the sweep, ascending: the grid and the table's budget.
+    grid: the pixel grid in pair iterations (the hardness integral's points).
+  """
+
+  table: int
+  sweep: tuple[int, ...]
+  grid: tuple[int, ...]
+
+  @property
+  def table_index(self) -> int:
+    """Where the table's budget sits in ``sweep``."""
+    return self.sweep.index(self.table)
+
+  @property
+  def grid_indices(self) -> list[int]:
+    """Where each grid budget sits in ``sweep``."""
+    return [self.sweep.index(m) for m in self.grid]
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
   """Everything that determines a study's numbers (and where it writes).
@@ -54,19 +109,19 @@ class StudyConfig:
   Attributes:
     out: output folder.
     source: ``"embedded"``, ``"idx"`` or ``"tfds"`` (see ``jsma_jax.models.load_mnist``).
-    data_dir: IDX folder (``idx``) or TFDS data folder (``tfds``).
+    data_dir: IDX folder (``idx``; default ``IDX_DIR``) or TFDS data folder (``tfds``).
     activations: LeNet activations to study.
-    arch: ``"lenet"`` (the paper's) or ``"tiny_mlp"`` (a 784-32-10 MLP, for tests).
+    arch: ``"lenet"`` (the paper's) or ``"tiny_mlp"`` (a one-hidden-layer MLP, for tests).
     checkpoint_dir: folder holding ``lenet_<activation>_mnist`` checkpoints to load;
       models missing there are trained here (and saved under ``out/models``).
     epochs: training epochs for models trained here.
-    splits: source sets for the paper row (``train``, ``validation``, ``test``).
-    n_sources: sources per split for the paper row (9 attacks each).
+    splits: source sets for the reproduction row (``train``, ``validation``, ``test``).
+    n_sources: sources per split for the reproduction row (attacked towards every other class).
     n_sources_ablation: sources for the other variants (test split, or the first split).
-    n_sources_splits: sources for the paper row on the sets other than test
+    n_sources_splits: sources for the reproduction row on the sets other than test
       (default ``n_sources``).
     chunk_sources: sources per stage file (a long row is saved chunk by chunk).
-    variants: which rows run (names of ``VARIANTS``); ``paper`` always runs.
+    variants: which rows run (names of ``VARIANTS``); the reproduction row always runs.
     pixels: the budget grid in changed pixels (2 per pair iteration).
     gamma: the table's budget (share of features).
     batch_size: attacks per ``jsma`` call.
@@ -77,7 +132,7 @@ class StudyConfig:
   out: str = "runs/reproduce"
   source: str = "embedded"
   data_dir: str | None = None
-  activations: tuple[str, ...] = ("tanh", "relu")
+  activations: tuple[str, ...] = ACTIVATIONS
   arch: str = "lenet"
   checkpoint_dir: str | None = None
   epochs: int = 3
@@ -94,18 +149,20 @@ class StudyConfig:
   seed: int = 0
 
   def __post_init__(self):
+    if self.source == "idx" and self.data_dir is None:
+      object.__setattr__(self, "data_dir", IDX_DIR)
     bad = [v for v in self.variants if v not in VARIANTS]
     if bad:
       raise ValueError(f"variants must be among {sorted(VARIANTS)}, got {bad}")
     bad = [s for s in self.splits if s not in SPLITS]
     if bad or not self.splits:
       raise ValueError(f"splits must be a non-empty subset of {SPLITS}, got {self.splits}")
-    if any(a not in ("tanh", "relu") for a in self.activations) or not self.activations:
+    if any(a not in ACTIVATIONS for a in self.activations) or not self.activations:
       raise ValueError(f"activations must be 'tanh' and/or 'relu', got {self.activations}")
-    if self.arch not in ("lenet", "tiny_mlp"):
-      raise ValueError(f"arch must be 'lenet' or 'tiny_mlp', got {self.arch!r}")
-    if self.source not in ("embedded", "idx", "tfds"):
-      raise ValueError(f"source must be 'embedded', 'idx' or 'tfds', got {self.source!r}")
+    if self.arch not in ARCHS:
+      raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+    if self.source not in SOURCES:
+      raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
     for name in ("n_sources", "n_sources_ablation", "batch_size", "epochs", "chunk_sources"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -113,22 +170,40 @@ class StudyConfig:
       raise ValueError(f"pixels must be ascending, distinct, each >= 2, got {self.pixels}")
 
   @property
-  def table_iterations(self) -> int:
-    """Pair iterations of the table's budget, ``floor(M * gamma / 2)`` (56 on MNIST)."""
-    return max_iterations(NUM_FEATURES, self.gamma, pairwise=True)
+  def main_split(self) -> str:
+    """The set of the variants, the pair measures and the picture: test if studied."""
+    return "test" if "test" in self.splits else self.splits[0]
 
-  @property
-  def sweep_iterations(self) -> tuple[int, ...]:
-    """Every budget of the sweep in pair iterations: the grid and the table's budget."""
-    grid = {int(i) for i in metrics.pixels_to_iterations(self.pixels)}
-    return tuple(sorted(grid | {self.table_iterations}))
+  def budgets(self, num_features: int) -> Budgets:
+    """The table's budget, the sweep and the grid in pair iterations for ``M`` features."""
+    table = max_iterations(num_features, self.gamma, pairwise=True)
+    grid = tuple(int(i) for i in metrics.pixels_to_iterations(self.pixels))
+    return Budgets(table=table, sweep=tuple(sorted(set(grid) | {table})), grid=grid)
 
-  def rows(self) -> list[tuple[str, str, str, int]]:
-    """``(activation, variant, split, n_sources)`` of every attack stage."""
-    main = "test" if "test" in self.splits else self.splits[0]
-    rows = [(act, "paper", main, self.n_sources) for act in self.activations]
-    rows += [(act, v, main, min(self.n_sources_ablation, self.n_sources))
-             for act in self.activations for v in self.variants if v != "paper"]
-    rows += [(act, "paper", split, self.n_sources_splits or self.n_sources)
+  def rows(self) -> list[Row]:
+    """Every attack row: the reproduction rows first, then the variants, then the other sets."""
+    main = self.main_split
+    rows = [Row(act, REPRODUCTION, main, self.n_sources) for act in self.activations]
+    rows += [Row(act, VARIANTS[v], main, min(self.n_sources_ablation, self.n_sources))
+             for act in self.activations for v in self.variants if VARIANTS[v] != REPRODUCTION]
+    rows += [Row(act, REPRODUCTION, split, self.n_sources_splits or self.n_sources)
              for act in self.activations for split in self.splits if split != main]
-    return rows  # the reproduction rows first, then the variants, then the other sets
+    return rows
+
+
+def quick() -> StudyConfig:
+  """The default: the embedded digits, both LeNets trained here, a few minutes on 2 CPUs."""
+  return StudyConfig()
+
+
+def full_mnist() -> StudyConfig:
+  """The paper's scale: full MNIST (IDX files), 10,000 sources per set, 3 sets, LeNets of runs/models.
+
+  Models missing from ``runs/models`` (``jsma-jax train --out runs/models/lenet_<act>_mnist``)
+  are trained here.
+  """
+  return StudyConfig(source="idx", data_dir=IDX_DIR, checkpoint_dir=os.path.join("runs", "models"),
+                     splits=SPLITS, n_sources=10000, n_sources_ablation=1000)
+
+
+PRESETS: dict[str, Callable[[], StudyConfig]] = {"quick": quick, "full_mnist": full_mnist}

@@ -33,7 +33,7 @@ def success_vs_budget(results: dict, path: str) -> str:
   for ax in (ax1, ax2):
     ax.axvline(table_px, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("budget (changed pixels; gamma = pixels / 784)")
+    ax.set_xlabel(f"budget (changed pixels; gamma = pixels / {results['dataset']['num_features']})")
     ax.grid(alpha=0.3)
     ax.legend()
   ax1.axhline(97.1, color="k", ls="--", lw=1)
@@ -107,7 +107,7 @@ def saliency_examples(picture: dict, activation: str, path: str) -> str:
   fig, axes = plt.subplots(k, 3, figsize=(6, 2 * k), squeeze=False)
   for i in range(k):
     s, t = int(picture["ex_source"][i]), int(picture["ex_target"][i])
-    sal = picture["ex_saliency"][i].reshape(28, 28)
+    sal = picture["ex_saliency"][i].reshape(picture["ex_x"][i].shape)[..., 0]
     panels = [(picture["ex_x"][i][..., 0], f"source {s}", "gray"),
               (sal, f"saliency S(x, {t}) (Eq. 8)", "hot"),
               (picture["ex_adv"][i][..., 0], f"to {t}: {'success' if picture['ex_success'][i] else 'failed'}", "gray")]
@@ -120,11 +120,11 @@ def saliency_examples(picture: dict, activation: str, path: str) -> str:
   return _save(fig, path)
 
 
-def write_all(results: dict, arrays: dict, out: str) -> list[str]:
-  """Writes every figure; returns their file names."""
+def write_all(results: dict, pictures: dict, out: str) -> list[str]:
+  """Writes every figure (``pictures``: the picture stage's arrays per activation); returns their names."""
   names = [success_vs_budget(results, os.path.join(out, "success_vs_budget.png"))]
   for act, pairs in results["pairs"].items():
     names.append(pair_maps(pairs, act, os.path.join(out, f"pairs_{act}.png")))
-    names.append(adversarial_grid(arrays["pictures"][act], act, os.path.join(out, f"adversarial_grid_{act}.png")))
-    names.append(saliency_examples(arrays["pictures"][act], act, os.path.join(out, f"saliency_{act}.png")))
+    names.append(adversarial_grid(pictures[act], act, os.path.join(out, f"adversarial_grid_{act}.png")))
+    names.append(saliency_examples(pictures[act], act, os.path.join(out, f"saliency_{act}.png")))
   return names

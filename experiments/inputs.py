@@ -1,23 +1,65 @@
-"""Inputs of the study: the MNIST sets, the sources, and the models (loaded or trained)."""
+"""Inputs of the study: the source sets, the sources, and the models (loaded or trained).
+
+Every model, trained here or loaded, is a ``jsma_jax.models.checkpoint`` directory; the
+study keeps its own copies under ``<out>/models/<arch>_<activation>``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-from typing import Any
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from flax import serialization
 
-from experiments.config import NUM_FEATURES, SPLITS, StudyConfig
-from experiments.stages import Stages, atomic_write_bytes
+from .config import SPLITS, StudyConfig
+from .stages import Stages
 
 # ------------------------------------------------------------------------------ data
 
 
-def load_splits(config: StudyConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+class Split(NamedTuple):
+  """One source set: images ``[n, *shape]`` float32 in [0, 1] and labels ``[n]`` int32."""
+
+  x: np.ndarray
+  y: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The study's three source sets, with the shape and class count they have.
+
+  Attributes:
+    splits: ``train``, ``validation`` and ``test``.
+    info: what was loaded, for ``results.json`` (source, sizes, how validation was cut).
+  """
+
+  splits: Mapping[str, Split]
+  info: dict
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """One input's shape (``(28, 28, 1)`` on MNIST)."""
+    return tuple(self.splits["test"].x.shape[1:])
+
+  @property
+  def num_features(self) -> int:
+    """``M``: the number of input features, channels included."""
+    return math.prod(self.shape)
+
+  @property
+  def num_classes(self) -> int:
+    """``N``: one more than the largest label of any set."""
+    return int(max(s.y.max() for s in self.splits.values())) + 1
+
+  def __getitem__(self, split: str) -> Split:
+    return self.splits[split]
+
+
+def load_data(config: StudyConfig) -> Data:
   """The train / validation / test sets; validation is the last sixth of the training
   images (the last 10,000 of MNIST's 60,000, as in the paper's Theano setup; every 6th
   image of the class-sorted embedded subset)."""
@@ -33,16 +75,17 @@ def load_splits(config: StudyConfig) -> tuple[dict[str, tuple[np.ndarray, np.nda
   else:
     val = np.arange(n) >= n - n // 6
     how = f"last {n // 6} of the {n} training images"
-  data = {
-      "train": (x_train[~val], y_train[~val]),
-      "validation": (x_train[val], y_train[val]),
-      "test": (x_test, y_test),
-  }
+  splits = {"train": Split(x_train[~val], y_train[~val]),
+            "validation": Split(x_train[val], y_train[val]),
+            "test": Split(x_test, y_test)}
+  flat = x_test.reshape(len(x_test), -1)
   info = {"name": "mnist", "source": config.source, "data_dir": config.data_dir,
-          "sizes": {k: int(len(v[1])) for k, v in data.items()}, "validation": how,
-          "test_pixels_at_0": float((x_test == 0).reshape(len(x_test), -1).sum(1).mean()),
-          "test_pixels_at_1": float((x_test == 1).reshape(len(x_test), -1).sum(1).mean())}
-  return data, info
+          "shape": list(x_test.shape[1:]), "num_features": int(flat.shape[1]),
+          "num_classes": int(max(y_train.max(), y_test.max())) + 1,
+          "sizes": {k: int(len(v.y)) for k, v in splits.items()}, "validation": how,
+          "test_pixels_at_0": float((flat == 0).sum(1).mean()),
+          "test_pixels_at_1": float((flat == 1).sum(1).mean())}
+  return Data(splits, info)
 
 
 def source_indices(config: StudyConfig, split: str, n_available: int) -> np.ndarray:
@@ -56,28 +99,69 @@ def source_indices(config: StudyConfig, split: str, n_available: int) -> np.ndar
 # ---------------------------------------------------------------------------- models
 
 
-class TinyMLP(nnx.Module):
-  """784-32-N MLP, a fast stand-in for the LeNet in tests."""
+class Model(NamedTuple):
+  """A model of the study, ready to attack.
 
-  def __init__(self, *, activation: str = "tanh", num_classes: int = 10, rngs: nnx.Rngs):
-    self.activation = activation
-    self.fc1 = nnx.Linear(NUM_FEATURES, 32, rngs=rngs)
-    self.fc2 = nnx.Linear(32, num_classes, rngs=rngs)
+  Attributes:
+    activation: ``"tanh"`` or ``"relu"``.
+    apply_fn: pure ``apply_fn(params, x) -> logits``.
+    params: its weights.
+    info: where it came from and its accuracy on each set (``results.json``).
+    key: what its stages depend on (the stage key of every attack on it).
+  """
 
-  def __call__(self, x):
-    act = jnp.tanh if self.activation == "tanh" else jax.nn.relu
-    return self.fc2(act(self.fc1(x.reshape(x.shape[0], -1))))
+  activation: str
+  apply_fn: Callable
+  params: Any
+  info: dict
+  key: dict
 
 
-def _build(config: StudyConfig, activation: str) -> nnx.Module:
+def _tiny_mlp_class():
+  """A one-hidden-layer MLP (32 units), a fast stand-in for the LeNet in tests.
+
+  Registered under the architecture name ``"tiny_mlp"`` of ``jsma_jax.models`` so that
+  it is saved and loaded by ``jsma_jax.models.checkpoint`` like the LeNet.
+  """
+  from flax import nnx
+
+  from jsma_jax.models import lenet
+
+  if "tiny_mlp" in lenet.ARCHITECTURES:
+    return lenet.ARCHITECTURES["tiny_mlp"]
+
+  class TinyMLP(nnx.Module):
+    """``in_features``-32-N MLP on flattened inputs (784 inputs: MNIST)."""
+
+    def __init__(self, *, activation: str = "tanh", num_classes: int = 10, in_features: int = 784,
+                 rngs: nnx.Rngs):
+      self.activation = activation
+      self.num_classes = int(num_classes)
+      self.fc1 = nnx.Linear(in_features, 32, rngs=rngs)
+      self.fc2 = nnx.Linear(32, num_classes, rngs=rngs)
+
+    def __call__(self, x):
+      return self.fc2(lenet.ACTIVATIONS[self.activation](self.fc1(x.reshape(x.shape[0], -1))))
+
+  lenet.ARCHITECTURES["tiny_mlp"] = TinyMLP
+  return TinyMLP
+
+
+def _build(config: StudyConfig, activation: str, data: Data):
+  from flax import nnx
+
   from jsma_jax.models import LeNet
 
-  cls = LeNet if config.arch == "lenet" else TinyMLP
-  return cls(activation=activation, rngs=nnx.Rngs(config.seed))
+  rngs = nnx.Rngs(config.seed)
+  if config.arch == "lenet":
+    return LeNet(activation=activation, num_classes=data.num_classes, rngs=rngs)
+  return _tiny_mlp_class()(activation=activation, num_classes=data.num_classes,
+                           in_features=data.num_features, rngs=rngs)
 
 
-def _model_path(config: StudyConfig, activation: str) -> str:
-  return os.path.join(config.out, "models", f"{config.arch}_{activation}.msgpack")
+def model_path(config: StudyConfig, activation: str) -> str:
+  """The study's copy of a model: a checkpoint directory under ``out/models``."""
+  return os.path.join(config.out, "models", f"{config.arch}_{activation}")
 
 
 def _external_checkpoint(config: StudyConfig, activation: str) -> str | None:
@@ -87,13 +171,19 @@ def _external_checkpoint(config: StudyConfig, activation: str) -> str | None:
   return path if os.path.isfile(os.path.join(path, "metadata.json")) else None
 
 
-def model_stage(config: StudyConfig, stages: Stages, data: dict, activation: str) -> tuple[Any, Any, dict]:
-  """Loads the checkpoint or trains the model; returns ``(apply_fn, params, info)``."""
-  from jsma_jax.models import as_logits_fn, evaluate, load_checkpoint, train
+def model_key(config: StudyConfig, activation: str) -> dict:
+  """What a model (and so every stage on it) depends on."""
+  return {"arch": config.arch, "activation": activation, "source": config.source,
+          "data_dir": config.data_dir, "checkpoint": _external_checkpoint(config, activation),
+          "epochs": config.epochs, "seed": config.seed}
+
+
+def model_stage(config: StudyConfig, stages: Stages, data: Data, activation: str) -> Model:
+  """Loads the external checkpoint or trains the model, saves the study's copy, measures it."""
+  from jsma_jax.models import as_logits_fn, evaluate, load_checkpoint, save_checkpoint, train
 
   external = _external_checkpoint(config, activation)
-  key = stages_key_model(config, activation)
-  path = _model_path(config, activation)
+  key = model_key(config, activation)
 
   def work():
     if external is not None:
@@ -102,31 +192,26 @@ def model_stage(config: StudyConfig, stages: Stages, data: dict, activation: str
               "train": meta.get("train"), "dataset": meta.get("dataset"),
               "checkpoint_test_accuracy": meta.get("test_accuracy")}
     else:
-      model, hist = train(_build(config, activation), data["train"], None, epochs=config.epochs,
-                          seed=config.seed, print_fn=stages.log)
+      model, hist = train(_build(config, activation, data), tuple(data["train"]), None,
+                          epochs=config.epochs, seed=config.seed, print_fn=stages.log)
       info = {"checkpoint": None, "trained_here": True, "epochs": config.epochs,
-              "n_train": int(len(data["train"][1])), "train_seconds": hist["train_seconds"]}
-    state = nnx.to_pure_dict(nnx.state(model))
-    atomic_write_bytes(path, serialization.msgpack_serialize(jax.device_get(state)))
+              "n_train": int(len(data["train"].y)), "train_seconds": hist["train_seconds"]}
+    save_checkpoint(model_path(config, activation), model, {"study_model": key})
     apply_fn, params = as_logits_fn(model)
-    info["accuracy"] = {s: evaluate(apply_fn, data[s], params=params) for s in SPLITS}
+    info["accuracy"] = {s: evaluate(apply_fn, tuple(data[s]), params=params) for s in SPLITS}
     return info, None
 
   info, _ = stages.run(f"model_{activation}", key, work)
-  return (*load_model(config, activation), info)
+  apply_fn, params = load_model(config, activation)
+  return Model(activation, apply_fn, params, info, key)
 
 
-def load_model(config: StudyConfig, activation: str) -> tuple[Any, Any]:
+def load_model(config: StudyConfig, activation: str) -> tuple[Callable, Any]:
   """``(apply_fn, params)`` of a model a study saved under ``out/models``."""
-  from jsma_jax.models import as_logits_fn
+  from jsma_jax.models import as_logits_fn, load_checkpoint
 
-  graphdef, state = nnx.split(_build(config, activation))
-  with open(_model_path(config, activation), "rb") as f:
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, serialization.msgpack_restore(f.read())))
-  return as_logits_fn(nnx.merge(graphdef, state))
-
-
-def stages_key_model(config: StudyConfig, activation: str) -> dict:
-  return {"arch": config.arch, "activation": activation, "source": config.source,
-          "data_dir": config.data_dir, "checkpoint": _external_checkpoint(config, activation), "epochs": config.epochs,
-          "seed": config.seed}
+  if config.arch == "tiny_mlp":
+    _tiny_mlp_class()  # its architecture name must be known to load it
+  model, _ = load_checkpoint(model_path(config, activation))
+  apply_fn, params = as_logits_fn(model)
+  return apply_fn, jax.tree.map(jnp.asarray, params)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import REPRODUCTION
+
+REF = REPRODUCTION.name  # the reproduction row's variant name in results.json
+
 PAPER = {"success": 0.9710, "distortion": 0.0402, "decrease_success": 0.647,
          "per_split": {"train": 0.9705, "validation": 0.9719, "test": 0.9705}}
 
@@ -39,24 +43,24 @@ def _effects(results: dict) -> list[str]:
     ra, rb = _row(results, act, a, main), _row(results, act, b, main)
     if not (ra and rb):
       return
-    if a == "paper":  # the paper row restricted to the variant's sources
+    if a == REF:  # the reproduction row restricted to the variant's sources
       ra = (results.get("paper_on_subsets") or {}).get(f"{act}/{b}/{main}", ra)
     out.append(f"- {_model(results, act)}, {what}: {_pct(rb['success_rate'])} vs {_pct(ra['success_rate'])} "
                f"success ({100 * (rb['success_rate'] - ra['success_rate']):+.1f} points), distortion of "
                f"successful {_pct(rb['distortion_successful'])} vs {_pct(ra['distortion_successful'])}, "
                f"on the same {rb['n']} attacks.")
   for act in acts:
-    diff(act, "paper", "movable", "library default domain (movable) vs the paper's (all)")
-    diff(act, "paper", "softmax", "softmax Jacobian (JSMA-F) vs logits (JSMA-Z)")
-    diff(act, "paper", "decrease", "decreasing (theta = -1) vs increasing")
+    diff(act, REF, "movable", "library default domain (movable) vs the paper's (all)")
+    diff(act, REF, "softmax", "softmax Jacobian (JSMA-F) vs logits (JSMA-Z)")
+    diff(act, REF, "decrease", "decreasing (theta = -1) vs increasing")
     diff(act, "decrease", "decrease_movable", "decreasing with domain movable vs all")
-    diff(act, "paper", "single", "single features (Algorithm 1) vs pairs")
+    diff(act, REF, "single", "single features (Algorithm 1) vs pairs")
   for act in acts:  # readings that follow from the rows above, stated only when the numbers say so
     dec, dec_mov = _row(results, act, "decrease", main), _row(results, act, "decrease_movable", main)
     if dec and dec_mov and dec_mov["success_rate"] - dec["success_rate"] > 0.05:
       at0 = results["dataset"].get("test_pixels_at_0")
       out.append(f"- Reading ({_model(results, act)}): most MNIST pixels are already 0"
-                 + (f" ({at0:.0f} of 784 per test digit on average)" if at0 else "") + ", so a decreasing attack whose "
+                 + (f" ({at0:.0f} of {results['dataset']['num_features']} per test digit on average)" if at0 else "") + ", so a decreasing attack whose "
                  "search domain starts with all features (the paper's Algorithm 2 as written) spends iterations on "
                  "pixels that cannot decrease (picked for their gradients, clipped, then dropped); starting from the "
                  f"movable pixels gains {100 * (dec_mov['success_rate'] - dec['success_rate']):.1f} points."
@@ -70,7 +74,7 @@ def _effects(results: dict) -> list[str]:
       out.append(f"- Reading ({_model(results, act)}): for the increasing attack the domain hardly matters "
                  "(few pixels sit exactly at 1.0" + (f": {at1:.1f} per test digit on average" if at1 else "") + ").")
   if len(acts) == 2:
-    a, b = (_row(results, act, "paper", main) for act in acts)
+    a, b = (_row(results, act, REF, main) for act in acts)
     out.append(f"- Activation: {_model(results, acts[1])} {_pct(b['success_rate'])} vs {_model(results, acts[0])} "
                f"{_pct(a['success_rate'])} success with the paper's choices "
                f"({100 * (b['success_rate'] - a['success_rate']):+.1f} points).")
@@ -93,7 +97,7 @@ def render(results: dict, figures: list[str], command: str) -> str:
         f"MNIST from `{ds['source']}`" + (f" (`{ds['data_dir']}`)" if ds.get("data_dir") else "") +
         f"; sets: train {ds['sizes']['train']}, validation {ds['sizes']['validation']} ({ds['validation']}), "
         f"test {ds['sizes']['test']}. Sources are a seeded sample of each set; each is attacked towards its "
-        "9 other classes (its true label is the source class).", "",
+        f"{ds['num_classes'] - 1} other classes (its true label is the source class).", "",
         "| model | checkpoint | trained on | train acc | validation acc | test acc |", "|---|---|---|---|---|---|"]
   for act in acts:
     m = results["models"][act]
@@ -103,12 +107,12 @@ def render(results: dict, figures: list[str], command: str) -> str:
              f"{_pct(m['accuracy']['train'])} | {_pct(m['accuracy']['validation'])} | {_pct(m['accuracy']['test'])} |")
   L += ["", "## The paper's table (gamma = {:.1%}, {} pair iterations)".format(cfg["gamma"], results["rows"][0]["table_max_iter"]), "",
         "Reproduction row: the paper's own choices (theta = +1, pairs, Jacobian of the logits, initial "
-        "search domain = all features). Distortion is the share of the 784 features changed.", "",
+        f"search domain = all features). Distortion is the share of the {ds['num_features']} features changed.", "",
         "| model | variant | set | attacks | success | distortion (successful) | distortion (all) | paper |",
         "|---|---|---|---|---|---|---|---|"]
   for r in results["rows"]:
     paper = ""
-    if r["variant"] == "paper":
+    if r["variant"] == REF:
       paper = f"{_pct(PAPER['success'])} / {_pct(PAPER['distortion'])}"
       if len([s for s in cfg["splits"]]) > 1:
         paper += f" (set: {_pct(PAPER['per_split'][r['split']])}, unconfirmed)"
@@ -119,7 +123,7 @@ def render(results: dict, figures: list[str], command: str) -> str:
   L += ["", "Variants: `paper` = increasing pairs, logits, domain all; `movable` = same with the library's "
         "default domain (features that can still increase); `softmax` = Jacobian of the softmax (JSMA-F); "
         "`decrease` / `decrease_movable` = theta = -1; `single` = Algorithm 1 (one feature per iteration, "
-        f"{int(784 * cfg['gamma'])} iterations).", "", "### What moves the numbers", ""]
+        f"{int(ds['num_features'] * cfg['gamma'])} iterations).", "", "### What moves the numbers", ""]
   L += _effects(results)
   L += ["", "## Success and distortion against the budget", "",
         "From ONE run at the largest budget per model, recording the iteration and L0 at which each attack "
@@ -157,12 +161,12 @@ def render(results: dict, figures: list[str], command: str) -> str:
       if n_tr and n_tr > ds["sizes"]["train"]:
         notes.append(f"LeNet {act} was trained on all {n_tr} training images, so the validation set here "
                      "was seen in training (the paper's Theano setup trained on 50,000 and held 10,000 out).")
-  n_main = max(r["n"] for r in results["rows"] if r["variant"] == "paper") // 9
+  n_main = max(r["n"] for r in results["rows"] if r["variant"] == REF) // (ds["num_classes"] - 1)
   n_other = cfg.get("n_sources_splits") or n_main
   notes.append(f"Sources: {n_main} for the reproduction row on the main set, {n_other} on the other sets, "
                f"{cfg['n_sources_ablation']} for the variants (the paper: 10,000 per set, 3 sets). "
                "Small samples give success rates with a binomial standard error of about "
-               f"{100 * np.sqrt(0.03 * 0.97 / max(9 * n_main, 1)):.1f} points at 97% for the main row.")
+               f"{100 * np.sqrt(0.03 * 0.97 / max((ds['num_classes'] - 1) * n_main, 1)):.1f} points at 97% for the main row.")
   notes.append("The budget grid (pixels 2..300) is the paper's approximate one (unconfirmed); H uses it with "
                "the trapezoid rule; pair budgets with no success count as distortion 0 (the curve starts at "
                "(0, 0)).")

@@ -2,15 +2,16 @@
 
 Usage::
 
-  python -m experiments.reproduce                      # embedded data, a few minutes on 2 CPUs
-  python -m experiments.reproduce --dataset idx --data-dir ../shared/data/mnist \\
+  jsma-jax reproduce                                   # embedded data, a few minutes on 2 CPUs
+  jsma-jax reproduce --dataset idx --data-dir ../shared/data/mnist \\
       --checkpoint-dir runs/models --sources 300 --ablation-sources 50 --out runs/mnist
-  python -m experiments.reproduce --full --data-dir ../shared/data/mnist   # 10,000 sources per set
+  jsma-jax reproduce --preset full_mnist --data-dir ../shared/data/mnist  # 10,000 sources per set
 
-OUT receives ``results.json`` (every number, the configuration, dataset, model accuracy,
-JAX version, backend, device and seed), the figures (PNG) and ``report.md``, plus
-``stages/`` (one atomic JSON/NPZ per finished stage) and ``models/``. A repeated
-command resumes: finished stages are loaded, not redone.
+(``python -m experiments.reproduce`` from a checkout is the same command.) OUT receives
+``results.json`` (every number, the configuration, dataset, model accuracy, JAX version,
+backend, device and seed), the figures (PNG) and ``report.md``, plus ``stages/`` (one
+atomic JSON/NPZ per finished stage) and ``models/``. A repeated command resumes:
+finished stages are loaded, not redone.
 """
 
 from __future__ import annotations
@@ -21,65 +22,85 @@ import os
 import shlex
 import sys
 
-from experiments import figures
-from experiments import report
-from experiments import stages
-from experiments import study
+from . import config as config_lib
+
+PROG = "jsma-jax reproduce"
 
 
 def _csv(kind):
   return lambda s: tuple(kind(v) for v in s.split(",") if v)
 
 
-def parse_args(argv=None) -> study.StudyConfig:
-  d = study.StudyConfig()
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--out", default=d.out)
-  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"), default=None)
-  p.add_argument("--data-dir", default=None, help="idx: folder of the IDX files; tfds: TFDS data folder")
-  p.add_argument("--activations", type=_csv(str), default=d.activations, help="e.g. tanh,relu")
-  p.add_argument("--arch", choices=("lenet", "tiny_mlp"), default=d.arch,
-                 help="tiny_mlp is a fast stand-in for tests")
-  p.add_argument("--checkpoint-dir", default=None,
-                 help="folder with lenet_<activation>_mnist checkpoints (else models are trained)")
-  p.add_argument("--epochs", type=int, default=d.epochs)
-  p.add_argument("--splits", type=_csv(str), default=None, help="subset of train,validation,test")
-  p.add_argument("--sources", dest="n_sources", type=int, default=None, help="sources per set (main row)")
-  p.add_argument("--ablation-sources", dest="n_sources_ablation", type=int, default=None)
-  p.add_argument("--split-sources", dest="n_sources_splits", type=int, default=None,
-                 help="sources for the paper row on train/validation (default: --sources)")
+def parser(preset: str = "quick") -> argparse.ArgumentParser:
+  """The command line of ``jsma-jax reproduce``, with the defaults of ``preset``."""
+  d = config_lib.PRESETS[preset]()
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              epilog="Defaults shown are those of the chosen --preset.")
+  p.add_argument("--preset", choices=tuple(config_lib.PRESETS), default=preset,
+                 help="named configuration the other options start from: "
+                      + "; ".join(f"{k}: {f.__doc__.splitlines()[0].rstrip('.')}" for k, f in config_lib.PRESETS.items()))
+  p.add_argument("--full", action="store_true", help="same as --preset full_mnist")
+  p.add_argument("--out", default=d.out, help="output folder (results.json, report.md, figures, stages/)")
+  p.add_argument("--dataset", dest="source", choices=config_lib.SOURCES, default=d.source,
+                 help="where MNIST comes from: the embedded 5,000 digits, IDX files, or tensorflow-datasets")
+  p.add_argument("--data-dir", default=d.data_dir,
+                 help=f"idx: folder of the IDX files (default for idx: {config_lib.IDX_DIR}); tfds: TFDS data folder")
+  p.add_argument("--activations", type=_csv(str), default=",".join(d.activations),
+                 help="LeNet activations to study, comma-separated (tanh,relu)")
+  p.add_argument("--arch", choices=config_lib.ARCHS, default=d.arch,
+                 help="model: the paper's LeNet, or tiny_mlp (a fast stand-in for tests)")
+  p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
+                 help="folder with lenet_<activation>_mnist checkpoints (models missing there are trained)")
+  p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs of models trained here")
+  p.add_argument("--splits", type=_csv(str), default=",".join(d.splits),
+                 help="source sets of the reproduction row, a subset of train,validation,test")
+  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+                 help="sources per set for the reproduction row (each attacked towards every other class)")
+  p.add_argument("--ablation-sources", dest="n_sources_ablation", type=int, default=d.n_sources_ablation,
+                 help="sources for each other variant")
+  p.add_argument("--split-sources", dest="n_sources_splits", type=int, default=d.n_sources_splits,
+                 help="sources for the reproduction row on train/validation (None: --sources)")
   p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
-  p.add_argument("--variants", type=_csv(str), default=d.variants, help=",".join(study.VARIANTS))
-  p.add_argument("--pixels", type=_csv(int), default=d.pixels, help="budget grid in pixels")
-  p.add_argument("--gamma", type=float, default=d.gamma)
-  p.add_argument("--batch-size", type=int, default=d.batch_size)
-  p.add_argument("--figure-examples", dest="n_figure_examples", type=int, default=d.n_figure_examples)
-  p.add_argument("--seed", type=int, default=d.seed)
-  p.add_argument("--full", action="store_true",
-                 help="the paper's scale: full MNIST (idx), 10,000 sources per set, all three sets")
-  args = vars(p.parse_args(argv))
-  full = args.pop("full")
-  preset = {"source": "idx", "n_sources": 10000, "n_sources_ablation": 1000,
-            "splits": study.SPLITS} if full else {}
-  for k, v in list(args.items()):
-    if v is None:
-      args[k] = preset.get(k, getattr(d, k))
-  if full and args["checkpoint_dir"] is None:
-    args["checkpoint_dir"] = "runs/models"
-  if args["source"] != "embedded" and args["data_dir"] is None and args["source"] == "idx":
-    args["data_dir"] = os.path.join("..", "shared", "data", "mnist")
-  return study.StudyConfig(**args)
+  p.add_argument("--variants", type=_csv(str), default=",".join(d.variants),
+                 help="rows to run, comma-separated, among " + ",".join(config_lib.VARIANTS))
+  p.add_argument("--pixels", type=_csv(int), default=",".join(map(str, d.pixels)),
+                 help="budget grid in changed pixels, ascending (the hardness integral's points)")
+  p.add_argument("--gamma", type=float, default=d.gamma, help="the table's budget, a share of the features")
+  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
+  p.add_argument("--figure-examples", dest="n_figure_examples", type=int, default=d.n_figure_examples,
+                 help="saliency-map examples in the figure")
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling and of training")
+  return p
+
+
+def parse_args(argv=None) -> config_lib.StudyConfig:
+  """The study configuration of a command line: the preset, then the options given."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  first = argparse.ArgumentParser(add_help=False)
+  first.add_argument("--preset", choices=tuple(config_lib.PRESETS), default="quick")
+  first.add_argument("--full", action="store_true")
+  known, _ = first.parse_known_args(argv)
+  args = vars(parser("full_mnist" if known.full else known.preset).parse_args(argv))
+  del args["preset"], args["full"]
+  return config_lib.StudyConfig(**args)
 
 
 def main(argv=None) -> dict:
-  config = parse_args(argv)
-  command = "python -m experiments.reproduce " + " ".join(
-      shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+  """Runs the study of a command line and writes its folder; returns ``results``."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  config = parse_args(argv)  # before the imports below, so that --help needs the core only
+  from . import figures
+  from . import report
+  from . import stages
+  from . import study
+
+  command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   os.makedirs(config.out, exist_ok=True)
   print(f"study: {dataclasses.asdict(config)}", flush=True)
-  results, arrays = study.run_study(config, log=lambda s: print(s, flush=True))
+  results, pictures = study.run_study(config, log=lambda s: print(s, flush=True))
   results["command"] = command
-  names = figures.write_all(results, arrays, config.out)
+  names = figures.write_all(results, pictures, config.out)
   results["figures"] = names
   stages.atomic_write_json(os.path.join(config.out, "results.json"), results)
   text = report.render(results, names, command)

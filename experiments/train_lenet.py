@@ -2,13 +2,14 @@
 
 Usage::
 
-  python -m experiments.train_lenet --dataset embedded --activation tanh --epochs 10 \\
+  jsma-jax train --dataset embedded --activation tanh --epochs 10 \\
       --out runs/models/lenet_tanh_embedded
-  python -m experiments.train_lenet --dataset idx --data-dir ../shared/data/mnist \\
+  jsma-jax train --dataset idx --data-dir ../shared/data/mnist \\
       --activation relu --epochs 6 --out runs/models/lenet_relu_mnist
-  python -m experiments.train_lenet --dataset tfds --data-dir ~/tensorflow_datasets \\
+  jsma-jax train --dataset tfds --data-dir ~/tensorflow_datasets \\
       --idx-dir ../shared/data/mnist --out runs/models/lenet_tanh_tfds
 
+(``python -m experiments.train_lenet`` from a checkout is the same command.)
 ``--dataset`` names the source (``embedded``, ``idx``, ``tfds``); ``--name`` picks MNIST
 or Fashion-MNIST. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
 ``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
@@ -24,10 +25,7 @@ import os
 import sys
 import time
 
-from jsma_jax.models import checkpoint as ckpt_lib
-from jsma_jax.models.data import load_dataset
-from jsma_jax.models.lenet import ModelConfig
-from jsma_jax.models.train import train
+PROG = "jsma-jax train"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,26 +46,37 @@ class Config:
   out: str = "runs/models/lenet"
 
 
-def parse_args(argv=None) -> tuple[Config, bool]:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parser() -> argparse.ArgumentParser:
+  """The command line of ``jsma-jax train``."""
+  d = Config()
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"),
-                 default="embedded", help="data source")
-  p.add_argument("--name", choices=("mnist", "fashion_mnist"), default="mnist")
+                 default=d.source, help="data source: the embedded 5,000 digits, IDX files or tensorflow-datasets")
+  p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=None,
                  help="idx: folder of IDX files; tfds: TFDS data folder")
   p.add_argument("--idx-dir", default=None,
                  help="tfds: IDX files to prepare the TFDS dataset from if needed")
   p.add_argument("--download", action="store_true",
                  help="tfds: allow downloading the IDX files if not prepared")
-  p.add_argument("--activation", choices=("tanh", "relu"), default="tanh")
-  p.add_argument("--epochs", type=int, default=10)
-  p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--lr", dest="learning_rate", type=float, default=1e-3)
-  p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+  p.add_argument("--activation", choices=("tanh", "relu"), default=d.activation,
+                 help="the LeNet's activation (the paper does not state it; its Theano tutorial uses tanh)")
+  p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+  p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
+  p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate, help="Adam's peak step size")
+  p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule,
                  help="learning-rate schedule")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", required=True)
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling")
+  p.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                 help="checkpoint folder to write (required), e.g. runs/models/lenet_tanh_mnist")
   p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
+  return p
+
+
+def parse_args(argv=None) -> tuple[Config, bool]:
+  """The training configuration of a command line, and ``--force``."""
+  p = parser()
   args = vars(p.parse_args(argv))
   if args["epochs"] < 1:
     p.error(f"--epochs must be >= 1, got {args['epochs']}")
@@ -94,7 +103,13 @@ def _plot(history, path):
 
 
 def main(argv=None) -> dict:
-  config, force = parse_args(argv)
+  """Trains the LeNet of a command line and writes its checkpoint folder; returns its metadata."""
+  config, force = parse_args(argv)  # before the imports below, so that --help needs the core only
+  from jsma_jax.models import checkpoint as ckpt_lib
+  from jsma_jax.models.data import load_dataset
+  from jsma_jax.models.lenet import ModelConfig
+  from jsma_jax.models.train import train
+
   config_dict = dataclasses.asdict(config)
   meta_path = os.path.join(config.out, ckpt_lib.METADATA)
   if not force and os.path.isfile(meta_path):
@@ -131,7 +146,7 @@ def main(argv=None) -> dict:
           "test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"]
           else None,
           "train_seconds": history["train_seconds"], "load_seconds": load_seconds,
-          "command": " ".join(["python -m experiments.train_lenet"]
+          "command": " ".join([PROG]
                               + (sys.argv[1:] if argv is None else list(argv)))}
   ckpt_lib.save_checkpoint(config.out, model, meta)
   meta = ckpt_lib.load_metadata(config.out)

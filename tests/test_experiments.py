@@ -8,9 +8,14 @@ import os
 import numpy as np
 import pytest
 
+from experiments import attack as attack_cli
+from experiments import cli
+from experiments import config as config_lib
+from experiments import inputs
 from experiments import reproduce
 from experiments import stages as stages_lib
-from experiments import study
+from experiments import train_lenet
+from jsma_jax import StopReason
 from jsma_jax import all_other_targets
 from jsma_jax import jsma
 
@@ -83,12 +88,12 @@ def test_internal_consistency(run):
 def test_budget_sweep_agrees_with_separate_runs(run):
   out, res = run
   config = reproduce.parse_args(TINY + ["--out", out])
-  apply_fn, params = study.load_model(config, "tanh")
+  apply_fn, params = inputs.load_model(config, "tanh")
   arr = np.load(os.path.join(out, "stages", "attack_tanh_paper_test_c000.npz"))
-  data, _ = study.load_splits(config)
+  data = inputs.load_data(config)
   x_all, y_all = data["test"]
-  e = all_other_targets(x_all[study.source_indices(config, "test", len(y_all))], y_all[
-      study.source_indices(config, "test", len(y_all))], 10)
+  e = all_other_targets(x_all[inputs.source_indices(config, "test", len(y_all))], y_all[
+      inputs.source_indices(config, "test", len(y_all))], 10)
   np.testing.assert_array_equal(arr["target"], np.asarray(e.targets))
   for k, m in enumerate(arr["sweep_iterations"]):
     if m == arr["sweep_iterations"][-1] or k % 2:
@@ -166,6 +171,47 @@ def test_config_validation(argv, message):
 
 def test_full_preset():
   c = reproduce.parse_args(["--full"])
-  assert (c.source, c.n_sources, c.splits) == ("idx", 10000, study.SPLITS)
+  assert (c.source, c.n_sources, c.splits) == ("idx", 10000, config_lib.SPLITS)
   assert c.checkpoint_dir == "runs/models" and c.data_dir.endswith(os.path.join("data", "mnist"))
-  assert c.table_iterations == 56 and c.sweep_iterations[-1] == 150
+  assert c.budgets(28 * 28).table == 56 and c.budgets(28 * 28).sweep[-1] == 150
+
+
+def test_presets_are_configs_and_the_flag_is_the_preset():
+  assert reproduce.parse_args(["--preset", "full_mnist"]) == reproduce.parse_args(["--full"])
+  assert reproduce.parse_args([]) == config_lib.PRESETS["quick"]()
+  assert reproduce.parse_args(["--full", "--sources", "7"]).n_sources == 7  # options override the preset
+
+
+@pytest.mark.parametrize("parser", [reproduce.parser, train_lenet.parser, attack_cli.parser],
+                         ids=["reproduce", "train", "attack"])
+def test_help_describes_every_option_with_its_default(parser, capsys):
+  p = parser()
+  assert p.prog.startswith("jsma-jax ")
+  for action in p._actions:
+    assert action.help, action.option_strings  # every option has a description
+  with pytest.raises(SystemExit):
+    p.parse_args(["--help"])
+  text = capsys.readouterr().out
+  shown = [a for a in p._actions if a.dest != "help" and not a.required]
+  assert text.count("(default:") >= len(shown)
+
+
+def test_cli_dispatches_and_lists_commands(capsys):
+  assert cli.main(["--help"]) == 0
+  out = capsys.readouterr().out
+  assert all(command in out for command in cli.COMMANDS)
+  assert cli.main(["nope"]) == 2
+
+
+def test_attack_command_on_the_study_model(run, tmp_path):
+  out, res = run
+  folder = str(tmp_path / "attack")
+  got = cli.main(["attack", "--checkpoint", inputs.model_path(reproduce.parse_args(TINY + ["--out", out]), "tanh"),
+                  "--sources", "2", "--gamma", "0.02", "--out", folder])
+  assert got == 0
+  with open(os.path.join(folder, "results.json")) as f:
+    r = json.load(f)
+  assert r["summary"]["n"] == 18 and sum(r["stop_reasons"].values()) == 18
+  assert set(r["stop_reasons"]) <= {reason.name for reason in StopReason}
+  assert "success rate" in open(os.path.join(folder, "report.md")).read()
+  assert np.load(os.path.join(folder, "attacks.npz"))["x_adv"].shape == (18, 28, 28, 1)

@@ -1,0 +1,211 @@
+"""Attack a trained checkpoint on a dataset and write the results: one command, one folder.
+
+Usage::
+
+  jsma-jax attack --checkpoint runs/models/lenet_tanh_mnist                # embedded test digits
+  jsma-jax attack --checkpoint runs/models/lenet_relu_mnist --dataset idx \\
+      --data-dir ../shared/data/mnist --sources 1000 --out runs/attack_relu
+  jsma-jax attack --checkpoint CKPT --theta -1 --initial-domain movable      # other settings
+
+(``python -m experiments.attack`` from a checkout is the same command.) The defaults are
+the paper's settings (theta = +1, gamma = 14.5%, pairs, Jacobian of the logits, every
+feature in the initial search domain); the sources are a seeded sample of the set that
+the model classifies correctly, each attacked towards every other class. OUT receives
+``results.json`` (settings, model, data, environment, success rate, distortion, stop
+reasons by name, per-pair success), ``attacks.npz`` (per attack: source index, target,
+success, L0, iterations, stop reason, adversarial input) and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+
+PROG = "jsma-jax attack"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+  """One attack run: the model, the data, the sources and the ``jsma`` settings."""
+
+  checkpoint: str
+  out: str = "runs/attack"
+  source: str = "embedded"
+  name: str = "mnist"
+  data_dir: str | None = None
+  split: str = "test"
+  n_sources: int = 100
+  include_misclassified: bool = False
+  targets: str = "all"
+  theta: float = 1.0
+  gamma: float = 0.145
+  pairwise: bool = True
+  probabilities: bool = False
+  initial_domain: str = "all"
+  max_iter: int | None = None
+  batch_size: int = 1024
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.n_sources < 1 or self.batch_size < 1:
+      raise ValueError(f"n_sources and batch_size must be >= 1, got {self.n_sources}, {self.batch_size}")
+    if self.targets not in ("all", "random"):
+      raise ValueError(f"targets must be 'all' or 'random', got {self.targets!r}")
+
+  def jsma_options(self) -> dict:
+    """The keyword options of ``jsma_jax.jsma``."""
+    return {"theta": self.theta, "gamma": self.gamma, "pairwise": self.pairwise,
+            "probabilities": self.probabilities, "initial_domain": self.initial_domain,
+            "max_iter": self.max_iter}
+
+
+def parser() -> argparse.ArgumentParser:
+  """The command line of ``jsma-jax attack``."""
+  d = AttackConfig(checkpoint="")
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--checkpoint", required=True, default=argparse.SUPPRESS,
+                 help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train) (required)")
+  p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md)")
+  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"), default=d.source,
+                 help="where the data comes from: the embedded 5,000 MNIST digits, IDX files or tensorflow-datasets")
+  p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
+  p.add_argument("--data-dir", default=d.data_dir, help="idx: folder of the IDX files; tfds: TFDS data folder")
+  p.add_argument("--split", choices=("train", "test"), default=d.split, help="the set the sources come from")
+  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+                 help="sources to attack (a seeded sample of the set)")
+  p.add_argument("--include-misclassified", action="store_true",
+                 help="also attack sources the model gets wrong (by default only correctly classified ones)")
+  p.add_argument("--targets", choices=("all", "random"), default=d.targets,
+                 help="all: every other class per source (the paper); random: one random other class")
+  p.add_argument("--theta", type=float, default=d.theta, help="change per feature and step (< 0: decreasing)")
+  p.add_argument("--gamma", type=float, default=d.gamma, help="maximum distortion, a share of the features")
+  p.add_argument("--single", dest="pairwise", action="store_false",
+                 help="one feature per step (Algorithm 1) instead of pairs")
+  p.add_argument("--probabilities", action="store_true",
+                 help="differentiate the softmax (JSMA-F) instead of the logits (JSMA-Z)")
+  p.add_argument("--initial-domain", choices=("all", "movable"), default=d.initial_domain,
+                 help="all: every feature starts in the search domain (the paper's Algorithm 2); "
+                      "movable: only those that can move in the attack's direction")
+  p.add_argument("--max-iter", type=int, default=d.max_iter,
+                 help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
+  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sample and of random targets")
+  return p
+
+
+def parse_args(argv=None) -> AttackConfig:
+  """The attack configuration of a command line."""
+  return AttackConfig(**vars(parser().parse_args(argv)))
+
+
+def _report(res: dict) -> str:
+  s, m = res["summary"], res["model"]
+  pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"
+  lines = [f"# JSMA on {m.get('arch', 'model')} {m.get('activation', '')} ({res['dataset']['name']}, "
+           f"{res['dataset']['source']} {res['dataset']['split']})", "",
+           f"Command: `{res['command']}`", "",
+           f"- checkpoint `{res['config']['checkpoint']}`; accuracy on the set {pct(res['dataset']['accuracy'])}",
+           f"- sources: {res['dataset']['n_sources']} ({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
+           f"targets: {res['config']['targets']}; {s['n']} attacks",
+           f"- settings: {', '.join(f'{k}={v}' for k, v in res['jsma_options'].items())} "
+           f"(budget {res['max_iter']} iterations)",
+           f"- **success rate {pct(s['success_rate'])}**; mean distortion {pct(s['distortion_successful'])} of "
+           f"the {res['dataset']['num_features']} features over successful attacks, {pct(s['distortion_all'])} over all",
+           f"- stop reasons: {', '.join(f'{k} {v}' for k, v in res['stop_reasons'].items())}",
+           f"- {res['attack_seconds']:.1f} s ({s['n'] / max(res['attack_seconds'], 1e-9):.1f} attacks/s) on "
+           f"{res['environment']['backend']} ({res['environment']['device']}), JAX {res['environment']['jax']}"]
+  return "\n".join(lines) + "\n"
+
+
+def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
+  """``argmax`` of the logits of every input, in batches of one compiled shape."""
+  import jax
+
+  b = min(batch_size, len(x))
+  logits = jax.jit(apply_fn)
+  out = []
+  for lo in range(0, len(x), b):
+    xb = x[lo:lo + b]
+    pad = b - len(xb)
+    xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)]) if pad else xb
+    out.append(np.asarray(logits(params, xb).argmax(-1))[:b - pad])
+  return np.concatenate(out)
+
+
+def main(argv=None) -> dict:
+  """Runs the attack of a command line and writes its folder; returns ``results``."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  config = parse_args(argv)  # before the imports below, so that --help needs the core only
+  import jax
+
+  import jsma_jax
+  from jsma_jax import metrics
+  from jsma_jax.models import as_logits_fn, load_checkpoint, load_dataset
+
+  from .attacks import run_batched
+  from .inputs import Model
+  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz
+  from .study import environment
+
+  command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
+  net, meta = load_checkpoint(config.checkpoint)
+  apply_fn, params = as_logits_fn(net)
+  kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
+  x_all, y_all = load_dataset(config.name, config.source, split=config.split, **kwargs)
+  num_classes = int(jax.eval_shape(apply_fn, params, x_all[:1]).shape[-1])
+  predicted = _predict(apply_fn, params, x_all, config.batch_size)
+  accuracy = float((predicted == y_all).mean())
+  order = np.random.default_rng(config.seed).permutation(len(y_all))
+  if not config.include_misclassified:
+    order = order[predicted[order] == y_all[order]]
+  idx = order[:config.n_sources]
+  if config.targets == "all":
+    e = jsma_jax.all_other_targets(x_all[idx], y_all[idx], num_classes)
+    x, targets, labels, src = np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels), idx[np.asarray(e.source_index)]
+  else:
+    x, labels, src = x_all[idx], y_all[idx], idx
+    targets = np.asarray(jsma_jax.random_targets(jax.random.key(config.seed), labels, num_classes))
+  print(f"{PROG}: {len(targets)} attacks on {len(idx)} sources ({config.name} {config.split}, "
+        f"model accuracy {accuracy:.4f})", flush=True)
+  start = time.perf_counter()
+  r = run_batched(Model("", apply_fn, params, {}, {}), x, targets, config.batch_size,
+                  lambda s: print(s, flush=True), "attack", **config.jsma_options())
+  seconds = time.perf_counter() - start
+  m = int(np.prod(x.shape[1:]))
+  success, n_changed, reason = np.asarray(r.success), np.asarray(r.n_changed), np.asarray(r.stop_reason)
+  results = {
+      "command": command, "config": dataclasses.asdict(config), "jsma_options": config.jsma_options(),
+      "max_iter": config.max_iter or jsma_jax.max_iterations(m, config.gamma, pairwise=config.pairwise),
+      "model": meta.get("model", {}), "checkpoint_test_accuracy": meta.get("test_accuracy"),
+      "dataset": {"name": config.name, "source": config.source, "data_dir": config.data_dir,
+                  "split": config.split, "size": int(len(y_all)), "shape": list(x.shape[1:]),
+                  "num_features": m, "num_classes": num_classes, "accuracy": accuracy,
+                  "n_sources": int(len(idx))},
+      "environment": environment(), "seed": config.seed, "attack_seconds": seconds,
+      "summary": metrics.summary(success, n_changed, m),
+      "stop_reasons": {jsma_jax.StopReason(int(c)).name: int((reason == c).sum()) for c in np.unique(reason)},
+      "pairs": {"success_rate": metrics.pair_matrix(success, labels, targets, num_classes),
+                "attack_count": metrics.pair_matrix(success, labels, targets, num_classes, reduce="count")},
+  }
+  os.makedirs(config.out, exist_ok=True)
+  atomic_write_npz(os.path.join(config.out, "attacks.npz"), {
+      "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
+      "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
+      "stop_reason": reason, "x_adv": np.asarray(r.x_adv)})
+  atomic_write_json(os.path.join(config.out, "results.json"), results)
+  atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
+  s = results["summary"]
+  print(f"success {s['success_rate']:.4f}, distortion (successful) {s['distortion_successful']:.4f}, "
+        f"stop reasons {results['stop_reasons']}; wrote {config.out}/results.json, attacks.npz, report.md")
+  return results
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,50 @@
+"""The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack [options]``.
+
+Each command is a module of this package with its own ``main(argv)`` and ``--help``;
+the module is imported only when its command runs, so ``jsma-jax --help`` works with the
+core install alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "reproduce": ("reproduce", "reproduce Papernot et al. (EuroS&P 2016): the study, figures and report"),
+    "train": ("train_lenet", "train the paper's LeNet on MNIST and save a checkpoint"),
+    "attack": ("attack", "attack a checkpoint on a dataset and write results.json and report.md"),
+}
+EXTRAS = "pip install 'jsma-jax[experiments]'"
+
+
+def _usage() -> str:
+  lines = ["usage: jsma-jax {" + ",".join(COMMANDS) + "} [options]", "",
+           "The experiments of jsma-jax (each command has its own --help):", ""]
+  lines += [f"  {name:<10} {about}" for name, (_, about) in COMMANDS.items()]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  """Runs ``jsma-jax COMMAND ...``; returns the exit status."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv or argv[0] in ("-h", "--help"):
+    print(_usage())
+    return 0 if argv else 2
+  if argv[0] not in COMMANDS:
+    print(_usage(), file=sys.stderr)
+    print(f"\njsma-jax: unknown command {argv[0]!r}", file=sys.stderr)
+    return 2
+  module = importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__)
+  try:
+    module.main(argv[1:])
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split(".")[0] in ("flax", "optax", "matplotlib", "tensorflow_datasets", "array_record"):
+      print(f"jsma-jax {argv[0]}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
+      return 1
+    raise
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -2,18 +2,24 @@
 
 Measures, on the paper's LeNet and real MNIST digits, per example and
 iteration: the forward derivative rows in the modes ``reduced`` (one forward
-pass, two VJPs), ``jacrev`` (ten VJPs) and ``jacfwd`` (784 JVPs), and the pair
+pass, two VJPs), ``jacrev`` (ten VJPs) and ``jacfwd`` (784 JVPs, ``jvp_chunk``
+tangents at a time: one row per chunk size, with XLA's temp memory), and the pair
 search dense (all M^2 pairs, fused) and pruned (top-K candidates with the
 AM-GM certificate; its certification rate is reported). Compilation is timed
 apart; times are medians over repeats after a warm-up call.
 
     python benchmarks/per_iteration.py --checkpoint runs/models/lenet_tanh_mnist --data-dir ../shared/data/mnist
+
+Without the checkpoint the LeNet is randomly initialised (seed 0): the cost per
+iteration does not depend on the weights (no data-dependent control flow).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -47,14 +53,23 @@ def main() -> None:
   parser.add_argument("--checkpoint", default="runs/models/lenet_tanh_mnist")
   parser.add_argument("--data-dir", default=None)
   parser.add_argument("--batch", type=int, default=256)
-  parser.add_argument("--fwd-batch", type=int, default=16, help="jacfwd is ~M/2 times dearer: a smaller batch")
+  parser.add_argument("--fwd-batch", type=int, default=None, help="batch for jacfwd (default: --batch)")
+  parser.add_argument("--jvp-chunks", default="8", help="jacfwd chunk sizes to time, comma-separated")
+  parser.add_argument("--fwd-repeats", type=int, default=1, help="jacfwd is ~M/2 times dearer: fewer repeats")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
 
-  from jsma_jax.models import as_logits_fn, load_checkpoint, load_mnist
+  from flax import nnx
 
-  model, _ = load_checkpoint(args.checkpoint)
+  from jsma_jax.models import LeNet, as_logits_fn, load_checkpoint, load_mnist
+  from jsma_jax.models.checkpoint import cpu_model
+
+  if Path(args.checkpoint).exists():
+    model, _ = load_checkpoint(args.checkpoint)
+    weights = args.checkpoint
+  else:
+    model, weights = LeNet(rngs=nnx.Rngs(0)), "random init (seed 0): no checkpoint at " + args.checkpoint
   apply_fn, params = as_logits_fn(model)
   if args.data_dir:
     x, y = load_mnist("idx", data_dir=args.data_dir, split="test")
@@ -67,11 +82,21 @@ def main() -> None:
   f = lambda v: apply_fn(params, v.reshape((1, 28, 28, 1)))[0]
   rows = {}
   print(f"device: {jax.devices()[0]}, batch {args.batch}")
-  for mode in ("reduced", "jacrev", "jacfwd"):
-    batch = args.fwd_batch if mode == "jacfwd" else args.batch
-    fn = jax.jit(jax.vmap(lambda v, t, mode=mode: jac_lib.rows_one(f, v, lambda o: rule.cotangents(o, t), mode)))
-    run, compile_s = timed(fn, flat[:batch], tb[:batch], repeats=args.repeats)
-    rows[f"jacobian/{mode}"] = {"ms_per_example": 1e3 * run / batch, "compile_s": compile_s, "batch": batch}
+  chunks = [int(c) for c in args.jvp_chunks.split(",") if c]
+  for mode, chunk in [("reduced", None), ("jacrev", None)] + [("jacfwd", c) for c in chunks]:
+    batch = (args.fwd_batch or args.batch) if mode == "jacfwd" else args.batch
+    one = lambda v, t, mode=mode, chunk=chunk: jac_lib.rows_one(
+        f, v, lambda o: rule.cotangents(o, t), mode, jvp_chunk=chunk or jac_lib.JVP_CHUNK)
+    fn = jax.jit(jax.vmap(one))
+    start = time.perf_counter()
+    temp = fn.lower(flat[:batch], tb[:batch]).compile().memory_analysis().temp_size_in_bytes
+    compile_s = time.perf_counter() - start  # the jit call below reuses this executable
+    run, _ = timed(fn, flat[:batch], tb[:batch], repeats=args.fwd_repeats if mode == "jacfwd" else args.repeats)
+    name = f"jacobian/{mode}" + (f"_chunk{chunk}" if chunk else "")
+    rows[name] = {"ms_per_example": 1e3 * run / batch, "compile_s": compile_s, "batch": batch, "temp_mb": temp / 1e6}
+    if chunk:
+      rows[name]["jvp_chunk"] = chunk
+    print(f"{name:26s} {rows[name]['ms_per_example']:9.3f} ms per example and iteration, {temp / 1e6:.0f} MB", flush=True)
   _, a, b = jsma_jax.target_rows(apply_fn, xb, tb, params=params)
   a, b = a.reshape(args.batch, -1), b.reshape(args.batch, -1)
   domain = flat < 1
@@ -92,8 +117,10 @@ def main() -> None:
     extra = f", certified {row['certified_first_iteration']:.1%}" if "certified_first_iteration" in row else ""
     print(f"{name:26s} {row['ms_per_example']:9.3f} ms per example and iteration (compile {row['compile_s']:.1f} s{extra})")
   print(f"auto picks: {jac_lib.resolve_mode('auto', 784, 10, 2)}")
+  machine = {"device": str(jax.devices()[0]), "processor": platform.processor(), "cpu": cpu_model(),
+             "cpu_count": os.cpu_count(), "jax": jax.__version__, "default_jvp_chunk": jac_lib.JVP_CHUNK}
   if args.out:
-    Path(args.out).write_text(json.dumps({"device": str(jax.devices()[0]), "rows": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({**machine, "weights": weights, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

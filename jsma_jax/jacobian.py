@@ -2,8 +2,9 @@
 
 Papernot et al. (EuroS&P 2016), Section III-A. All modes live here:
 
-* ``"jacfwd"``: ``jax.jacfwd``, one JVP per input feature (``M`` passes), the
-  forward derivative as the paper computes it;
+* ``"jacfwd"``: one JVP per input feature (``M`` passes), the forward derivative
+  as the paper computes it; run ``jvp_chunk`` tangents at a time (default
+  :data:`JVP_CHUNK`), so memory grows with the chunk, not with ``M``;
 * ``"jacrev"``: ``jax.jacrev``, one VJP per output class (``N`` passes);
 * ``"reduced"``: one forward pass and one VJP per *row the saliency rule needs*
   (two for the targeted map: the target class and the sum of the others);
@@ -27,25 +28,39 @@ from jax import lax
 Array = jax.Array
 
 MODES = ("auto", "jacfwd", "jacrev", "reduced")
+# jacfwd tangents per pass: B * JVP_CHUNK tangents' activations live at once. LeNet, batch 256, 2-core CPU:
+# chunk 8 and chunk 1 cost the same (730 vs 695 ms per example), 579 vs 119 MB; 8 leaves wider ops to a GPU.
+JVP_CHUNK = 8
 
 
 def resolve_mode(mode: str, num_features: int, num_classes: int, num_rows: int) -> str:
   """The concrete Jacobian mode ``"auto"`` stands for.
 
   Cost in passes through the network: ``jacfwd`` needs ``M`` JVPs, ``jacrev``
-  ``N`` VJPs and ``reduced`` one forward pass plus ``R <= N`` VJPs (``R = 2``
-  for the targeted map). ``reduced`` is never dearer than ``jacrev``; ``jacfwd``
-  wins only for inputs with fewer features than needed rows. Measured on the
-  paper's LeNet (M = 784, N = 10) on a 2-core CPU, per example and iteration:
-  see ``benchmarks/RESULTS.md`` (``reduced`` about 4x faster than ``jacrev``
-  and over 50x faster than ``jacfwd``).
+  ``N`` VJPs and ``reduced`` one forward pass plus ``R`` VJPs (``R = 2`` for the
+  targeted map). ``"auto"`` picks ``reduced`` when ``R <= N``, ``jacrev`` when a
+  rule needs more rows than there are classes, and ``jacfwd`` only when
+  ``M < min(R, N)``. Measured on the paper's LeNet (M = 784, N = 10, R = 2) at
+  batch 256 on a 2-core CPU, per example and iteration
+  (``benchmarks/results/per_iteration_cpu.json``, a loaded machine): reduced
+  1.5 ms, jacrev 5.7 ms, jacfwd (chunk 8) 730 ms, about 490x reduced.
+
+  Args:
+    mode: one of :data:`MODES`.
+    num_features: ``M``, features per example.
+    num_classes: ``N``, the model's outputs.
+    num_rows: ``R``, Jacobian rows the saliency rule needs.
+
+  Returns:
+    ``"jacfwd"``, ``"jacrev"`` or ``"reduced"``.
   """
   if mode not in MODES:
     raise ValueError(f"jacobian must be one of {MODES}, got {mode!r}")
   if mode != "auto":
     return mode
-  del num_classes  # reduced <= jacrev always
-  return "jacfwd" if num_features < num_rows else "reduced"
+  if num_features < min(num_rows, num_classes):
+    return "jacfwd"
+  return "reduced" if num_rows <= num_classes else "jacrev"
 
 
 def output_fn(
@@ -65,11 +80,43 @@ def _single(f: Callable[[Array], Array], shape: tuple[int, ...]) -> Callable[[Ar
   return lambda v: f(v.reshape((1,) + shape))[0]
 
 
+def check_chunk(jvp_chunk: Any) -> int:
+  """``jvp_chunk`` as a positive int, or a ``ValueError`` naming it."""
+  if isinstance(jvp_chunk, bool) or not isinstance(jvp_chunk, int) or jvp_chunk < 1:
+    raise ValueError(f"jvp_chunk must be a positive int (tangents per forward pass), got {jvp_chunk!r}")
+  return jvp_chunk
+
+
+def jacfwd_chunked(f: Callable[[Array], Array], x: Array, chunk: int = JVP_CHUNK) -> tuple[Array, Array]:
+  """``(f(x) [N], J [N, M])`` by forward mode, ``chunk`` JVPs at a time.
+
+  ``jax.linearize`` runs the forward pass once; a ``lax.map`` over the
+  ``ceil(M / chunk)`` blocks of the identity then pushes ``chunk`` basis
+  tangents at a time through the linearised network (``vmap``), built inside
+  the loop, so at most ``chunk`` tangents (and their activations) exist at
+  once. ``M`` is padded to a multiple of ``chunk`` with zero tangents. Equal to
+  ``jax.jacfwd(f)(x)`` up to rounding.
+  """
+  m = x.shape[0]
+  chunk = min(check_chunk(chunk), m)
+  blocks = -(-m // chunk)
+  outputs, push = jax.linearize(f, x)
+
+  def block(start):
+    basis = jax.nn.one_hot(start + jnp.arange(chunk), m, dtype=x.dtype)  # [chunk, M]; rows >= M are 0
+    return jax.vmap(push)(basis)  # [chunk, N]
+
+  columns = lax.map(block, jnp.arange(blocks) * chunk)  # [blocks, chunk, N]
+  return outputs, columns.reshape(blocks * chunk, -1)[:m].T
+
+
 def rows_one(
     f: Callable[[Array], Array],
     x: Array,
     cotangents: Callable[[Array], Array],
     mode: str,
+    *,
+    jvp_chunk: int = JVP_CHUNK,
 ) -> tuple[Array, Array]:
   """Outputs and chosen Jacobian rows for one example.
 
@@ -79,6 +126,7 @@ def rows_one(
     cotangents: maps the outputs ``[N]`` to weights ``W`` ``[R, N]``; the rows
       returned are ``W @ J``.
     mode: ``"jacfwd"``, ``"jacrev"`` or ``"reduced"`` (already resolved).
+    jvp_chunk: ``jacfwd`` only: tangents per forward pass (memory grows with it).
 
   Returns:
     ``(outputs [N], rows [R, M])``.
@@ -88,12 +136,14 @@ def rows_one(
     weights = lax.stop_gradient(cotangents(outputs))
     (rows,) = jax.vmap(vjp)(weights.astype(outputs.dtype))
     return outputs, rows
-  jac = jax.jacfwd if mode == "jacfwd" else jax.jacrev
-  def with_aux(v):
-    y = f(v)
-    return y, y
+  if mode == "jacfwd":
+    outputs, full = jacfwd_chunked(f, x, jvp_chunk)
+  else:
+    def with_aux(v):
+      y = f(v)
+      return y, y
 
-  full, outputs = jac(with_aux, has_aux=True)(x)
+    full, outputs = jax.jacrev(with_aux, has_aux=True)(x)
   weights = lax.stop_gradient(cotangents(outputs)).astype(full.dtype)
   rows = jnp.einsum("rn,nm->rm", weights, full, precision=lax.Precision.HIGHEST)
   return outputs, rows
@@ -106,6 +156,7 @@ def forward_derivative(
     params: Any = None,
     mode: str = "jacrev",
     probabilities: bool = False,
+    jvp_chunk: int = JVP_CHUNK,
 ) -> tuple[Array, Array]:
   """The full forward derivative ``J[j, i] = dF_j / dx_i`` of a batch.
 
@@ -116,6 +167,7 @@ def forward_derivative(
     params: optional model parameters (a pytree).
     mode: ``"jacfwd"``, ``"jacrev"`` or ``"reduced"`` (all ``N`` rows via VJPs).
     probabilities: differentiate the softmax (JSMA-F) instead of the logits.
+    jvp_chunk: ``jacfwd`` only: tangents per forward pass (see :func:`jacfwd_chunked`).
 
   Returns:
     ``(outputs [B, N], jacobian [B, N, *shape])``.
@@ -132,7 +184,8 @@ def forward_derivative(
       shape,
   )
   identity = lambda out: jnp.eye(out.shape[0], dtype=out.dtype)
-  outputs, rows = jax.vmap(lambda v: rows_one(f, v, identity, mode))(x.reshape(x.shape[0], -1))
+  one = lambda v: rows_one(f, v, identity, mode, jvp_chunk=jvp_chunk)
+  outputs, rows = jax.vmap(one)(x.reshape(x.shape[0], -1))
   return outputs, rows.reshape(rows.shape[:2] + shape)
 
 
@@ -144,6 +197,7 @@ def target_rows(
     params: Any = None,
     mode: str = "reduced",
     probabilities: bool = False,
+    jvp_chunk: int = JVP_CHUNK,
 ) -> tuple[Array, Array, Array]:
   """The two rows the targeted saliency maps need, ``a = dF_t/dx`` and ``b``.
 
@@ -164,9 +218,8 @@ def target_rows(
   rule = jsma_rule()
 
   def one(v, t):
-    outputs, rows = rows_one(f, v, lambda out: rule.cotangents(out, t), mode)
-    a, b = rule.features(rows, outputs, v, t)
-    return outputs, a, b
+    outputs, rows = rows_one(f, v, lambda out: rule.cotangents(out, t), mode, jvp_chunk=jvp_chunk)
+    return outputs, rows[0], rows[1]  # the paper's rule: a = dF_t/dx, b = sum of the others
 
   outputs, a, b = jax.vmap(one)(x.reshape(x.shape[0], -1), jnp.asarray(targets))
   return outputs, a.reshape(x.shape), b.reshape(x.shape)

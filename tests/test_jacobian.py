@@ -9,6 +9,7 @@ import pytest
 
 import toy_models
 from jsma_jax import forward_derivative, target_rows
+from jsma_jax import jacobian as jac_lib
 from jsma_jax.jacobian import resolve_mode
 
 MODES = ["jacfwd", "jacrev", "reduced"]
@@ -98,7 +99,10 @@ def test_one_argument_logits_fn():
 @pytest.mark.parametrize(
     "mode,m,n,r,want",
     [("auto", 784, 10, 2, "reduced"), ("auto", 1, 10, 2, "jacfwd"), ("auto", 150528, 1000, 2, "reduced"),
-     ("jacrev", 784, 10, 2, "jacrev")],
+     ("jacrev", 784, 10, 2, "jacrev"), ("auto", 784, 10, 10, "reduced"), ("auto", 784, 10, 11, "jacrev"),
+     ("auto", 5, 10, 12, "jacfwd"), ("auto", 12, 10, 12, "jacrev"), ("jacfwd", 784, 10, 2, "jacfwd")],
+    ids=["lenet", "tiny_input", "imagenet", "explicit", "rows_eq_classes", "rows_gt_classes",
+         "fewer_features_than_both", "more_features", "explicit_jacfwd"],
 )
 def test_auto_mode(mode, m, n, r, want):
   assert resolve_mode(mode, m, n, r) == want
@@ -109,3 +113,59 @@ def test_bad_mode():
     resolve_mode("fastest", 784, 10, 2)
   with pytest.raises(ValueError, match="mode"):
     forward_derivative(lambda x: x, jnp.ones((1, 2)), mode="auto")
+
+
+def _cnn():
+  params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.cnn_params(3, 2, 5))
+  x = jnp.asarray(toy_models.random_inputs(5, 3, (6, 6, 2)), jnp.float32)  # M = 72
+  return params, x
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 72, 500], ids=lambda c: f"chunk{c}")
+def test_chunked_jacfwd_equals_jax_jacfwd_and_the_other_modes(chunk):
+  params, x = _cnn()
+  f = lambda v: toy_models.apply_cnn(params, v.reshape(1, 6, 6, 2))[0]
+  flat = x.reshape(3, -1)
+  want = jax.vmap(jax.jacfwd(f))(flat)
+  outputs, got = jax.vmap(lambda v: jac_lib.jacfwd_chunked(f, v, chunk))(flat)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(outputs, jax.vmap(f)(flat), rtol=1e-6)
+  _, J = forward_derivative(toy_models.apply_cnn, x, params=params, mode="jacfwd", jvp_chunk=chunk)
+  _, J_rev = forward_derivative(toy_models.apply_cnn, x, params=params, mode="jacrev")
+  np.testing.assert_allclose(J, J_rev, rtol=1e-5, atol=1e-5)
+  t = jnp.array([0, 3, 4])
+  rows = {m: target_rows(toy_models.apply_cnn, x, t, params=params, mode=m, jvp_chunk=chunk)[1:] for m in MODES}
+  for mode in ("jacrev", "reduced"):
+    for got_row, want_row in zip(rows["jacfwd"], rows[mode]):
+      np.testing.assert_allclose(got_row, want_row, rtol=1e-5, atol=1e-5)
+
+
+def _jacfwd_temp_bytes(chunk, m_side, *, full=False):
+  rng = np.random.default_rng(0)
+  k = jnp.asarray(rng.normal(size=(3, 3, 1, 8)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=((m_side - 2) ** 2 * 8, 10)), jnp.float32)
+
+  def f(v):
+    y = jax.lax.conv_general_dilated(v.reshape(1, m_side, m_side, 1), k, (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return (jnp.tanh(y).reshape(1, -1) @ w)[0]
+
+  one = (lambda v: jax.jacfwd(f)(v)) if full else (lambda v: jac_lib.jacfwd_chunked(f, v, chunk)[1])
+  x = jnp.zeros((4, m_side * m_side), jnp.float32)
+  return jax.jit(jax.vmap(one)).lower(x).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_chunked_jacfwd_memory_grows_with_the_chunk_not_with_m():
+  small, large = _jacfwd_temp_bytes(4, 28), _jacfwd_temp_bytes(64, 28)
+  assert large > 4 * small  # the tangents of a chunk dominate
+  full = _jacfwd_temp_bytes(None, 28, full=True)  # jax.jacfwd: all M = 784 tangents at once
+  assert small < full / 20
+  # 4x the features at the same chunk: the per-tangent activations grow 4x, the number of tangents does not;
+  # jax.jacfwd would grow 16x (M tangents of 4x the size).
+  assert _jacfwd_temp_bytes(4, 56) < 8 * small
+
+
+def test_bad_jvp_chunk():
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match="jvp_chunk"):
+      forward_derivative(lambda x: x, jnp.ones((1, 2)), mode="jacfwd", jvp_chunk=bad)

@@ -31,45 +31,39 @@ import numpy as np
 
 import jsma_jax
 from jsma_jax import attack, pair_search, saliency
+from jsma_jax.step import initial_states
 
 DENSE_CHECK_MAX_FEATURES = 12_288  # above this the dense check per step is too slow for a CPU
 
 
 def replay(apply_fn, params, x, targets, *, initial_domain: str, max_iter: int | None, k: int, region: int) -> dict:
-  config, x, targets, (theta, lo, hi) = attack.make_config(
-      apply_fn, params, x, targets, theta=1.0, gamma=0.145, clip_min=0.0, clip_max=1.0, pairwise=True,
-      jacobian="auto", probabilities=False, initial_domain=initial_domain, max_iter=max_iter, rule=None,
-      record_trace=False, candidates=k, region=region,
-  )
-  shape = x.shape[1:]
-  m = int(np.prod(shape))
-  f = lambda v: apply_fn(params, v.reshape((1,) + shape))[0]
-  theta, lo, hi = (jnp.asarray(v, x.dtype) for v in (theta, lo, hi))
-  x0 = x.reshape(x.shape[0], -1)
+  p = attack.prepare(apply_fn, x, targets, params, None, None, dict(
+      initial_domain=initial_domain, max_iter=max_iter, candidates=k, region=region, pad_batches=False))
+  problem_of = lambda: attack.make_problem(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max,
+                                           p.batch, p.plan)
+  m = int(np.prod(p.x.shape[1:]))
   check = m <= DENSE_CHECK_MAX_FEATURES
 
   @jax.jit
   def one_step(state):
-    outputs, a, b = jax.vmap(lambda v, t: attack.derivatives(f, config, v, t))(state.x, targets)
-    cand = jax.vmap(lambda a, b, d: pair_search.candidate_pair(a, b, d, increase=True, k=k))(a, b, state.domain)
-    bounds = jax.vmap(lambda a, b, d: pair_search.feature_bounds(a, -b, d, groups=16))(a, b, state.domain)
+    problem = problem_of()
+    # The attack's own step; the tiers are re-derived from the maps it searched, for counting only.
+    new, info = jsma_jax.step(problem, state, problem.x, problem.labels)
+    a, b, d = info.maps.a[:, 0], info.maps.b[:, 0], info.domain[:, 0]  # the paper's rule: one map, oriented
+    cand = jax.vmap(lambda a, b, d: pair_search.candidate_pair(a, b, d, increase=True, k=k))(a, b, d)
+    bounds = jax.vmap(lambda a, b, d: pair_search.feature_bounds(a, -b, d, groups=16))(a, b, d)
     floor = cand.choice.score[:, None]
     region_size = jnp.sum((bounds > -jnp.inf) & (bounds >= floor), axis=1)
-    running = state.reason == attack.StopReason.RUNNING
-    choice = pair_search.best_pairs(a, b, state.domain, increase=True, k=k, chunk=8, active=running, region=region)
     if check:
-      dense = jax.vmap(lambda a, b, d: saliency.best_pair(a, b, d, increase=True))(a, b, state.domain)
-      same = (dense.score == choice.score) & (dense.p == choice.p) & (dense.q == choice.q)
+      dense = jax.vmap(lambda a, b, d: saliency.best_pair(a, b, d, increase=True))(a, b, d)
+      same = (dense.score == info.choice.score) & (dense.p == info.choice.p) & (dense.q == info.choice.q)
     else:
-      same = jnp.ones_like(running)
-    new = jax.vmap(lambda s, o, c, v, t: attack.advance(config, s, o, c, v, t, theta, lo, hi))(
-        state, outputs, choice, x0, targets
-    )
-    return new, running, cand.certified, region_size, same  # a search is run for every running example
+      same = jnp.ones_like(info.running)
+    return new, info.running, cand.certified, region_size, same  # a search is run for every running example
 
-  state = jax.vmap(lambda v: attack.initial_state(v, config, lo, hi))(x0)
+  state = jax.jit(lambda: initial_states(problem_of(), problem_of().x, problem_of().valid))()
   certified, sizes, same = [], [], []
-  while bool(jnp.any(state.reason == attack.StopReason.RUNNING)):
+  while bool(jnp.any(state.reason == jsma_jax.StopReason.RUNNING)):
     state, searched, cert, size, ok = jax.block_until_ready(one_step(state))
     searched = np.asarray(searched)
     certified.append(np.asarray(cert)[searched])
@@ -79,12 +73,12 @@ def replay(apply_fn, params, x, targets, *, initial_domain: str, max_iter: int |
   uncertified = sizes[~certified]
   fitted = uncertified <= region
   return {
-      "features": m, "attacks": int(x.shape[0]), "k": k, "region": region, "slot_steps": int(certified.size),
+      "features": m, "attacks": int(p.x.shape[0]), "k": k, "region": region, "slot_steps": int(certified.size),
       "certified": int(certified.sum()), "region_settled": int(fitted.sum()), "dense": int((~fitted).sum()),
       "region_size_median": float(np.median(uncertified)) if uncertified.size else None,
       "region_size_max": int(uncertified.max()) if uncertified.size else None,
       "dense_checked": bool(check), "disagreements": int((~same).sum()),
-      "success_rate": float(np.mean(np.asarray(state.reason) == attack.StopReason.REACHED_TARGET)),
+      "success_rate": float(np.mean(np.asarray(state.reason) == jsma_jax.StopReason.SUCCESS)),
   }
 
 
@@ -108,7 +102,7 @@ def main() -> None:
   e = jsma_jax.all_other_targets(x[: args.sources], y[: args.sources], 10)
   for domain in ("movable", "all"):
     row = replay(apply_fn, params, e.x, e.targets, initial_domain=domain, max_iter=None,
-                 k=attack.default_candidates(784), region=attack.default_region(784))
+                 k=64, region=min(1024, 784 // 4))
     rows.append({"model": f"LeNet ({Path(args.checkpoint).name})", "input": "28x28x1", "domain": domain, **row})
     print(rows[-1], flush=True)
   for item in [v for v in args.sizes.split(",") if v]:
@@ -119,7 +113,7 @@ def main() -> None:
     xs = jnp.asarray(np.random.default_rng(0).uniform(0, 0.5, size=(int(batch),) + shape), jnp.float32)
     ts = ((jnp.argmax(apply_fcn(p, xs), axis=1) + 1) % 10).astype(jnp.int32)
     row = replay(apply_fcn, p, xs, ts, initial_domain="movable", max_iter=args.feature_iterations,
-                 k=attack.default_candidates(m), region=attack.default_region(m))
+                 k=min(m, 64), region=min(1024, m // 4))
     rows.append({"model": "FCN (random weights, global average pooling)", "input": name, "domain": "movable", **row})
     print(rows[-1], flush=True)
   out = Path(args.out)

@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import jsma_jax
-from jsma_jax import attack
 
 SIZES = {"28x28x1": (28, 28, 1), "32x32x3": (32, 32, 3), "64x64x3": (64, 64, 3), "224x224x3": (224, 224, 3)}
 
@@ -52,12 +51,7 @@ def apply_fcn(params, x):
 
 
 def compiled_bytes(apply_fn, params, x, t, **options) -> int:
-  config, x, t, (theta, lo, hi) = attack.make_config(
-      apply_fn, params, x, t, theta=1.0, gamma=0.145, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="auto",
-      probabilities=False, initial_domain="movable", max_iter=options.pop("max_iter", None), rule=None,
-      record_trace=False, **options,
-  )
-  compiled = attack._jsma_compiled.lower(apply_fn, params, x, t, theta, lo, hi, config=config).compile()
+  compiled = jsma_jax.lower(apply_fn, x, t, params=params, theta=1.0, gamma=0.145, **options).compile()
   m = compiled.memory_analysis()
   return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
 

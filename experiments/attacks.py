@@ -185,7 +185,7 @@ def distance_stage(ctx: Context, model: Model) -> tuple[dict, dict]:
 
   def work():
     e = all_other_targets(split.x[idx], split.y[idx], n_classes)
-    a = metrics.adversarial_distance_of(model.apply_fn, np.asarray(e.x), np.asarray(e.targets),
+    a = jsma_jax.adversarial_distance_of(model.apply_fn, np.asarray(e.x), np.asarray(e.targets),
                                         params=model.params,
                                         batch_size=min(ctx.config.batch_size, len(idx) * (n_classes - 1)))
     return ({"robustness": metrics.robustness(a), "n": int(len(a))},

@@ -1,16 +1,16 @@
-"""Argument checks for the public API, run in Python before anything is traced.
+"""Every argument check of the public API, in one place, run in Python before tracing.
 
 Each check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right
-kind, wrong value) naming the argument and what was expected. Value checks that
-need concrete numbers are skipped for tracers (a call inside a user's
-``jax.jit``); shape and dtype checks always run.
+kind, wrong value) naming the argument, what was expected and, where there is
+one, the fix. Value checks that need concrete numbers are skipped for tracers
+(a call inside a user's ``jax.jit``); the attack then marks the offending
+examples ``StopReason.INVALID_INPUT`` instead. Shape and dtype checks always run.
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +18,18 @@ import numpy as np
 
 
 def is_concrete(value: Any) -> bool:
+  """False for the tracers of a transformation (the user's ``jit``, ``vmap``, ...)."""
   return not isinstance(value, jax.core.Tracer)
 
 
-def check_scalar(name: str, value: Any) -> float:
+def check_scalar(name: str, value: Any, *, traced_ok: bool = False) -> Any:
+  """A real number: Python, NumPy or a 0-d JAX array; returned as a float (or the tracer when allowed)."""
+  if not is_concrete(value):
+    if traced_ok and getattr(value, "shape", None) == () and jnp.issubdtype(value.dtype, jnp.number):
+      return value
+    raise TypeError(f"{name} must be a concrete real number here, got a traced value; pass it as a Python float")
+  if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and not jnp.issubdtype(value.dtype, jnp.bool_):
+    value = value.item()
   if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
     raise TypeError(f"{name} must be a Python or NumPy real number, got {type(value).__name__}")
   value = float(value)
@@ -30,32 +38,41 @@ def check_scalar(name: str, value: Any) -> float:
   return value
 
 
-def check_hyperparameters(theta, gamma, clip_min, clip_max) -> tuple[float, float, float, float]:
-  theta = check_scalar("theta", theta)
+def check_hyperparameters(theta, gamma, clip_min, clip_max) -> tuple[Any, float, Any, Any]:
+  theta = check_scalar("theta", theta, traced_ok=True)
   gamma = check_scalar("gamma", gamma)
-  clip_min = check_scalar("clip_min", clip_min)
-  clip_max = check_scalar("clip_max", clip_max)
-  if theta == 0:
+  clip_min = check_scalar("clip_min", clip_min, traced_ok=True)
+  clip_max = check_scalar("clip_max", clip_max, traced_ok=True)
+  if is_concrete(theta) and theta == 0:
     raise ValueError("theta must be non-zero (positive increases features, negative decreases)")
   if not 0 < gamma <= 1:
     raise ValueError(f"gamma must lie in (0, 1] (a fraction of the features), got {gamma}")
-  if not clip_min < clip_max:
+  if is_concrete(clip_min) and is_concrete(clip_max) and not clip_min < clip_max:
     raise ValueError(f"clip_min must be below clip_max, got clip_min={clip_min}, clip_max={clip_max}")
   return theta, gamma, clip_min, clip_max
 
 
-def max_iterations(num_features: int, gamma: float, *, pairwise: bool = True) -> int:
-  """The iteration budget: ``floor(M * gamma / 2)`` for pairs, ``floor(M * gamma)`` else.
-
-  ``gamma`` is read as the decimal it is written as (``0.145`` is 29/200), so
-  that ``M * gamma`` lands on the exact integer when it should. On MNIST
-  (``M = 784``) with ``gamma = 0.145`` this gives 56 pair iterations.
-  """
-  exact = Fraction(repr(float(gamma))) * num_features
-  return math.floor(exact / 2) if pairwise else math.floor(exact)
+def check_bool(name: str, value: Any) -> None:
+  if not isinstance(value, bool):
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
-def check_inputs(x: Any, targets: Any) -> tuple[jax.Array, jax.Array]:
+def check_choice(name: str, value: Any, allowed: tuple) -> None:
+  if value not in allowed:
+    raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_count(name: str, value: Any, *, minimum: int, optional: bool = True) -> None:
+  """An int ``>= minimum`` (or ``None`` when ``optional``)."""
+  if value is None and optional:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    kind = "a positive" if minimum >= 1 else "a non-negative"
+    raise ValueError(f"{name} must be {kind} int{' or None' if optional else ''}, got {value!r}")
+
+
+def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
+  """Kinds and shapes of ``x`` ``[B, *shape]`` and ``targets`` ``[B]``."""
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     x = np.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -64,6 +81,8 @@ def check_inputs(x: Any, targets: Any) -> tuple[jax.Array, jax.Array]:
     raise ValueError(f"x must be a batch [B, *feature_shape] with at least one feature axis, got shape {x.shape}")
   if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
     raise ValueError(f"x must hold at least one example with at least one feature, got shape {x.shape}")
+  if isinstance(x, np.ndarray) and x.dtype == np.float64 and not jax.config.jax_enable_x64:
+    x = x.astype(np.float32)  # what JAX would do, without its truncation warning
   if not hasattr(targets, "shape") or not hasattr(targets, "dtype"):
     targets = np.asarray(targets)
   if not jnp.issubdtype(targets.dtype, jnp.integer):
@@ -73,8 +92,9 @@ def check_inputs(x: Any, targets: Any) -> tuple[jax.Array, jax.Array]:
   return x, targets
 
 
-def check_values(x, targets, num_classes: int, clip_min: float, clip_max: float) -> None:
-  if is_concrete(x):
+def check_values(x, targets, num_classes: int, clip_min, clip_max) -> None:
+  """Values of concrete inputs: finite, within the clip range, labels in range."""
+  if is_concrete(x) and is_concrete(clip_min) and is_concrete(clip_max):
     xv = np.asarray(x)
     if not np.all(np.isfinite(xv)):
       raise ValueError("x must be finite (it holds NaN or inf)")
@@ -84,15 +104,30 @@ def check_values(x, targets, num_classes: int, clip_min: float, clip_max: float)
           f"x must lie within [clip_min, clip_max] = [{clip_min}, {clip_max}], got values in [{lo}, {hi}]"
       )
   if is_concrete(targets):
-    tv = np.asarray(targets)
-    if tv.min() < 0 or tv.max() >= num_classes:
-      raise ValueError(
-          f"targets must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-          f"got values in [{tv.min()}, {tv.max()}]"
-      )
+    check_labels("targets", targets, num_classes)
 
 
-def check_model(logits_fn: Callable, params: Any, x) -> int:
+def check_labels(name: str, labels: Any, num_classes: int) -> None:
+  """Concrete class labels ``[B]`` within ``[0, num_classes)``."""
+  lv = np.asarray(labels)
+  if lv.size and (lv.min() < 0 or lv.max() >= num_classes):
+    raise ValueError(
+        f"{name} must lie in [0, {num_classes}) for a model with {num_classes} classes, "
+        f"got values in [{lv.min()}, {lv.max()}]"
+    )
+
+
+def check_num_classes(num_classes: Any) -> None:
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+
+
+def check_label_array(name: str, labels: Any) -> None:
+  if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise ValueError(f"{name} must be a 1-D int array [B], got shape {labels.shape} dtype {labels.dtype}")
+
+
+def check_model(logits_fn: Any, params: Any, x) -> int:
   """Abstract-evaluates the model (no compilation) and returns the number of classes."""
   if not callable(logits_fn):
     raise TypeError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
@@ -118,6 +153,18 @@ def check_model(logits_fn: Callable, params: Any, x) -> int:
   return int(out.shape[1])
 
 
-def check_choice(name: str, value: Any, allowed: tuple) -> None:
-  if value not in allowed:
-    raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+def check_rule_maps(rule_name: str, maps: Any, num_features: int) -> None:
+  """Shapes of what a rule's ``maps`` returned (abstract values, at trace time)."""
+  a, b, increase = maps.a, maps.b, maps.increase
+  k = a.shape[0] if a.ndim == 2 else None
+  expected = f"a and b [K, M] = [K, {num_features}], increase [K] bool, domain None or [K, {num_features}] bool"
+  ok = (
+      a.ndim == 2 and a.shape[1] == num_features and b.shape == a.shape and k >= 1
+      and increase.shape == (k,) and increase.dtype == jnp.bool_
+      and (maps.domain is None or (maps.domain.shape == a.shape and maps.domain.dtype == jnp.bool_))
+  )
+  if not ok:
+    got = f"a {a.shape}, b {b.shape}, increase {increase.shape} {increase.dtype}"
+    if maps.domain is not None:
+      got += f", domain {maps.domain.shape} {maps.domain.dtype}"
+    raise ValueError(f"rule {rule_name!r}: maps(...) must return Maps with {expected}; got {got}")

@@ -24,20 +24,26 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jsma_jax import attack
+from jsma_jax import attack, batching
+from jsma_jax.options import AttackOptions, EngineOptions, Plan
+from jsma_jax.types import JSMAResult
 
 Array = jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "config", "mesh"))
-def _sharded(logits_fn, params, x, targets, theta, clip_min, clip_max, *, config, mesh):
+@functools.partial(jax.jit, static_argnames=("logits_fn", "plan", "mesh"))
+def _sharded(logits_fn, params, x, targets, theta, clip_min, clip_max, batch, *, plan: Plan, mesh: Mesh):
   axis = mesh.axis_names[0]
+  local_size = x.shape[0] // mesh.devices.size
 
   def local(params, x, targets):
-    return attack._jsma_compiled(logits_fn, params, x, targets, theta, clip_min, clip_max, config=config)
+    # Each device attacks its shard; its examples' global indices tell padding from real examples.
+    first = jax.lax.axis_index(axis) * local_size
+    return attack.attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, batch - first, plan)
 
   spec = P(axis)
-  out_specs = attack.JSMAResult(spec, spec, spec, spec, spec, spec, spec if config.record_trace else None)
+  out_specs = JSMAResult(spec, spec, spec, spec, spec, spec, spec if plan.record_trace else None,
+                         rule=plan.rule.name, criterion=plan.rule.criterion)
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=out_specs, check_vma=False)(
       params, x, targets
   )
@@ -50,57 +56,41 @@ def jsma_sharded(
     *,
     params: Any = None,
     mesh: Mesh | None = None,
-    **kwargs: Any,
-) -> attack.JSMAResult:
+    options: AttackOptions | None = None,
+    engine: EngineOptions | None = None,
+    **overrides: Any,
+) -> JSMAResult:
   """:func:`jsma_jax.jsma` with the batch sharded over the devices of ``mesh``.
 
   Args:
-    logits_fn, x, targets, params: as for :func:`jsma_jax.jsma`.
+    logits_fn, x, targets, params, options, engine, **overrides: as for
+      :func:`jsma_jax.jsma` (``slots`` is per device).
     mesh: a one-axis :class:`jax.sharding.Mesh`; all devices by default. The
-      batch is padded (with copies of its first example, dropped afterwards) to
-      a multiple of the mesh size.
-    **kwargs: every keyword of :func:`jsma_jax.jsma` (``slots`` is per device).
+      batch is padded (with invalid examples, dropped afterwards) to a
+      multiple of the mesh size.
 
   Returns:
-    :class:`jsma_jax.JSMAResult`, equal to the single-device result.
+    :class:`jsma_jax.JSMAResult`, equal to the single-device result, its
+    arrays sharded along the batch (``NamedSharding(mesh, P(axis))``).
   """
   if mesh is None:
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
   if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
     raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis, got {mesh!r}")
   n = mesh.devices.size
-  x, targets = attack._validate.check_inputs(x, targets)
-  batch = x.shape[0]
-  pad = -batch % n
-  if pad:
-    x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
-    targets = jnp.concatenate([targets, jnp.repeat(targets[:1], pad)])
-  local_size = x.shape[0] // n
-  # Validate everything (and derive the config) on the shard shape each device sees.
-  slots = kwargs.pop("slots", None)
-  config, _, _, (theta, clip_min, clip_max) = attack.make_config(
-      logits_fn, params, x[:local_size], targets[:local_size], slots=slots, **_defaults(kwargs)
-  )
-  attack._validate.check_values(x, targets, _num_classes(logits_fn, params, x[:1]), clip_min, clip_max)
+  p = attack.prepare(logits_fn, x, targets, params, options, engine, overrides)
+  batch = p.batch
+  size = n * -(-p.x.shape[0] // n)  # the (bucketed) batch, to a multiple of the mesh
+  local = size // n
+  plan = p.plan._replace(slots=min(p.plan.slots, local))
+  x, labels = batching.pad_batch((p.x, p.labels), size)
   sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
-  x, targets = jax.device_put(x, sharding), jax.device_put(jnp.asarray(targets, jnp.int32), sharding)
-  result = _sharded(logits_fn, params, x, targets, theta, clip_min, clip_max, config=config, mesh=mesh)
-  if pad:
-    result = jax.tree.map(lambda v: v[:batch], result)
-  return result
-
-
-def _num_classes(logits_fn, params, x) -> int:
-  return attack._validate.check_model(logits_fn, params, x)
-
-
-def _defaults(kwargs: dict) -> dict:
-  defaults = dict(
-      theta=1.0, gamma=0.145, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="auto", probabilities=False,
-      initial_domain="movable", max_iter=None, rule=None, record_trace=False, schedule="refill", candidates=None,
-      region=None, precision="highest",
-  )
-  unknown = set(kwargs) - set(defaults)
-  if unknown:
-    raise TypeError(f"jsma_sharded got unexpected keyword arguments {sorted(unknown)}")
-  return {**defaults, **kwargs}
+  x, labels = jax.device_put(x, sharding), jax.device_put(labels, sharding)
+  result = _sharded(p.logits_fn, p.params, x, labels, p.theta, p.clip_min, p.clip_max, batch, plan=plan, mesh=mesh)
+  if size == batch:
+    return result
+  # Drop the padding and keep the documented sharding: re-shard the first `batch` rows (a multiple of n when
+  # it can be; else replicated, as a batch that does not split evenly cannot be sharded).
+  keep = jax.tree.map(lambda v: v[:batch], result)
+  target = sharding if batch % n == 0 else NamedSharding(mesh, P())
+  return jax.device_put(keep, target)

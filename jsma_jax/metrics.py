@@ -6,20 +6,20 @@ hardness ``H(s, t)`` of a class pair, the adversarial distance ``A(x, t)`` and
 the robustness ``R(F)``).
 
 Everything here is a pure function of arrays (NumPy in, NumPy out; JAX arrays
-are accepted). Only :func:`adversarial_distance_of` runs a model, through
-:func:`jsma_jax.target_rows`. Distortion is the share of features changed,
+are accepted); nothing runs a model (:func:`jsma_jax.distance.adversarial_distance_of`
+does, for ``A(x, t)``). Distortion is the share of features changed,
 ``L0 / M``. Per-pair matrices are ``[N, N]`` with rows the source class and
 columns the target; cells with no example (the diagonal) are ``nan``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jsma_jax import jacobian as jac_lib
 from jsma_jax import saliency
+from jsma_jax.types import StopReason
 
 # ----------------------------------------------------------------- success and L0
 
@@ -61,6 +61,62 @@ def summary(success: Any, n_changed: Any, num_features: int) -> dict[str, float]
       "distortion_successful": mean_distortion(n_changed, num_features, success),
       "distortion_all": mean_distortion(n_changed, num_features),
   }
+
+
+class Summary(NamedTuple):
+  """A result in a few numbers (:func:`summarize`); ``str()`` prints it as a short report."""
+
+  n: int  # attacks
+  n_success: int
+  success_rate: float
+  mean_l0_successful: float  # features changed, over the successful attacks (nan when none)
+  mean_l0_all: float
+  distortion_successful: float  # mean_l0_successful / M (the paper's figure)
+  distortion_all: float
+  mean_iterations: float
+  stop_reasons: dict  # StopReason name -> count, every reason that occurs
+  criterion: str  # what success means
+
+  def __str__(self) -> str:
+    reasons = ", ".join(f"{name} {count}" for name, count in self.stop_reasons.items())
+    return (
+        f"{self.n_success}/{self.n} attacks succeeded ({self.success_rate:.2%}; success: {self.criterion})\n"
+        f"L0 over successful: {self.mean_l0_successful:.2f} features ({self.distortion_successful:.2%}); "
+        f"over all: {self.mean_l0_all:.2f} ({self.distortion_all:.2%})\n"
+        f"iterations: {self.mean_iterations:.2f} on average; stop reasons: {reasons}"
+    )
+
+
+def summarize(result: Any) -> Summary:
+  """Success rate, L0 over successful and over all attacks, and the count of each stop reason.
+
+  Args:
+    result: a :class:`jsma_jax.JSMAResult` (JAX or NumPy arrays).
+
+  Returns:
+    :class:`Summary`.
+
+  Example:
+    >>> print(summarize(jsma(apply_fn, x, targets, params=params)))
+  """
+  success = np.asarray(result.success, bool)
+  n_changed = np.asarray(result.n_changed, np.float64)
+  reasons = np.asarray(result.stop_reason)
+  num_features = int(np.prod(np.shape(result.x_adv)[1:]))
+  mean = lambda v: float(v.mean()) if v.size else float("nan")
+  counts = {r.name: int(np.sum(reasons == r.value)) for r in StopReason if r.name != "REACHED_TARGET"}
+  return Summary(
+      n=int(success.size),
+      n_success=int(success.sum()),
+      success_rate=success_rate(success),
+      mean_l0_successful=mean(n_changed[success]),
+      mean_l0_all=mean(n_changed),
+      distortion_successful=mean_distortion(n_changed, num_features, success),
+      distortion_all=mean_distortion(n_changed, num_features),
+      mean_iterations=mean(np.asarray(result.iterations, np.float64)),
+      stop_reasons={name: c for name, c in counts.items() if c},
+      criterion=getattr(result, "criterion", "argmax == target"),
+  )
 
 
 # ------------------------------------------------------------------ budget sweep
@@ -221,27 +277,6 @@ def adversarial_distance(a: Any, b: Any, *, increase: bool = True) -> np.ndarray
   return 1.0 - np.mean(np.asarray(s) > 0, axis=1, dtype=np.float64)
 
 
-def adversarial_distance_of(logits_fn: Callable[..., Any], x: Any, targets: Any, *,
-                            params: Any = None, probabilities: bool = False,
-                            increase: bool = True, batch_size: int = 1000) -> np.ndarray:
-  """``A(x, t)`` of a model: one forward pass and two VJPs per example, no attack.
-
-  Returns:
-    ``[B]`` float64.
-  """
-  x, targets = np.asarray(x), np.asarray(targets)
-  out = []
-  for start in range(0, len(targets), batch_size):
-    xb, tb = x[start:start + batch_size], targets[start:start + batch_size]
-    pad = batch_size - len(tb) if len(targets) > batch_size else 0
-    if pad:  # one compiled shape for every batch
-      xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
-      tb = np.concatenate([tb, np.repeat(tb[:1], pad, 0)])
-    _, a, b = jac_lib.target_rows(logits_fn, xb, tb, params=params, probabilities=probabilities)
-    out.append(adversarial_distance(a, b, increase=increase)[:len(tb) - pad])
-  return np.concatenate(out) if out else np.zeros(0)
-
-
 def robustness(distances: Any) -> dict[str, float]:
   """Robustness ``R(F) = min over (x, t) of A(x, t)``, with the mean the paper also quotes."""
   d = np.asarray(distances, np.float64)
@@ -278,3 +313,4 @@ def spearman(x: Any, y: Any) -> float:
   rx, ry = rx - rx.mean(), ry - ry.mean()
   denom = np.sqrt((rx**2).sum() * (ry**2).sum())
   return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+

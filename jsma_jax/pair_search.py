@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax.saliency import Choice, _oriented, best_pair
+from jsma_jax.saliency import Choice, oriented, best_pair
 
 Array = jax.Array
 
@@ -103,7 +103,7 @@ def candidate_pair(a: Array, b: Array, domain: Array, *, increase: bool, k: int)
   certified when its score beats the largest per-feature bound outside.
   """
   m = a.shape[0]
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   s = jnp.where(domain, sa - sb, -jnp.inf)
   if k >= m:
     return Candidate(best_pair(a, b, domain, increase=increase), jnp.ones((), bool))
@@ -171,7 +171,7 @@ def region_pair(
   the choice and whether the region fitted in ``size`` features; when it did
   not, the choice is meaningless and the caller must search densely.
   """
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   bound = feature_bounds(sa, -sb, domain, groups=groups)
   region = (bound > -jnp.inf) & (bound >= floor)
   count = jnp.sum(region)

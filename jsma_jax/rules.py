@@ -1,15 +1,22 @@
-"""Saliency rules: how an attack turns the forward derivative into scores.
+"""Saliency rules: how an attack turns the forward derivative into saliency maps.
 
-A :class:`SaliencyRule` is a triple of pure functions. The attack loop
-(:mod:`jsma_jax.attack`) knows nothing else about the rule, so variants of the
-JSMA family plug in here without touching the loop:
+A :class:`SaliencyRule` is a few pure functions and constants; the one attack
+step (:mod:`jsma_jax.step`) knows nothing else about the rule, so the members
+of the JSMA family plug in here without touching the loop:
 
-* ``cotangents(outputs, target) -> W [R, N]``: the ``R`` combinations of
-  Jacobian rows the rule needs (the loop computes ``W @ J`` as cheaply as the
+* ``cotangents(outputs, label) -> W [R, N]``: the ``R`` combinations of
+  Jacobian rows the rule needs (the step computes ``W @ J`` as cheaply as the
   Jacobian mode allows: ``R`` VJPs in ``"reduced"`` mode);
-* ``features(rows, outputs, x, target) -> (a [M], b [M])``: the target term and
-  the other-classes term fed to the saliency maps (Eq. 8/9, Algorithm 3);
-* ``reached(outputs, target) -> bool``: the attack's success criterion.
+* ``maps(rows, outputs, label, view) -> Maps``: ``K`` candidate maps, each with
+  its direction (one for the paper's rule; ``2 N`` for Maximal JSMA); the step
+  takes the best admissible choice over all of them;
+* ``success(outputs, label) -> bool``: the rule's criterion, described by
+  ``criterion`` (the result carries that text);
+* ``targeted``: whether the labels given to :func:`jsma_jax.jsma` are target
+  classes (``True``) or the source classes (``False``);
+* ``directions``: ``"theta"`` when features move in the direction of
+  ``theta``'s sign (the paper), ``"both"`` when the rule picks the direction
+  per step; the ``"movable"`` initial domain follows it.
 
 Rules must be hashable (they are static arguments of the compiled attack):
 build them from module-level functions, as below.
@@ -22,6 +29,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jsma_jax.types import Maps, StepView
+
 Array = jax.Array
 
 
@@ -30,8 +39,11 @@ class SaliencyRule(NamedTuple):
 
   name: str
   cotangents: Callable[[Array, Array], Array]
-  features: Callable[[Array, Array, Array, Array], tuple[Array, Array]]
-  reached: Callable[[Array, Array], Array]
+  maps: Callable[[Array, Array, Array, StepView], Maps]
+  success: Callable[[Array, Array], Array]
+  criterion: str = "argmax == target"
+  targeted: bool = True
+  directions: str = "theta"
 
 
 def _target_and_others(outputs: Array, target: Array) -> Array:
@@ -45,9 +57,10 @@ def _weighted_others(outputs: Array, target: Array) -> Array:
   return jnp.stack([onehot, probs * (1 - onehot)])
 
 
-def _two_rows(rows: Array, outputs: Array, x: Array, target: Array) -> tuple[Array, Array]:
-  del outputs, x, target
-  return rows[0], rows[1]
+def _one_map_along_theta(rows: Array, outputs: Array, label: Array, view: StepView) -> Maps:
+  """The paper's single map: ``a = rows[0]``, ``b = rows[1]``, in the direction of ``theta``."""
+  del outputs, label
+  return Maps(rows[0][None], rows[1][None], (view.theta > 0)[None])
 
 
 def _argmax_is_target(outputs: Array, target: Array) -> Array:
@@ -57,10 +70,10 @@ def _argmax_is_target(outputs: Array, target: Array) -> Array:
 def jsma_rule() -> SaliencyRule:
   """The paper's targeted rule: ``a = dF_t/dx``, ``b = sum_{j != t} dF_j/dx``.
 
-  Papernot et al. (EuroS&P 2016), Eq. 8 and Algorithm 3. Success when
-  ``argmax F(x) == t``.
+  Papernot et al. (EuroS&P 2016), Eq. 8 and 9 and Algorithm 3. One map, in the
+  direction of ``theta``'s sign. Success when ``argmax F(x) == t``.
   """
-  return SaliencyRule("jsma", _target_and_others, _two_rows, _argmax_is_target)
+  return SaliencyRule("jsma", _target_and_others, _one_map_along_theta, _argmax_is_target)
 
 
 def wjsma_rule() -> SaliencyRule:
@@ -69,4 +82,4 @@ def wjsma_rule() -> SaliencyRule:
   ``p`` is the softmax of the outputs the attack differentiates (use it with
   logits, the default).
   """
-  return SaliencyRule("wjsma", _weighted_others, _two_rows, _argmax_is_target)
+  return SaliencyRule("wjsma", _weighted_others, _one_map_along_theta, _argmax_is_target)

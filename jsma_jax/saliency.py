@@ -19,24 +19,16 @@ deterministic.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jsma_jax.types import Choice
+
 Array = jax.Array
 
 
-class Choice(NamedTuple):
-  """The feature(s) an attack step changes."""
-
-  score: Array  # [] float; -inf when nothing is admissible
-  p: Array  # [] int32; first feature (flat index)
-  q: Array  # [] int32; second feature (== p for single-feature steps)
-
-
-def _oriented(a: Array, b: Array, increase: bool) -> tuple[Array, Array]:
+def oriented(a: Array, b: Array, increase: bool) -> tuple[Array, Array]:
   """Flip signs so that admissible always reads ``a > 0`` and ``b < 0``."""
   return (a, b) if increase else (-a, -b)
 
@@ -63,7 +55,7 @@ def single_feature_saliency(
     >>> single_feature_saliency(jnp.array([1., -1.]), jnp.array([-2., -2.]))
     Array([2., 0.], dtype=float32)
   """
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   admissible = (sa > 0) & (sb < 0)
   if domain is not None:
     admissible &= domain
@@ -83,7 +75,7 @@ def pairwise_saliency(
     ``[M, M]`` scores.
   """
   m = a.shape[0]
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   alpha = sa[:, None] + sa[None, :]
   beta = sb[:, None] + sb[None, :]
   valid = (alpha > 0) & (beta < 0) & ~jnp.eye(m, dtype=bool)
@@ -120,7 +112,7 @@ def best_feature(
     :class:`Choice` with ``p == q``; ``score == -inf`` when no feature in
     ``domain`` is admissible.
   """
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   valid = domain & (sa > 0) & (sb < 0)
   score, p = _max_and_argmax(jnp.where(valid, -a * b, -jnp.inf), 0)
   return Choice(score, p, p)
@@ -150,7 +142,7 @@ def best_pair(a: Array, b: Array, domain: Array, *, increase: bool = True) -> Ch
     pair is admissible.
   """
   m = a.shape[0]
-  sa, sb = _oriented(a, b, increase)
+  sa, sb = oriented(a, b, increase)
   rows_per_block = max(1, min(m, PAIR_BLOCK_ELEMENTS // m))
   blocks = -(-m // rows_per_block)
   pad = blocks * rows_per_block - m  # padded rows lie outside the domain: never admissible

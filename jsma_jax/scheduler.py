@@ -14,22 +14,21 @@ full step for every slot; so the loop runs in phases of shrinking width (``S``,
 attacks are in flight, those are compacted into the next, narrower set of
 slots.
 
-The per-step work is batched over slots: the Jacobian rows of every slot, then
-the exact pruned pair search of :mod:`jsma_jax.pair_search` over all slots at
-once (its dense fallback only for the slots whose certificate fails), then the
-per-slot update of :func:`jsma_jax.attack.advance`.
+Each body runs the one attack step, :func:`jsma_jax.step.step`, on the slots
+(registered as the ``"refill"`` driver).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax import pair_search
-from jsma_jax.attack import AttackState, Config, StopReason, advance, choose, derivatives, initial_state
+from jsma_jax import step as step_lib
+from jsma_jax.drivers import Problem, register_driver
+from jsma_jax.types import AttackState, StopReason
 
 Array = jax.Array
 
@@ -53,29 +52,19 @@ class Slots(NamedTuple):
   out: Outputs
 
 
-def run_slots(
-    f: Callable[[Array], Array],
-    config: Config,
-    x: Array,
-    targets: Array,
-    theta: Array,
-    clip_min: Array,
-    clip_max: Array,
-    *,
-    slots: int,
-    candidates: int,
-    chunk: int,
-) -> AttackState:
-  """Attack every example of ``x`` ``[B, M]``; returns final states ``[B, ...]``."""
+@register_driver("refill")
+def refill(problem: Problem) -> AttackState:
+  """Attack every example of ``problem.x`` ``[B, M]`` in ``plan.slots`` slots; final states ``[B, ...]``."""
+  x, targets = problem.x, problem.labels
   size = x.shape[0]
-  slots = min(slots, size)
-  init = jax.vmap(lambda x0: initial_state(x0, config, clip_min, clip_max))
+  slots = min(problem.plan.slots, size)
 
   def load(example: Array) -> AttackState:
-    return init(jnp.take(x, example, axis=0, mode="clip"))
+    take = lambda v: jnp.take(v, example, axis=0, mode="clip")
+    return step_lib.initial_states(problem, take(x), take(problem.valid))
 
   first = jnp.arange(slots, dtype=jnp.int32)
-  trace_len = config.max_iter + 1 if config.record_trace else 0
+  trace_len = problem.plan.max_iter + 1 if problem.plan.record_trace else 0
   out = Outputs(
       x=jnp.zeros_like(x),
       iteration=jnp.zeros((size,), jnp.int32),
@@ -86,21 +75,10 @@ def run_slots(
   carry = Slots(load(first), first, jnp.asarray(slots, jnp.int32), out)
 
   def body(c: Slots) -> Slots:
-    width = c.example.shape[0]
     active = c.example < size
     x0 = jnp.take(x, c.example, axis=0, mode="clip")
     target = jnp.take(targets, c.example, mode="clip")
-    outputs, a, b = jax.vmap(lambda v, t: derivatives(f, config, v, t))(c.state.x, target)
-    if config.pairwise:
-      choice = pair_search.best_pairs(
-          a, b, c.state.domain, increase=config.increase, k=candidates, chunk=max(1, min(chunk, width // 8)),
-          active=active, region=config.region,
-      )
-    else:
-      choice = jax.vmap(lambda a, b, d: choose(config, a, b, d))(a, b, c.state.domain)
-    state = jax.vmap(
-        lambda s, o, ch, v, t: advance(config, s, o, ch, v, t, theta, clip_min, clip_max)
-    )(c.state, outputs, choice, x0, target)
+    state, _ = step_lib.step(problem, c.state, x0, target)
 
     done = active & (state.reason != StopReason.RUNNING)
     where = jnp.where(done, c.example, size)  # size: dropped by the scatters
@@ -135,8 +113,9 @@ def run_slots(
       carry = Slots(state, example, carry.next_example, carry.out)
 
   o = carry.out
-  domain = jnp.zeros(x.shape, bool)  # not kept per example; finalize does not need it
-  return AttackState(x=o.x, domain=domain, iteration=o.iteration, reason=o.reason, predicted=o.predicted, trace=o.trace)
+  unused = jnp.zeros(x.shape, bool)  # domain and last are not kept per example; the result does not need them
+  return AttackState(x=o.x, domain=unused, last=unused.astype(jnp.int8), iteration=o.iteration, reason=o.reason,
+                     predicted=o.predicted, trace=o.trace)
 
 
 def phase_widths(slots: int, shrink: int = 8, smallest: int = 16, phases: int = 3) -> list[int]:

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jsma_jax import _validate
+
 Array = jax.Array
 
 
@@ -26,13 +28,11 @@ class ExpandedTargets(NamedTuple):
 
 
 def _check(labels, num_classes: int) -> Array:
-  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-    raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+  _validate.check_num_classes(num_classes)
   labels = jnp.asarray(labels)
-  if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise ValueError(f"labels must be a 1-D int array [B], got shape {labels.shape} dtype {labels.dtype}")
-  if not isinstance(labels, jax.core.Tracer) and labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+  _validate.check_label_array("labels", labels)
+  if _validate.is_concrete(labels):
+    _validate.check_labels("labels", labels, num_classes)
   return labels.astype(jnp.int32)
 
 

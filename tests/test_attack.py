@@ -200,13 +200,7 @@ def test_refill_phases_equal_lockstep_on_a_large_batch():
 
 
 def _lowered_text(apply_fn, params, x, t, **options) -> str:
-  from jsma_jax import attack
-
-  config, x, t, (theta, lo, hi) = attack.make_config(
-      apply_fn, params, x, t, theta=1.0, gamma=0.5, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="reduced",
-      probabilities=False, initial_domain="movable", max_iter=None, rule=None, record_trace=False, **options,
-  )
-  return attack._jsma_compiled.lower(apply_fn, params, x, t, theta, lo, hi, config=config).as_text()
+  return jsma_jax.lower(apply_fn, x, t, params=params, gamma=0.5, jacobian="reduced", **options).as_text()
 
 
 def test_precision_reaches_the_models_matmuls_and_their_derivatives(model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jsma_jax import attack
+import jsma_jax
 
 
 def apply_mlp(params, x):
@@ -21,11 +21,7 @@ def _temp_bytes(batch: int, m_side: int = 28) -> int:
   params = {"w1": jnp.asarray(rng.normal(size=(m, 32)), jnp.float32), "w2": jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)}
   x = jnp.zeros((batch, m_side, m_side, 1), jnp.float32)
   t = jnp.zeros((batch,), jnp.int32)
-  config, x, t, (theta, lo, hi) = attack.make_config(
-      apply_mlp, params, x, t, theta=1.0, gamma=0.145, clip_min=0.0, clip_max=1.0, pairwise=True, jacobian="auto",
-      probabilities=False, initial_domain="movable", max_iter=None, rule=None, record_trace=False,
-  )
-  compiled = attack._jsma_compiled.lower(apply_mlp, params, x, t, theta, lo, hi, config=config).compile()
+  compiled = jsma_jax.lower(apply_mlp, x, t, params=params, theta=1.0, gamma=0.145, pad_batches=False).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jsma_jax import jsma
-from jsma_jax import metrics
+from jsma_jax import distance, metrics
 from jsma_jax import target_rows
 from tests import toy_models
 
@@ -103,7 +103,7 @@ def test_adversarial_distance_of_model_matches_rows_and_pads_batches():
   t = rng.integers(0, 5, 7)
   _, a, b = target_rows(toy_models.apply_mlp_tanh, x, t, params=params)
   want = metrics.adversarial_distance(a, b)
-  got = metrics.adversarial_distance_of(toy_models.apply_mlp_tanh, x, t, params=params, batch_size=3)
+  got = distance.adversarial_distance_of(toy_models.apply_mlp_tanh, x, t, params=params, batch_size=3)
   np.testing.assert_allclose(got, want)
   assert ((got >= 0) & (got <= 1)).all()
 

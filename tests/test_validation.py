@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import toy_models
-from jsma_jax import attack, jsma
+import jsma_jax
+from jsma_jax import jsma
 
 PARAMS = {k: jnp.asarray(v, jnp.float32) for k, v in toy_models.mlp_params(0, (6,), 3).items()}
 X = jnp.full((2, 6), 0.5, jnp.float32)
@@ -57,10 +58,10 @@ CASES = {
 def test_bad_input_raises_before_compiling(kwargs, error, message):
   args = dict(logits_fn=toy_models.apply_mlp_tanh, x=X, targets=T)
   args.update(kwargs)
-  before = attack._jsma_compiled._cache_size()
+  before = jsma_jax.cache_size()
   with pytest.raises(error, match=message):
     jsma(args.pop("logits_fn"), args.pop("x"), args.pop("targets"), params=PARAMS, **args)
-  assert attack._jsma_compiled._cache_size() == before
+  assert jsma_jax.cache_size() == before
 
 
 def test_good_input_with_numpy_float64_scalars():

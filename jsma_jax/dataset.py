@@ -1,0 +1,84 @@
+"""Attack a whole dataset in chunks of one size, with a progress bar.
+
+Long work (thousands of attacks, minutes on a CPU) shows its progress; every
+chunk has the same shape, so the attack compiles once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jsma_jax import batching
+from jsma_jax.attack import jsma
+from jsma_jax.types import JSMAResult
+
+Array = jax.Array
+
+
+def attack_dataset(
+    logits_fn: Callable[..., Array],
+    x: Any,
+    targets: Any,
+    *,
+    params: Any = None,
+    chunk_size: int = 2048,
+    progress: bool = True,
+    description: str = "jsma",
+    **options: Any,
+):
+  """:func:`jsma_jax.jsma` over a whole dataset in chunks of ``chunk_size``, with a progress bar.
+
+  Every chunk has the same size (the last one is padded and the padding
+  dropped), so the attack compiles once; results are gathered on the host as
+  NumPy arrays and equal one :func:`~jsma_jax.jsma` call on the whole set.
+
+  Args:
+    logits_fn, params: the model, as for :func:`jsma_jax.jsma`.
+    x: ``[B, *shape]`` inputs (NumPy or JAX).
+    targets: ``[B]`` int labels.
+    chunk_size: examples per compiled call (at most ``B``).
+    progress: show a ``tqdm`` bar (attacks done, successes so far).
+    description: the bar's label.
+    **options: every option of :func:`jsma_jax.jsma` (``options=``,
+      ``engine=`` or single fields).
+
+  Returns:
+    :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]``.
+  """
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+  x, targets = np.asarray(x), np.asarray(targets)
+  if x.shape[:1] != targets.shape[:1]:
+    raise ValueError(f"x and targets must have the same batch size, got {x.shape[:1]} and {targets.shape[:1]}")
+  total = x.shape[0]
+  size = min(chunk_size, total)
+  bar = _progress(total, description) if progress else None
+  parts, wins = [], 0
+  try:
+    for start in range(0, total, size):
+      xs, ts = batching.pad_batch((x[start:start + size], targets[start:start + size]), size)
+      n = min(size, total - start)
+      result = jax.device_get(jsma(logits_fn, xs, ts, params=params, **{**options, "pad_batches": False}))
+      result = jax.tree.map(lambda v: v[:n], result)
+      parts.append(result)
+      wins += int(result.success.sum())
+      if bar is not None:
+        bar.update(n)
+        bar.set_postfix(success=f"{wins / (start + n):.1%}")
+  finally:
+    if bar is not None:
+      bar.close()
+  first = parts[0]
+  arrays = [np.concatenate(v) if v[0] is not None else None for v in zip(*parts)]
+  return JSMAResult(*arrays, rule=first.rule, criterion=first.criterion)
+
+
+def _progress(total: int, description: str):
+  try:
+    from tqdm.auto import tqdm
+  except ImportError:  # tqdm is a dependency of the package; without it, no bar
+    return None
+  return tqdm(total=total, desc=description, unit="attack")

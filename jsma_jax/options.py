@@ -1,0 +1,222 @@
+"""The attack's options, each with one home: what the attack does, and how it runs.
+
+:class:`AttackOptions` holds the hyperparameters of the attack (they change the
+result); :class:`EngineOptions` holds how the attack is executed (they change
+speed and memory, never the result, except ``precision`` and ``jacobian``
+through floating-point rounding). Both are frozen and validate themselves on
+construction, so a bad value fails before anything is traced. Their defaults
+are the defaults of :func:`jsma_jax.jsma` and :func:`jsma_jax.jsma_sharded`.
+
+:class:`Plan` is what one compiled attack is specialised on: the options with
+every default resolved for the shapes at hand. ``theta`` and the clip bounds
+are not in it: they are data, so changing them never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+from typing import Any, NamedTuple
+
+import jax
+
+from jsma_jax import _validate, drivers
+from jsma_jax.rules import SaliencyRule, jsma_rule
+
+PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "fastest")
+JACOBIAN_MODES = ("auto", "jacfwd", "jacrev", "reduced")
+INITIAL_DOMAINS = ("movable", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackOptions:
+  """Hyperparameters of the attack (Papernot et al. 2016, Algorithms 1-3).
+
+  Attributes:
+    theta: change per step; ``> 0`` increases features, ``< 0`` decreases
+      (its magnitude only, for rules that choose the direction per step).
+    gamma: maximum distortion as a fraction of the ``M`` features; the budget
+      is :func:`max_iterations`.
+    clip_min, clip_max: bounds of the input domain.
+    pairwise: Algorithm 3 (pairs, the paper's MNIST attack) or Algorithm 1.
+    probabilities: differentiate the softmax (JSMA-F), not the logits (JSMA-Z).
+    initial_domain: ``"movable"`` (features that can still move in a direction
+      the rule uses) or ``"all"`` (the paper's literal Algorithm 2).
+    max_iter: override the budget derived from ``gamma``.
+    rule: a :class:`~jsma_jax.rules.SaliencyRule`; the paper's by default.
+    record_trace: also return the L0 distortion after every iteration.
+  """
+
+  theta: Any = 1.0
+  gamma: float = 0.145
+  clip_min: Any = 0.0
+  clip_max: Any = 1.0
+  pairwise: bool = True
+  probabilities: bool = False
+  initial_domain: str = "movable"
+  max_iter: int | None = None
+  rule: SaliencyRule | None = None
+  record_trace: bool = False
+
+  def __post_init__(self):
+    theta, gamma, lo, hi = _validate.check_hyperparameters(self.theta, self.gamma, self.clip_min, self.clip_max)
+    for name, value in (("theta", theta), ("gamma", gamma), ("clip_min", lo), ("clip_max", hi)):
+      object.__setattr__(self, name, value)
+    for name in ("pairwise", "probabilities", "record_trace"):
+      _validate.check_bool(name, getattr(self, name))
+    _validate.check_choice("initial_domain", self.initial_domain, INITIAL_DOMAINS)
+    _validate.check_count("max_iter", self.max_iter, minimum=1)
+    if self.rule is None:
+      object.__setattr__(self, "rule", jsma_rule())
+    elif not isinstance(self.rule, SaliencyRule):
+      raise TypeError(f"rule must be a jsma_jax.SaliencyRule, got {type(self.rule).__name__}")
+
+  def budget(self, num_features: int) -> int:
+    """Iterations allowed on ``M`` features: ``max_iter``, or the one ``gamma`` gives."""
+    if self.max_iter is not None:
+      return int(self.max_iter)
+    budget = max_iterations(num_features, self.gamma, pairwise=self.pairwise)
+    if budget < 1:
+      raise ValueError(
+          f"gamma={self.gamma} allows no iteration on {num_features} features "
+          f"(floor(M * gamma{' / 2' if self.pairwise else ''}) = 0); raise gamma"
+      )
+    return budget
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+  """How the attack runs; results do not depend on these (but see ``precision``).
+
+  Attributes:
+    schedule: a registered driver (:mod:`jsma_jax.drivers`): ``"refill"``
+      (default: ``slots`` examples in flight, each slot refilled as soon as its
+      attack stops, so the cost follows the average iteration count) or
+      ``"lockstep"`` (one batched ``while_loop`` over the whole batch, until
+      its slowest example stops).
+    slots: examples in flight for ``"refill"`` (default 256 on CPU, 8192 on
+      accelerators; at most the batch). Memory grows linearly with it.
+    candidates: top-K features of the exact pruned pair search (default
+      ``min(M, 64)``; ``0`` for the dense search).
+    region: most features of the pruned search's second tier, the region
+      search (default ``min(1024, M // 4)``; ``0``: straight to the dense one).
+    jacobian: ``"auto"``, ``"jacfwd"``, ``"jacrev"`` or ``"reduced"``
+      (:mod:`jsma_jax.jacobian`).
+    precision: matmul and convolution precision for float32 models while the
+      attack is traced (``jax.default_matmul_precision``): ``"highest"``
+      (default: true float32, the reference's arithmetic), ``"tensorfloat32"``,
+      ``"bfloat16"``, ``"default"`` and the other names JAX accepts; ``None``
+      keeps the caller's setting. Lower precision changes the forward
+      derivative, and so may change choices.
+    pad_batches: pad the batch to one of a few bucket sizes (at most 25% more,
+      the padding marked invalid and dropped), so that ragged batches reuse the
+      compiled attack.
+  """
+
+  schedule: str = "refill"
+  slots: int | None = None
+  candidates: int | None = None
+  region: int | None = None
+  jacobian: str = "auto"
+  precision: str | None = "highest"
+  pad_batches: bool = True
+
+  def __post_init__(self):
+    _validate.check_choice("schedule", self.schedule, tuple(drivers.DRIVERS))
+    _validate.check_count("slots", self.slots, minimum=1)
+    _validate.check_count("candidates", self.candidates, minimum=0)
+    _validate.check_count("region", self.region, minimum=0)
+    _validate.check_choice("jacobian", self.jacobian, JACOBIAN_MODES)
+    if self.precision is not None:
+      _validate.check_choice("precision", self.precision, PRECISIONS)
+    _validate.check_bool("pad_batches", self.pad_batches)
+
+
+ATTACK_FIELDS = tuple(f.name for f in dataclasses.fields(AttackOptions))
+ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineOptions))
+
+
+def resolve(options: AttackOptions | None, engine: EngineOptions | None, overrides: dict) -> tuple[AttackOptions, EngineOptions]:
+  """Both configs, with keyword ``overrides`` (any field of either) applied and validated."""
+  options = AttackOptions() if options is None else options
+  engine = EngineOptions() if engine is None else engine
+  if not isinstance(options, AttackOptions):
+    raise TypeError(f"options must be a jsma_jax.AttackOptions, got {type(options).__name__}")
+  if not isinstance(engine, EngineOptions):
+    raise TypeError(f"engine must be a jsma_jax.EngineOptions, got {type(engine).__name__}")
+  unknown = sorted(set(overrides) - set(ATTACK_FIELDS) - set(ENGINE_FIELDS))
+  if unknown:
+    raise TypeError(
+        f"unexpected keyword argument(s) {unknown}; the attack's options are {list(ATTACK_FIELDS)} "
+        f"and the engine's {list(ENGINE_FIELDS)}"
+    )
+  attack_changes = {k: v for k, v in overrides.items() if k in ATTACK_FIELDS}
+  engine_changes = {k: v for k, v in overrides.items() if k in ENGINE_FIELDS}
+  if attack_changes:
+    options = dataclasses.replace(options, **attack_changes)
+  if engine_changes:
+    engine = dataclasses.replace(engine, **engine_changes)
+  return options, engine
+
+
+class Plan(NamedTuple):
+  """Static (hashed) settings of one compiled attack: the options resolved for the shapes."""
+
+  rule: SaliencyRule
+  pairwise: bool
+  max_iter: int
+  initial_domain: str
+  probabilities: bool
+  record_trace: bool
+  mode: str  # resolved Jacobian mode
+  schedule: str
+  slots: int
+  candidates: int  # top-K of the pruned pair search (M: dense)
+  region: int  # most features of the region search (0: none)
+  precision: str | None
+  num_classes: int  # N, the model's outputs
+
+
+def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_features: int, num_rows: int,
+              num_classes: int) -> Plan:
+  """Resolve every default for a batch of ``batch`` examples of ``M`` features and ``N`` classes."""
+  from jsma_jax.jacobian import resolve_mode
+
+  slots = engine.slots if engine.slots is not None else default_slots()
+  candidates = engine.candidates if engine.candidates is not None else min(num_features, 64)
+  return Plan(
+      rule=options.rule,
+      pairwise=options.pairwise,
+      max_iter=options.budget(num_features),
+      initial_domain=options.initial_domain,
+      probabilities=options.probabilities,
+      record_trace=options.record_trace,
+      mode=resolve_mode(engine.jacobian, num_features, num_classes, num_rows),
+      schedule=engine.schedule,
+      slots=min(batch, slots),
+      candidates=candidates or num_features,
+      region=engine.region if engine.region is not None else min(1024, num_features // 4),
+      precision=engine.precision,
+      num_classes=num_classes,
+  )
+
+
+def default_slots() -> int:
+  """Examples in flight for the refill schedule: enough to fill the device."""
+  return 256 if jax.default_backend() == "cpu" else 8192
+
+
+def max_iterations(num_features: int, gamma: float, *, pairwise: bool = True) -> int:
+  """The iteration budget: ``floor(M * gamma / 2)`` for pairs, ``floor(M * gamma)`` else.
+
+  ``gamma`` is read as the decimal it is written as (``0.145`` is 29/200), so
+  that ``M * gamma`` lands on the exact integer when it should. On MNIST
+  (``M = 784``) with ``gamma = 0.145`` this gives 56 pair iterations.
+
+  Example:
+    >>> max_iterations(784, 0.145)
+    56
+  """
+  exact = Fraction(repr(float(gamma))) * num_features
+  return math.floor(exact / 2) if pairwise else math.floor(exact)

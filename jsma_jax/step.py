@@ -1,0 +1,185 @@
+"""The one attack step: derivatives -> one batched choice -> update, written once.
+
+Papernot et al., *The Limitations of Deep Learning in Adversarial Settings*
+(EuroS&P 2016), the body of Algorithm 2 (pairs) and Algorithm 1 (single
+features). Every driver (:mod:`jsma_jax.drivers`) runs :func:`step` on a set of
+``S`` examples in flight; the arrays here carry that leading ``[S]`` axis
+except where a function says "one example".
+
+One step, for every example still running:
+
+1. the model's outputs and the Jacobian rows the rule asks for
+   (:func:`jsma_jax.jacobian.rows_one`);
+2. the rule's ``K`` candidate maps, each with its direction;
+3. the best admissible pair (feature) over all maps: each map oriented to its
+   direction, the ``S x K`` rows searched by the exact pruned search of
+   :mod:`jsma_jax.pair_search`, then the best map per example (ties to the
+   lowest map, then the lowest flat index);
+4. the stop checks, else the change: ``|theta|`` in the chosen direction,
+   clipped, saturated features leaving the search domain.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jsma_jax import _validate
+from jsma_jax import jacobian as jac_lib
+from jsma_jax import pair_search, saliency
+from jsma_jax.drivers import Problem
+from jsma_jax.options import Plan
+from jsma_jax.types import AttackState, Decision, Maps, StepView, StopReason
+
+Array = jax.Array
+
+
+class StepInfo(NamedTuple):
+  """What a step saw, for instrumentation (drivers ignore it; XLA drops what is unused)."""
+
+  running: Array  # [S] bool, the examples the step searched
+  outputs: Array  # [S, N]
+  maps: Maps  # [S, K, M] oriented to each map's direction (admissible: a > 0, b < 0)
+  domain: Array  # [S, K, M] bool, each map's domain
+  choice: Decision  # [S]
+
+
+def initial_states(problem: Problem, x0: Array, valid: Array) -> AttackState:
+  """The states of examples ``x0`` ``[S, M]`` before their first iteration."""
+  plan = problem.plan
+  lo, hi = problem.clip_min, problem.clip_max
+  if plan.initial_domain == "all":
+    domain = jnp.ones(x0.shape, bool)
+  elif plan.rule.directions == "both":
+    domain = (x0 < hi) | (x0 > lo)
+  else:
+    domain = jnp.where(problem.theta > 0, x0 < hi, x0 > lo)
+  size = x0.shape[0]
+  trace_len = plan.max_iter + 1 if plan.record_trace else 0
+  return AttackState(
+      x=x0,
+      domain=domain,
+      last=jnp.zeros(x0.shape, jnp.int8),
+      iteration=jnp.zeros((size,), jnp.int32),
+      reason=jnp.where(valid, StopReason.RUNNING, StopReason.INVALID_INPUT).astype(jnp.int32),
+      predicted=jnp.full((size,), -1, jnp.int32),
+      trace=jnp.zeros((size, trace_len), jnp.int32),
+  )
+
+
+def derivatives(problem: Problem, x: Array, label: Array) -> tuple[Array, Array]:
+  """Outputs ``[N]`` and the rule's Jacobian rows ``[R, M]`` of one example at ``x`` ``[M]``."""
+  rule = problem.plan.rule
+  return jac_lib.rows_one(problem.f, x, lambda out: rule.cotangents(out, label), problem.plan.mode)
+
+
+def rule_maps(problem: Problem, state: AttackState, rows: Array, outputs: Array, label: Array) -> tuple[Maps, Array]:
+  """The rule's maps for one example, oriented to their directions, and their domains ``[K, M]``."""
+  plan = problem.plan
+  view = StepView(state.x, state.domain, state.last, problem.theta, problem.clip_min, problem.clip_max)
+  maps = plan.rule.maps(rows, outputs, label, view)
+  _validate.check_rule_maps(plan.rule.name, maps, state.x.shape[0])
+  up = maps.increase[:, None]
+  domain = jnp.broadcast_to(state.domain, maps.a.shape) if maps.domain is None else maps.domain
+  oriented = Maps(jnp.where(up, maps.a, -maps.a), jnp.where(up, maps.b, -maps.b), maps.increase)
+  return oriented, domain
+
+
+def choose(plan: Plan, maps: Maps, domain: Array, active: Array) -> Decision:
+  """The exact best choice of every example ``[S]`` over its ``K`` oriented maps ``[S, K, M]``.
+
+  Rows of inactive examples may get any choice.
+  """
+  size, k, m = maps.a.shape
+  a, b, d = (v.reshape(size * k, m) for v in (maps.a, maps.b, domain))
+  if plan.pairwise:
+    chunk = max(1, min(plan.slots // 8, size // 8))
+    flat = pair_search.best_pairs(
+        a, b, d, increase=True, k=plan.candidates, chunk=chunk, active=jnp.repeat(active, k), region=plan.region
+    )
+  else:
+    flat = jax.vmap(lambda a, b, d: saliency.best_feature(a, b, d, increase=True))(a, b, d)
+  score, p, q = (v.reshape(size, k) for v in flat[:3])
+  if k == 1:
+    pick = lambda v: v[:, 0]
+  else:
+    best = jnp.argmax(score, axis=1).astype(jnp.int32)  # the first best map
+    pick = lambda v: jnp.take_along_axis(v, best[:, None], axis=1)[:, 0]
+  return Decision(pick(score), pick(p), pick(q), pick(maps.increase))
+
+
+def advance(
+    problem: Problem, state: AttackState, outputs: Array, finite: Array, choice: Decision, x0: Array, label: Array
+) -> AttackState:
+  """Decide whether one example stops, else apply the chosen change.
+
+  Stop checks, in order: non-finite model outputs or derivatives, the rule's
+  success criterion, budget spent, domain exhausted, nothing admissible.
+  Otherwise move the chosen feature(s) by ``|theta|`` in the choice's
+  direction, clip, and remove the ones that saturated in that direction from
+  the domain. A stopped example is left unchanged.
+  """
+  plan = problem.plan
+  lo, hi = problem.clip_min, problem.clip_max
+  need = 2 if plan.pairwise else 1
+  reason = jnp.select(
+      [
+          ~finite,
+          plan.rule.success(outputs, label),
+          state.iteration >= plan.max_iter,
+          jnp.sum(state.domain) < need,
+          choice.score == -jnp.inf,
+      ],
+      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED,
+       StopReason.NO_ADMISSIBLE],
+      StopReason.RUNNING,
+  ).astype(jnp.int32)
+  running = state.reason == StopReason.RUNNING
+  reason = jnp.where(running, reason, state.reason)
+  go = reason == StopReason.RUNNING
+
+  index = jnp.arange(state.x.shape[0])
+  changed = go & ((index == choice.p) | (index == choice.q))
+  up = choice.increase
+  size = jnp.abs(problem.theta)
+  x = jnp.where(changed, jnp.clip(state.x + jnp.where(up, size, -size), lo, hi), state.x)
+  saturated = jnp.where(up, x >= hi, x <= lo)
+  iteration = state.iteration + go.astype(jnp.int32)
+  trace = state.trace
+  if plan.record_trace:
+    trace = jnp.where(go, trace.at[iteration].set(jnp.sum(x != x0, dtype=jnp.int32)), trace)
+  predicted = jnp.where(running, jnp.argmax(outputs).astype(jnp.int32), state.predicted)
+  return AttackState(
+      x=x,
+      domain=state.domain & ~(changed & saturated),
+      last=jnp.where(changed, jnp.where(up, 1, -1).astype(jnp.int8), state.last),
+      iteration=iteration,
+      reason=reason,
+      predicted=predicted,
+      trace=trace,
+  )
+
+
+def step(problem: Problem, state: AttackState, x0: Array, label: Array) -> tuple[AttackState, StepInfo]:
+  """One iteration for the ``S`` examples of ``state``; a no-op for the stopped ones.
+
+  Args:
+    problem: the batch's :class:`~jsma_jax.drivers.Problem` (model, plan, theta, bounds).
+    state: :class:`~jsma_jax.types.AttackState` with fields ``[S, ...]``.
+    x0: ``[S, M]`` the original inputs of the examples held.
+    label: ``[S]`` their labels (targets, or sources for untargeted rules).
+
+  Returns:
+    ``(new state, StepInfo)``.
+  """
+  running = state.reason == StopReason.RUNNING
+  outputs, rows = jax.vmap(lambda v, t: derivatives(problem, v, t))(state.x, label)
+  maps, domain = jax.vmap(lambda s, r, o, t: rule_maps(problem, s, r, o, t))(state, rows, outputs, label)
+  finite = jnp.all(jnp.isfinite(outputs), axis=1) & jnp.all(jnp.isfinite(rows), axis=(1, 2))
+  choice = choose(problem.plan, maps, domain, running & finite)
+  new = jax.vmap(lambda s, o, ok, c, v, t: advance(problem, s, o, ok, c, v, t))(
+      state, outputs, finite, choice, x0, label
+  )
+  return new, StepInfo(running, outputs, maps, domain, choice)

@@ -128,13 +128,12 @@ def check_label_array(name: str, labels: Any) -> None:
 
 
 def check_model(logits_fn: Any, params: Any, x) -> int:
-  """Abstract-evaluates the model (no compilation) and returns the number of classes."""
-  if not callable(logits_fn):
-    raise TypeError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
-  try:
-    hash(logits_fn)
-  except TypeError as e:
-    raise TypeError("logits_fn must be hashable (it is a static argument of the compiled attack)") from e
+  """Abstract-evaluates the model on the whole batch (no compilation); returns the number of classes.
+
+  The call convention, the params and inference mode are checked by
+  :func:`jsma_jax.model.prepare_model` first, on one example; this check sees
+  the batch axis (a model must return one row of logits per example).
+  """
   spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
   if params is None:
     out = jax.eval_shape(logits_fn, spec)

@@ -11,6 +11,7 @@ synchronisation inside the loop.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -18,10 +19,13 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsma_jax import _validate
 from jsma_jax import batching
 from jsma_jax import jacobian as jac_lib
+from jsma_jax import model as model_lib
+from jsma_jax import rewrite as rewrite_lib
 from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
 from jsma_jax import scheduler as _scheduler  # noqa: F401  (registers the "refill" driver)
 from jsma_jax.drivers import Problem, get_driver
@@ -34,8 +38,8 @@ Array = jax.Array
 class Prepared(NamedTuple):
   """A validated call: what the compiled attack takes."""
 
-  logits_fn: Callable[..., Array]  # static
-  params: Any
+  logits_fn: Callable[..., Array]  # static: the model as a jaxpr (model.JaxprModel), weights apart
+  params: Any  # the model's weights (data)
   x: Array  # [B', *shape], padded to the bucket
   labels: Array  # [B'] int32
   theta: Any
@@ -47,21 +51,81 @@ class Prepared(NamedTuple):
 
 def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine: EngineOptions | None,
             overrides: dict) -> Prepared:
-  """Validate every argument (before any tracing) and resolve the plan."""
+  """Validate every argument and the model (before the attack is traced) and resolve the plan.
+
+  The model is traced to a jaxpr with its weights as data (:mod:`jsma_jax.model`), so a
+  call always sees the model's current weights, and new weights never recompile.
+  """
   options, engine = resolve(options, engine, overrides)
   x, targets = _validate.check_inputs(x, targets)
+  model = _model(logits_fn, params, x, engine)
+  _validate.check_model(logits_fn, params, x)  # the output's batch axis, at the batch's own size
+  _validate.check_values(x, targets, model.num_classes, options.clip_min, options.clip_max)
+  if _validate.is_concrete(x) and not model_lib.is_traced(model.weights):
+    model_lib.check_outputs(_outputs(model, x), probabilities=options.probabilities)
   batch = x.shape[0]
   size = batching.bucket_size(batch) if engine.pad_batches else batch
-  padded = batching.pad_batch((x, targets), size)
-  num_classes = _validate.check_model(logits_fn, params, padded[0])  # at the compiled shape: no extra trace
-  _validate.check_values(x, targets, num_classes, options.clip_min, options.clip_max)
   num_features = math.prod(x.shape[1:])
   rule = options.rule
-  num_rows = jax.eval_shape(lambda: rule.cotangents(jnp.zeros(num_classes, x.dtype), jnp.int32(0))).shape[0]
+  num_rows = jax.eval_shape(lambda: rule.cotangents(jnp.zeros(model.num_classes, x.dtype), jnp.int32(0))).shape[0]
   plan = make_plan(options, engine, batch=size, num_features=num_features, num_rows=num_rows,
-                   num_classes=num_classes)
-  x, targets = padded[0], jnp.asarray(padded[1]).astype(jnp.int32)
-  return Prepared(logits_fn, params, x, targets, options.theta, options.clip_min, options.clip_max, plan, batch)
+                   num_classes=model.num_classes)
+  x, targets = batching.pad_batch((x, jnp.asarray(targets).astype(jnp.int32)), size)
+  return Prepared(model.fn, model.weights, x, targets, options.theta, options.clip_min, options.clip_max, plan, batch)
+
+
+_PURE = collections.OrderedDict()  # (logits_fn, params structure, x spec, engine) -> JaxprModel, for pure functions
+_PURE_SIZE = 64
+
+
+def _model(logits_fn, params, x, engine: EngineOptions) -> model_lib.PreparedModel:
+  """The user's model as a static jaxpr and its weights (:func:`jsma_jax.model.prepare_model`).
+
+  A function given with ``params=`` whose trace holds no array but those of ``params``
+  is pure: its jaxpr is kept (at most ``_PURE_SIZE`` of them) and reused with the new
+  ``params``, so it is traced once, like a function passed to ``jax.jit``. Everything
+  else (modules, closures over arrays) is traced on every call, so its current
+  weights are always the ones attacked.
+  """
+  evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(jax.default_backend()) else None
+  leaves, treedef = jax.tree.flatten(params)
+  key = None
+  if params is not None:
+    avals = tuple((np.shape(v), str(getattr(v, "dtype", None) or np.asarray(v).dtype)) for v in leaves)
+    try:
+      key = (logits_fn, treedef, avals, x.shape[1:], str(x.dtype), engine.precision, evaluate)
+      hash(key)
+    except TypeError:
+      key = None
+  if key is not None and key in _PURE:
+    fn, order, num_classes = _PURE[key]
+    _PURE.move_to_end(key)
+    return model_lib.PreparedModel(fn, [leaves[i] for i in order], num_classes)
+  model = model_lib.prepare_model(logits_fn, params, x.shape, x.dtype, evaluate=evaluate,
+                                  precision=engine.precision)
+  where = {id(v): i for i, v in enumerate(leaves)}
+  order = [where.get(id(w)) for w in model.weights]
+  if key is not None and None not in order:  # every weight is a leaf of params: nothing hidden
+    _PURE[key] = (model.fn, order, model.num_classes)
+    while len(_PURE) > _PURE_SIZE:
+      _PURE.popitem(last=False)
+  return model
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _forward(fn, weights, x):
+  return fn(weights, x)
+
+
+def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray:
+  """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape)."""
+  size = min(chunk, x.shape[0])
+  parts = []
+  with jax.ensure_compile_time_eval():  # concrete even when called inside the user's jit
+    for start in range(0, x.shape[0], size):
+      xs = batching.pad_batch(x[start:start + size], size)
+      parts.append(np.asarray(_forward(model.fn, model.weights, xs))[: min(size, x.shape[0] - start)])
+  return np.concatenate(parts)
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "plan"))
@@ -83,7 +147,7 @@ def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch,
   """The :class:`~jsma_jax.drivers.Problem` a driver runs, from the arguments of a prepared call (traceable)."""
   # The attack's result is a constant of the model's parameters and inputs: gradients through it are zero.
   params, x = jax.lax.stop_gradient((params, x))
-  out = jac_lib.output_fn(logits_fn, params, has_params=params is not None, probabilities=plan.probabilities)
+  out = jac_lib.output_fn(logits_fn, params, has_params=True, probabilities=plan.probabilities)
   shape = x.shape[1:]
   f = lambda v: out(v.reshape((1,) + shape))[0]
   theta, clip_min, clip_max = (jnp.asarray(v, x.dtype) for v in (theta, clip_min, clip_max))

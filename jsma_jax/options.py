@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import jax
 
 from jsma_jax import _validate, drivers
+from jsma_jax import rewrite as rewrite_lib
+from jsma_jax.jacobian import JVP_CHUNK, resolve_mode
 from jsma_jax.rules import SaliencyRule, jsma_rule
 
 PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "fastest")
@@ -112,6 +114,12 @@ class EngineOptions:
     pad_batches: pad the batch to one of a few bucket sizes (at most 25% more,
       the padding marked invalid and dropped), so that ragged batches reuse the
       compiled attack.
+    rewrite: evaluate the model with loop-friendly convolutions and max-pools
+      (:mod:`jsma_jax.rewrite`: same function and derivative convention):
+      ``"auto"`` (default: on where it was measured to pay, the CPU), ``True``
+      or ``False``.
+    jvp_chunk: tangents per forward pass of ``jacobian="jacfwd"`` (its memory
+      grows with this, not with ``M``).
   """
 
   schedule: str = "refill"
@@ -121,6 +129,8 @@ class EngineOptions:
   jacobian: str = "auto"
   precision: str | None = "highest"
   pad_batches: bool = True
+  rewrite: str | bool = "auto"
+  jvp_chunk: int = JVP_CHUNK
 
   def __post_init__(self):
     _validate.check_choice("schedule", self.schedule, tuple(drivers.DRIVERS))
@@ -131,6 +141,13 @@ class EngineOptions:
     if self.precision is not None:
       _validate.check_choice("precision", self.precision, PRECISIONS)
     _validate.check_bool("pad_batches", self.pad_batches)
+    if not (self.rewrite == "auto" or isinstance(self.rewrite, bool)):
+      raise ValueError(f"rewrite must be 'auto', True or False, got {self.rewrite!r}")
+    _validate.check_count("jvp_chunk", self.jvp_chunk, minimum=1, optional=False)
+
+  def rewrites(self, backend: str) -> bool:
+    """Whether the model is rewritten (:mod:`jsma_jax.rewrite`) on ``backend``."""
+    return rewrite_lib.enabled_by_default(backend) if self.rewrite == "auto" else bool(self.rewrite)
 
 
 ATTACK_FIELDS = tuple(f.name for f in dataclasses.fields(AttackOptions))
@@ -176,13 +193,12 @@ class Plan(NamedTuple):
   region: int  # most features of the region search (0: none)
   precision: str | None
   num_classes: int  # N, the model's outputs
+  jvp_chunk: int  # tangents per pass of jacfwd
 
 
 def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_features: int, num_rows: int,
               num_classes: int) -> Plan:
   """Resolve every default for a batch of ``batch`` examples of ``M`` features and ``N`` classes."""
-  from jsma_jax.jacobian import resolve_mode
-
   slots = engine.slots if engine.slots is not None else default_slots()
   candidates = engine.candidates if engine.candidates is not None else min(num_features, 64)
   return Plan(
@@ -199,6 +215,7 @@ def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_
       region=engine.region if engine.region is not None else min(1024, num_features // 4),
       precision=engine.precision,
       num_classes=num_classes,
+      jvp_chunk=engine.jvp_chunk,
   )
 
 

@@ -72,7 +72,8 @@ def initial_states(problem: Problem, x0: Array, valid: Array) -> AttackState:
 def derivatives(problem: Problem, x: Array, label: Array) -> tuple[Array, Array]:
   """Outputs ``[N]`` and the rule's Jacobian rows ``[R, M]`` of one example at ``x`` ``[M]``."""
   rule = problem.plan.rule
-  return jac_lib.rows_one(problem.f, x, lambda out: rule.cotangents(out, label), problem.plan.mode)
+  return jac_lib.rows_one(problem.f, x, lambda out: rule.cotangents(out, label), problem.plan.mode,
+                          jvp_chunk=problem.plan.jvp_chunk)
 
 
 def rule_maps(problem: Problem, state: AttackState, rows: Array, outputs: Array, label: Array) -> tuple[Maps, Array]:

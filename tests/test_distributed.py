@@ -10,7 +10,10 @@ from pathlib import Path
 
 SCRIPT = textwrap.dedent(
     """
+    import chex
+    chex.set_n_cpu_devices(4)
     import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import PartitionSpec as P
     assert jax.device_count() == 4, jax.devices()
     import jsma_jax, toy_models
     from jsma_jax.distributed import jsma_sharded
@@ -23,6 +26,9 @@ SCRIPT = textwrap.dedent(
     for a, b in zip(one, many):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert 0 < int(one.success.sum()) < 10, one.success
+    even = jsma_sharded(toy_models.apply_mlp_relu, x[:8], t[:8], params=params, gamma=0.4, slots=2)
+    assert even.x_adv.sharding.spec == P("batch") and len(even.x_adv.sharding.device_set) == 4, even.x_adv.sharding
+    np.testing.assert_array_equal(np.asarray(even.x_adv), np.asarray(one.x_adv)[:8])
     try:
         jsma_sharded(toy_models.apply_mlp_relu, x, t, params=params, gamma=2.0)
     except ValueError as e:
@@ -36,7 +42,6 @@ SCRIPT = textwrap.dedent(
 
 def test_sharded_equals_single_device():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
   env["JAX_PLATFORMS"] = "cpu"
   here = Path(__file__).parent
   env["PYTHONPATH"] = os.pathsep.join([str(here), str(here.parent), env.get("PYTHONPATH", "")])

@@ -7,6 +7,7 @@ study keeps its own copies under ``<out>/models/<arch>_<activation>``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from typing import Any, Callable, Mapping, NamedTuple
@@ -117,6 +118,7 @@ class Model(NamedTuple):
   key: dict
 
 
+@functools.cache
 def _tiny_mlp_class():
   """A one-hidden-layer MLP (32 units), a fast stand-in for the LeNet in tests.
 
@@ -125,10 +127,8 @@ def _tiny_mlp_class():
   """
   from flax import nnx
 
-  from jsma_jax.models import lenet
-
-  if "tiny_mlp" in lenet.ARCHITECTURES:
-    return lenet.ARCHITECTURES["tiny_mlp"]
+  from jsma_jax.models import register_architecture
+  from jsma_jax.models.lenet import ACTIVATIONS
 
   class TinyMLP(nnx.Module):
     """``in_features``-32-N MLP on flattened inputs (784 inputs: MNIST)."""
@@ -141,10 +141,9 @@ def _tiny_mlp_class():
       self.fc2 = nnx.Linear(32, num_classes, rngs=rngs)
 
     def __call__(self, x):
-      return self.fc2(lenet.ACTIVATIONS[self.activation](self.fc1(x.reshape(x.shape[0], -1))))
+      return self.fc2(ACTIVATIONS[self.activation](self.fc1(x.reshape(x.shape[0], -1))))
 
-  lenet.ARCHITECTURES["tiny_mlp"] = TinyMLP
-  return TinyMLP
+  return register_architecture("tiny_mlp", TinyMLP)
 
 
 def _build(config: StudyConfig, activation: str, data: Data):

@@ -22,6 +22,7 @@ from jsma_jax.models.lenet import ModelConfig
 from jsma_jax.models.lenet import SmallCNN
 from jsma_jax.models.lenet import config_of
 from jsma_jax.models.lenet import lenet_numpy_weights
+from jsma_jax.models.lenet import register_architecture
 from jsma_jax.models.train import TrainConfig
 from jsma_jax.models.train import evaluate
 from jsma_jax.models.train import train
@@ -45,6 +46,7 @@ __all__ = [
     "load_metadata",
     "load_mnist",
     "read_idx",
+    "register_architecture",
     "save_checkpoint",
     "train",
 ]

@@ -7,7 +7,9 @@ ReLU is the other choice because the activation changes JSMA's success rate a lo
 
 Both models take NHWC float images in [0, 1] and return logits (no softmax), have no
 BatchNorm and no dropout, so inference mode is the only mode and the per-example
-Jacobians the attack needs are never coupled across a batch.
+Jacobians the attack needs are never coupled across a batch. They are written as a user
+would write them (``nnx.Conv``, ``nnx.max_pool``): what keeps them fast inside the
+attack's loop is the library's rewrite (:mod:`jsma_jax.rewrite`), which serves any model.
 """
 
 from __future__ import annotations
@@ -22,57 +24,6 @@ from flax import nnx
 
 Activation = Literal["tanh", "relu"]
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-
-
-def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2 max-pool, stride 2, VALID, on NHWC: ``nnx.max_pool``'s function and derivative.
-
-  The value is the window's maximum; the input gradient goes to the *first*
-  maximum of each window in row-major order, as with ``nnx.max_pool`` (XLA's
-  ``select_and_scatter``) and PyTorch's ``max_pool2d``. This matters for JSMA:
-  on MNIST every window over the blank background is a tie (all inputs equal),
-  and a gradient shared among tied inputs gives a different forward derivative
-  for most pixels, hence different pairs, than the frameworks' rule.
-
-  Written as a one-hot mask of the first maximum times the window, so that the
-  gradient is a cheap masked broadcast instead of ``select_and_scatter`` (slow
-  on XLA:CPU, inside the attack's loop above all: ``benchmarks/RESULTS.md``).
-  The sum is exact: the window's maximum plus zeros.
-  """
-  b, h, w, c = x.shape
-  win = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
-  win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, h // 2, w // 2, c, 4)  # window entries in row-major order
-  first = jax.nn.one_hot(jnp.argmax(win, axis=-1), 4, dtype=x.dtype)  # argmax: first maximum
-  return jnp.sum(win * jax.lax.stop_gradient(first), axis=-1)
-
-
-def conv_im2col(x: jax.Array, conv: nnx.Conv) -> jax.Array:
-  """A stride-1 ``nnx.Conv`` (``VALID`` or ``SAME`` padding) as shifted slices and one matmul.
-
-  Same function as ``conv(x)`` up to rounding; used for every convolution of
-  ``LeNet`` and ``SmallCNN``. On XLA:CPU the input gradient of a ``lax.conv``
-  inside a ``while_loop`` (the attack's loop) is lowered to a naive convolution
-  kernel, about 7x slower than the same gradient outside a loop; as shifted
-  slices and a matmul it stays fast everywhere (``benchmarks/RESULTS.md``). The
-  same holds for any convolutional model attacked on a CPU.
-  """
-  for name in ("strides", "input_dilation", "kernel_dilation"):
-    value = getattr(conv, name)
-    if value is not None and tuple(np.broadcast_to(value, (2,))) != (1, 1):  # None and 1 mean no striding
-      raise ValueError(f"conv_im2col supports {name}=1 only, got {name}={value!r}")
-  if conv.feature_group_count != 1 or conv.mask is not None:
-    raise ValueError("conv_im2col supports plain convolutions only (feature_group_count=1, no mask)")
-  kernel = conv.kernel[...]
-  kh, kw, cin, cout = kernel.shape
-  padding = conv.padding
-  if padding == "SAME":
-    x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-  elif padding != "VALID":
-    raise ValueError(f"conv_im2col supports padding 'VALID' or 'SAME', got {padding!r}")
-  oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-  cols = jnp.concatenate([x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=3)
-  out = cols @ kernel.reshape(kh * kw * cin, cout)
-  return out if conv.bias is None else out + conv.bias[...]
 
 
 def _check_common(activation, num_classes):
@@ -115,8 +66,8 @@ class LeNet(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
-    x = max_pool_2x2(act(conv_im2col(x, self.conv1)))
-    x = max_pool_2x2(act(conv_im2col(x, self.conv2)))
+    x = nnx.max_pool(act(self.conv1(x)), window_shape=(2, 2), strides=(2, 2))
+    x = nnx.max_pool(act(self.conv2(x)), window_shape=(2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)  # NHWC flatten: (h, w, c)
     x = act(self.fc1(x))
     return self.fc2(x)
@@ -155,9 +106,9 @@ class SmallCNN(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
-    x = act(conv_im2col(act(conv_im2col(x, self.conv1)), self.conv2))
+    x = act(self.conv2(act(self.conv1(x))))
     x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
-    x = act(conv_im2col(act(conv_im2col(x, self.conv3)), self.conv4))
+    x = act(self.conv4(act(self.conv3(x))))
     x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
     return self.fc2(act(self.fc1(x)))
@@ -173,7 +124,7 @@ class ModelConfig:
     num_classes: number of logits.
   """
 
-  arch: Literal["lenet", "small_cnn"] = "lenet"
+  arch: str = "lenet"  # "lenet", "small_cnn" or a name given to register_architecture
   activation: Activation = "tanh"
   num_classes: int = 10
 
@@ -194,6 +145,20 @@ class ModelConfig:
 
 
 ARCHITECTURES = {"lenet": LeNet, "small_cnn": SmallCNN}
+
+
+def register_architecture(name: str, cls: type) -> type:
+  """Make ``ModelConfig(arch=name)`` build ``cls`` (and checkpoints save and load it).
+
+  ``cls(activation=..., num_classes=..., rngs=...)`` must build the model, which must
+  keep ``activation`` and ``num_classes`` as attributes. Returns ``cls``.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"name must be a non-empty str, got {name!r}")
+  if not isinstance(cls, type) or not issubclass(cls, nnx.Module):
+    raise TypeError(f"cls must be an nnx.Module subclass, got {cls!r}")
+  ARCHITECTURES[name] = cls
+  return cls
 
 
 def config_of(model: nnx.Module) -> ModelConfig:

@@ -1,0 +1,98 @@
+"""A model's L0 robustness curve for any JSMA variant, from one run.
+
+Papernot et al. (EuroS&P 2016), Section IV-C (success against the maximum
+distortion): the attack is deterministic and greedy and none of its choices
+depends on the budget, so one run at the largest budget with the L0 trace
+recorded gives the result at every smaller budget
+(:func:`jsma_jax.metrics.budget_sweep`). This holds for every rule of the
+family (their choices read the current state, never the budget).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from jsma_jax import metrics
+from jsma_jax.dataset import attack_dataset
+from jsma_jax.rules import SaliencyRule
+
+
+class Curve(NamedTuple):
+  """Success and distortion against the budget, one entry per budget."""
+
+  budgets: np.ndarray  # [K] int, budgets in changed features (as asked)
+  max_iter: np.ndarray  # [K] int, the iterations each budget allows (budget // 2 for pairs)
+  success_rate: np.ndarray  # [K] float, share of attacks successful within the budget
+  mean_l0: np.ndarray  # [K] float, mean features changed over the successful attacks (nan when none)
+  mean_l0_all: np.ndarray  # [K] float, mean features changed over all attacks
+  success: np.ndarray  # [K, B] bool, per attack
+  n_changed: np.ndarray  # [K, B] int, per attack
+  rule: str  # the rule's name
+  criterion: str  # what success means
+  result: Any = None  # the JSMAResult (NumPy) of the one run, at the largest budget
+
+
+def robustness_curve(
+    logits_fn: Callable[..., Any],
+    x: Any,
+    labels: Any,
+    *,
+    params: Any = None,
+    rule: SaliencyRule | None = None,
+    budgets: Any = (2, 10, 20, 40, 60, 80, 100, 200, 300),
+    progress: bool = False,
+    **jsma_options: Any,
+) -> Curve:
+  """Success rate and mean L0 against the L0 budget, from ONE attack run at the largest budget.
+
+  The run uses ``max_iter = max(budgets) // 2`` pair iterations (``max(budgets)``
+  single-feature ones) and ``record_trace=True``; every budget ``b`` is then
+  read off it as the run with ``max_iter = b // 2`` (``b``), exactly. A budget
+  of ``b`` changed features allows ``b // 2`` pair iterations, so an odd budget
+  counts as the even one below it. ``gamma`` and ``max_iter`` are not options
+  here: the budgets set them.
+
+  Args:
+    logits_fn, params: the model, as for :func:`jsma_jax.jsma`.
+    x: ``[B, *shape]`` inputs.
+    labels: ``[B]`` int targets (sources for a non-targeted rule).
+    rule: a :class:`~jsma_jax.SaliencyRule` (the paper's by default).
+    budgets: ``[K]`` positive ints, changed features.
+    progress: show a progress bar (:func:`jsma_jax.attack_dataset`).
+    **jsma_options: any other option of :func:`jsma_jax.jsma` (``theta``,
+      ``pairwise``, ``clip_min``, engine options, ...).
+
+  Returns:
+    :class:`Curve` with ``K`` entries per field (``[K, B]`` per attack).
+
+  Example:
+    >>> curve = robustness_curve(apply_fn, x, targets, params=params, rule=jsma_jax.wjsma_rule(),
+    ...                          budgets=(2, 10, 20, 40))
+    >>> curve.success_rate  # [4], non-decreasing
+  """
+  budgets = np.asarray(budgets).reshape(-1)
+  if budgets.size == 0 or not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 1:
+    raise ValueError(f"budgets must be positive ints (changed features), got {budgets.tolist()}")
+  for name in ("gamma", "max_iter", "record_trace"):
+    if name in jsma_options:
+      raise TypeError(f"robustness_curve sets {name} itself (from budgets); do not pass it")
+  pairwise = bool(jsma_options.get("pairwise", True))
+  iters = metrics.pixels_to_iterations(budgets, pairwise=pairwise)
+  if iters.min() < 1:
+    raise ValueError(f"budgets must allow an iteration: at least 2 changed features for pairs, got {budgets.tolist()}")
+  if rule is not None:
+    jsma_options["rule"] = rule
+  result = attack_dataset(logits_fn, x, labels, params=params, progress=progress, max_iter=int(iters.max()),
+                          record_trace=True, **jsma_options)
+  sweep = metrics.budget_sweep(result.success, result.iterations, result.trace, iters)
+  n_changed = sweep.n_changed.astype(np.float64)
+  with np.errstate(invalid="ignore"):
+    wins = sweep.success.sum(axis=1)
+    mean_l0 = np.where(wins > 0, (n_changed * sweep.success).sum(axis=1) / np.maximum(wins, 1), np.nan)
+  return Curve(
+      budgets=budgets.astype(np.int64), max_iter=iters, success_rate=sweep.success.mean(axis=1),
+      mean_l0=mean_l0, mean_l0_all=n_changed.mean(axis=1), success=sweep.success, n_changed=sweep.n_changed,
+      rule=result.rule, criterion=result.criterion, result=result,
+  )

@@ -231,8 +231,19 @@ def jsma(
     ``StopReason.INVALID_INPUT``.
 
   Example:
-    >>> result = jsma(apply_fn, images, targets, params=params)
-    >>> jsma_jax.summarize(result)
+    A 2-class linear model on 4 features; the second example is already
+    classified as its target, so it takes 0 steps:
+
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> x = jnp.array([[0., 0., 0., 0.], [0., 1., 0., 0.]])
+    >>> result = jsma(f, x, jnp.array([1, 1]), max_iter=2)
+    >>> result.success.tolist(), result.iterations.tolist(), result.n_changed.tolist()
+    ([True, True], [1, 0], [2, 0])
+    >>> result.x_adv[0].tolist()  # the pair (1, 3) moved by theta = 1
+    [0.0, 1.0, 0.0, 1.0]
+    >>> [StopReason(r).name for r in result.stop_reason.tolist()]
+    ['SUCCESS', 'SUCCESS']
   """
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
   result = _compiled(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch, plan=p.plan)
@@ -251,7 +262,20 @@ def lower(
 ) -> jax.stages.Lowered:
   """The attack :func:`jsma` would run, lowered and not run: for ``.compile().memory_analysis()`` or HLO.
 
-  Same arguments as :func:`jsma`.
+  Args:
+    logits_fn, x, targets, params, options, engine, **overrides: as for
+      :func:`jsma` (validated the same way).
+
+  Returns:
+    the ``jax.stages.Lowered`` program; ``.as_text()`` is its StableHLO,
+    ``.compile()`` compiles it (``.memory_analysis()``, ``.cost_analysis()``).
+
+  Example:
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> lowered = lower(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2)
+    >>> "stablehlo.while" in lowered.as_text()  # the attack's loop
+    True
   """
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
   return _compiled.lower(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
@@ -259,5 +283,21 @@ def lower(
 
 
 def cache_size() -> int:
-  """How many compiled attacks are cached (to check that a call did not recompile)."""
+  """How many compiled attacks are cached (to check that a call did not recompile).
+
+  Returns:
+    the number of entries in the compiled attack's cache, an int.
+
+  Example:
+    New weights of the same shapes (passed as ``params``) reuse the compiled attack:
+
+    >>> apply_fn = lambda w, x: x.reshape(x.shape[0], -1) @ w
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])
+    >>> x, targets = jnp.zeros((2, 4)), jnp.array([1, 1])
+    >>> _ = jsma(apply_fn, x, targets, params=w, max_iter=2)
+    >>> before = cache_size()
+    >>> _ = jsma(apply_fn, x, targets, params=2 * w, max_iter=2)
+    >>> cache_size() == before
+    True
+  """
   return _compiled._cache_size()

@@ -21,6 +21,17 @@ Array = jax.Array
 def bucket_size(batch: int, *, smallest: int = 8) -> int:
   """The smallest size ``>= batch`` of the form ``2^k * {4, 5, 6, 7} / 4`` (and ``>= smallest``).
 
+  Four sizes per octave, so padding adds at most 25%; :func:`jsma_jax.jsma`
+  pads every batch to one (``pad_batches=True``) so that ragged batches reuse
+  a compiled attack.
+
+  Args:
+    batch: the number of examples, ``B >= 1``.
+    smallest: the smallest size returned.
+
+  Returns:
+    the bucket size, an int ``>= max(batch, smallest)``.
+
   Example:
     >>> [bucket_size(b) for b in (1, 9, 100, 270, 1000)]
     [8, 10, 112, 320, 1024]
@@ -36,6 +47,18 @@ def pad_batch(arrays: Any, size: int) -> Any:
 
   Works on NumPy and JAX arrays (and tracers); returns them unchanged when
   they already have ``size`` rows.
+
+  Args:
+    arrays: a pytree of arrays ``[B, ...]`` sharing ``B``.
+    size: the rows wanted, ``>= B`` (else ``ValueError``).
+
+  Returns:
+    the same pytree, every array ``[size, ...]``, of the same array type.
+
+  Example:
+    >>> x, t = pad_batch((np.arange(6.).reshape(3, 2), np.array([7, 8, 9])), 4)
+    >>> x.shape, t.tolist()
+    ((4, 2), [7, 8, 9, 7])
   """
   def pad(v):
     n = v.shape[0]

@@ -47,6 +47,16 @@ def attack_dataset(
 
   Returns:
     :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]``.
+
+  Example:
+    Five attacks in chunks of two (three calls of one compiled size):
+
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> result = attack_dataset(f, np.zeros((5, 4)), np.ones(5, int), chunk_size=2, progress=False,
+    ...                         max_iter=2)
+    >>> type(result.x_adv).__name__, result.x_adv.shape, result.success.tolist()
+    ('ndarray', (5, 4), [True, True, True, True, True])
   """
   if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")

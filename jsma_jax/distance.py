@@ -31,6 +31,14 @@ def adversarial_distance_of(logits_fn: Callable[..., Any], x: Any, targets: Any,
 
   Returns:
     ``[B]`` float64 in ``[0, 1]``; closer to 0 is easier.
+
+  Example:
+    For this linear model one feature of four is salient towards either class:
+
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> adversarial_distance_of(f, np.zeros((2, 4)), np.array([1, 0])).tolist()
+    [0.75, 0.75]
   """
   x, targets = np.asarray(x), np.asarray(targets)
   size = min(batch_size, len(targets))

@@ -72,6 +72,17 @@ def jsma_sharded(
   Returns:
     :class:`jsma_jax.JSMAResult`, equal to the single-device result, its
     arrays sharded along the batch (``NamedSharding(mesh, P(axis))``).
+
+  Example:
+    Over every device of the machine (one CPU here works too):
+
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> from jax.sharding import Mesh
+    >>> mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    >>> result = jsma_sharded(f, jnp.zeros((2, 4)), jnp.array([1, 1]), mesh=mesh, max_iter=2)
+    >>> result.success.tolist(), result.x_adv[0].tolist()
+    ([True, True], [0.0, 1.0, 0.0, 1.0])
   """
   if mesh is None:
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))

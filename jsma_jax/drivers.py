@@ -29,7 +29,16 @@ Array = jax.Array
 
 
 class Problem(NamedTuple):
-  """One batch of attacks, as a driver sees it (arrays are traced)."""
+  """One batch of attacks, as a driver sees it (arrays are traced).
+
+  ``f`` is the model on one flat example, ``[M] -> [N]``; ``plan`` the static
+  :class:`~jsma_jax.options.Plan`; the other fields are arrays (shapes in the
+  comments below). :func:`jsma_jax.step` takes it with a state.
+
+  Example:
+    >>> Problem._fields
+    ('f', 'plan', 'x', 'labels', 'valid', 'theta', 'clip_min', 'clip_max')
+  """
 
   f: Callable[[Array], Array]  # one flat example [M] -> outputs [N]
   plan: Any  # jsma_jax.options.Plan (static)
@@ -46,7 +55,33 @@ DRIVERS: dict[str, Driver] = {}
 
 
 def register_driver(name: str) -> Callable[[Driver], Driver]:
-  """Decorator: register ``driver`` under ``name`` for ``EngineOptions(schedule=name)``."""
+  """Decorator: register ``driver`` under ``name`` for ``EngineOptions(schedule=name)``.
+
+  Args:
+    name: the schedule's name, a non-empty str (an existing name is replaced).
+
+  Returns:
+    the decorator; it returns ``driver`` unchanged. A driver maps a
+    :class:`Problem` to the final :class:`~jsma_jax.AttackState` of every
+    example, ``[B, ...]``.
+
+  Example:
+    The ``"lockstep"`` driver, written again: one ``while_loop`` of the step
+    over the whole batch.
+
+    >>> from jsma_jax.step import initial_states
+    >>> @register_driver("doc-lockstep")
+    ... def doc_lockstep(problem):
+    ...   state = initial_states(problem, problem.x, problem.valid)
+    ...   body = lambda s: step(problem, s, problem.x, problem.labels)[0]
+    ...   running = lambda s: jnp.any(s.reason == StopReason.RUNNING)
+    ...   return jax.lax.while_loop(running, body, state)
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> result = jsma_jax.jsma(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2, schedule="doc-lockstep")
+    >>> result.success.tolist()
+    [True, True]
+  """
   if not isinstance(name, str) or not name:
     raise ValueError(f"name must be a non-empty str, got {name!r}")
 
@@ -60,7 +95,12 @@ def register_driver(name: str) -> Callable[[Driver], Driver]:
 
 
 def get_driver(name: str) -> Driver:
-  """The driver registered as ``name``."""
+  """The driver registered as ``name`` (``ValueError`` naming ``schedule`` if none).
+
+  Example:
+    >>> callable(get_driver("lockstep")), callable(get_driver("refill"))
+    (True, True)
+  """
   if name not in DRIVERS:
     raise ValueError(f"schedule must be one of {tuple(DRIVERS)}, got {name!r}")
   return DRIVERS[name]

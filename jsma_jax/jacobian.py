@@ -53,6 +53,10 @@ def resolve_mode(mode: str, num_features: int, num_classes: int, num_rows: int) 
 
   Returns:
     ``"jacfwd"``, ``"jacrev"`` or ``"reduced"``.
+
+  Example:
+    >>> resolve_mode("auto", 784, 10, 2), resolve_mode("auto", 784, 10, 20)
+    ('reduced', 'jacrev')
   """
   if mode not in MODES:
     raise ValueError(f"jacobian must be one of {MODES}, got {mode!r}")
@@ -173,7 +177,15 @@ def forward_derivative(
     ``(outputs [B, N], jacobian [B, N, *shape])``.
 
   Example:
-    >>> z, J = forward_derivative(lambda x: x.reshape(x.shape[0], -1) @ W, x)
+    A linear model's Jacobian is its weights, at every input:
+
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> z, J = forward_derivative(f, jnp.ones((3, 4)))
+    >>> z.shape, J.shape
+    ((3, 2), (3, 2, 4))
+    >>> bool(jnp.allclose(J, w.T)), bool(jnp.allclose(forward_derivative(f, jnp.ones((3, 4)), mode="jacfwd")[1], J))
+    (True, True)
   """
   if mode not in ("jacfwd", "jacrev", "reduced"):
     raise ValueError(f"mode must be 'jacfwd', 'jacrev' or 'reduced', got {mode!r}")
@@ -204,8 +216,25 @@ def target_rows(
   ``b = sum_{j != t} dF_j/dx`` (Eq. 8). With ``mode="reduced"`` this costs one
   forward pass and two VJPs per example.
 
+  Args:
+    logits_fn: ``[B, *shape] -> [B, N]``; called as ``logits_fn(params, x)``
+      when ``params`` is given, else ``logits_fn(x)``.
+    x: ``[B, *shape]`` float inputs.
+    targets: ``[B]`` int target classes.
+    params: optional model parameters (a pytree).
+    mode: ``"reduced"`` (default), ``"jacrev"`` or ``"jacfwd"``: the same rows.
+    probabilities: differentiate the softmax (JSMA-F) instead of the logits.
+    jvp_chunk: ``jacfwd`` only: tangents per forward pass.
+
   Returns:
     ``(outputs [B, N], a [B, *shape], b [B, *shape])``.
+
+  Example:
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> z, a, b = target_rows(f, jnp.zeros((1, 4)), jnp.array([1]))
+    >>> a.tolist(), b.tolist()  # column 1 of w, and column 0 (the only other class)
+    ([[-1.0, 1.0, 0.0, 0.5]], [[1.0, -1.0, 0.5, 0.0]])
   """
   from jsma_jax.rules import jsma_rule  # local: rules imports nothing from here
 

@@ -10,6 +10,12 @@ are accepted); nothing runs a model (:func:`jsma_jax.distance.adversarial_distan
 does, for ``A(x, t)``). Distortion is the share of features changed,
 ``L0 / M``. Per-pair matrices are ``[N, N]`` with rows the source class and
 columns the target; cells with no example (the diagonal) are ``nan``.
+
+Example:
+  >>> metrics.success_rate([True, False, True, True])
+  0.75
+  >>> metrics.pair_matrix([1, 0, 1], [0, 0, 1], [1, 1, 0], 2).tolist()  # success per (source, target)
+  [[nan, 0.5], [1.0, nan]]
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ from jsma_jax.types import StopReason
 
 
 def success_rate(success: Any) -> float:
-  """Share of successful attacks, ``mean(success)``; ``nan`` for no attack."""
+  """Share of successful attacks, ``mean(success)``; ``nan`` for no attack.
+
+  Example:
+    >>> success_rate([True, False]), success_rate([])
+    (0.5, nan)
+  """
   success = np.asarray(success, bool)
   return float(success.mean()) if success.size else float("nan")
 
@@ -43,7 +54,10 @@ def mean_distortion(n_changed: Any, num_features: int, success: Any | None = Non
     a float in ``[0, 1]``; ``nan`` when nothing is averaged.
 
   Example:
-    >>> mean_distortion([2, 4, 100], 784, success=[True, True, False])  # 3 / 784
+    >>> round(mean_distortion([2, 4, 100], 784, success=[True, True, False]) * 784, 6)  # 3 / 784
+    3.0
+    >>> mean_distortion([2, 4, 100], 100)  # over all attacks
+    0.35333333333333333
   """
   n_changed = np.asarray(n_changed, np.float64)
   if success is not None:
@@ -52,7 +66,16 @@ def mean_distortion(n_changed: Any, num_features: int, success: Any | None = Non
 
 
 def summary(success: Any, n_changed: Any, num_features: int) -> dict[str, float]:
-  """The paper's table row: count, success rate, distortion over successful and all."""
+  """The paper's table row: count, success rate, distortion over successful and all.
+
+  Returns:
+    a dict of ``n``, ``n_success`` (ints), ``success_rate``,
+    ``distortion_successful`` and ``distortion_all`` (floats).
+
+  Example:
+    >>> summary([True, False], [2, 4], 4)
+    {'n': 2, 'n_success': 1, 'success_rate': 0.5, 'distortion_successful': 0.5, 'distortion_all': 0.75}
+  """
   success = np.asarray(success, bool)
   return {
       "n": int(success.size),
@@ -64,7 +87,15 @@ def summary(success: Any, n_changed: Any, num_features: int) -> dict[str, float]
 
 
 class Summary(NamedTuple):
-  """A result in a few numbers (:func:`summarize`); ``str()`` prints it as a short report."""
+  """A result in a few numbers (:func:`summarize`); ``str()`` prints it as a short report.
+
+  Example:
+    >>> s = summarize(jsma_jax.JSMAResult(x_adv=np.zeros((2, 4)), success=np.array([True, False]),
+    ...     iterations=np.array([1, 2]), n_changed=np.array([2, 4]), stop_reason=np.array([1, 2]),
+    ...     predicted=np.array([1, 0])))
+    >>> s.n, s.n_success, s.success_rate, s.mean_l0_successful, s.stop_reasons
+    (2, 1, 0.5, 2.0, {'SUCCESS': 1, 'BUDGET_SPENT': 1})
+  """
 
   n: int  # attacks
   n_success: int
@@ -97,7 +128,15 @@ def summarize(result: Any) -> Summary:
     :class:`Summary`.
 
   Example:
-    >>> print(summarize(jsma(apply_fn, x, targets, params=params)))
+    A result of two attacks on 4 features, the first successful in one pair step:
+
+    >>> result = jsma_jax.JSMAResult(x_adv=np.zeros((2, 4)), success=np.array([True, False]),
+    ...     iterations=np.array([1, 2]), n_changed=np.array([2, 4]), stop_reason=np.array([1, 2]),
+    ...     predicted=np.array([1, 0]))
+    >>> print(summarize(result))
+    1/2 attacks succeeded (50.00%; success: argmax == target)
+    L0 over successful: 2.00 features (50.00%); over all: 3.00 (75.00%)
+    iterations: 1.50 on average; stop reasons: SUCCESS 1, BUDGET_SPENT 1
   """
   success = np.asarray(result.success, bool)
   n_changed = np.asarray(result.n_changed, np.float64)
@@ -123,7 +162,12 @@ def summarize(result: Any) -> Summary:
 
 
 class Sweep(NamedTuple):
-  """Outcome of every attack at every budget of a grid."""
+  """Outcome of every attack at every budget of a grid (:func:`budget_sweep`).
+
+  Example:
+    >>> Sweep._fields
+    ('max_iter', 'success', 'n_changed')
+  """
 
   max_iter: np.ndarray  # [K] int, iteration budget k
   success: np.ndarray  # [K, B] bool, reached the target within max_iter[k]
@@ -146,7 +190,15 @@ def budget_sweep(success: Any, iterations: Any, trace: Any, max_iters: Any) -> S
     max_iters: ``[K]`` int budgets, each ``< T``.
 
   Returns:
-    :class:`Sweep`.
+    :class:`Sweep` (``max_iter [K]``, ``success [K, B]``, ``n_changed [K, B]``).
+
+  Example:
+    Two attacks run with budget 3: the first succeeded after 2 iterations:
+
+    >>> trace = np.array([[0, 2, 4, 4], [0, 2, 4, 6]])  # L0 after k = 0..3 iterations
+    >>> sweep = budget_sweep([True, False], [2, 3], trace, [1, 2, 3])
+    >>> sweep.success.tolist(), sweep.n_changed.tolist()
+    ([[False, False], [True, False], [True, False]], [[2, 2], [4, 4], [4, 6]])
   """
   success = np.asarray(success, bool)
   iterations = np.asarray(iterations)
@@ -161,7 +213,12 @@ def budget_sweep(success: Any, iterations: Any, trace: Any, max_iters: Any) -> S
 
 
 def pixels_to_iterations(pixels: Any, *, pairwise: bool = True) -> np.ndarray:
-  """Budgets in changed features to iterations: ``pixels // 2`` for pairs."""
+  """Budgets in changed features to iterations: ``pixels // 2`` for pairs.
+
+  Example:
+    >>> pixels_to_iterations([2, 11, 112]).tolist(), pixels_to_iterations([11], pairwise=False).tolist()
+    ([1, 5, 56], [11])
+  """
   pixels = np.asarray(pixels, np.int64)
   return pixels // 2 if pairwise else pixels
 
@@ -182,6 +239,10 @@ def pair_matrix(values: Any, sources: Any, targets: Any, num_classes: int, *,
   Returns:
     ``[N, N]`` float64, rows the source; ``nan`` (``0`` for sum/count) where
     a pair has no attack.
+
+  Example:
+    >>> pair_matrix([1, 0, 1], [0, 0, 1], [1, 1, 0], 2, reduce="count").tolist()
+    [[0.0, 2.0], [1.0, 0.0]]
   """
   if reduce not in ("mean", "sum", "count"):
     raise ValueError(f"reduce must be 'mean', 'sum' or 'count', got {reduce!r}")
@@ -201,8 +262,20 @@ def pair_success_distortion(success: Any, n_changed: Any, sources: Any, targets:
                             num_classes: int, num_features: int) -> tuple[np.ndarray, np.ndarray]:
   """Per-pair success rate ``tau`` and mean distortion of successful attacks ``eps``.
 
+  Args:
+    success: ``[B]`` bool.
+    n_changed: ``[B]`` int, features changed (L0).
+    sources, targets: ``[B]`` int classes.
+    num_classes: ``N``.
+    num_features: ``M``.
+
   Returns:
     ``(tau, eps)``, each ``[N, N]``; ``eps`` is ``nan`` where a pair has no success.
+
+  Example:
+    >>> tau, eps = pair_success_distortion([True, False, True], [2, 8, 4], [0, 0, 1], [1, 1, 0], 2, 4)
+    >>> tau.tolist(), eps.tolist()
+    ([[nan, 0.5], [1.0, nan]], [[nan, 0.5], [1.0, nan]])
   """
   success = np.asarray(success, bool)
   tau = pair_matrix(success, sources, targets, num_classes)
@@ -229,7 +302,8 @@ def hardness(tau: Any, eps: Any) -> np.ndarray:
     ``tau.shape[:-1]`` float64.
 
   Example:
-    >>> hardness([0.5, 1.0], [0.02, 0.04])  # 0.5 * (0.02 + 0.04) / 2 = 0.015
+    >>> round(float(hardness([0.5, 1.0], [0.02, 0.04])), 6)  # 0.5 * (0.02 + 0.04) / 2
+    0.015
   """
   tau = np.asarray(tau, np.float64)
   eps = np.nan_to_num(np.asarray(eps, np.float64), nan=0.0)
@@ -240,9 +314,22 @@ def hardness_matrix(sweep: Sweep, sources: Any, targets: Any, num_classes: int,
                     num_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``H(s, t)`` for every class pair from a :class:`Sweep` (the paper's Section V).
 
+  Args:
+    sweep: the :class:`Sweep` of the attacks (``K`` budgets ascending).
+    sources, targets: ``[B]`` int classes.
+    num_classes: ``N``.
+    num_features: ``M``.
+
   Returns:
     ``(H [N, N], tau [N, N, K], eps [N, N, K])``; ``H`` is ``nan`` off the pairs
     that have attacks (the diagonal).
+
+  Example:
+    >>> trace = np.array([[0, 2, 4], [0, 2, 2]])  # two attacks, 0 -> 1 and 1 -> 0
+    >>> sweep = budget_sweep([True, True], [2, 1], trace, [0, 1, 2])  # budgets from 0
+    >>> h, tau, eps = hardness_matrix(sweep, [0, 1], [1, 0], 2, 4)
+    >>> h.tolist()  # 0 -> 1 needs more iterations and more distortion: harder
+    [[nan, 0.5], [0.25, nan]]
   """
   taus, epss = [], []
   for k in range(sweep.success.shape[0]):
@@ -271,6 +358,12 @@ def adversarial_distance(a: Any, b: Any, *, increase: bool = True) -> np.ndarray
 
   Returns:
     ``[B]`` float64.
+
+  Example:
+    >>> a = np.array([[1., -1., .5, 0.]])  # dZ_t/dx
+    >>> b = np.array([[-1., 1., -2., 0.]])  # sum of the others
+    >>> adversarial_distance(a, b).tolist()  # features 0 and 2 are salient: 1 - 2/4
+    [0.5]
   """
   s = saliency.single_feature_saliency(np.asarray(a), np.asarray(b), increase=increase)  # elementwise
   s = np.asarray(s).reshape(s.shape[0], -1)
@@ -278,7 +371,12 @@ def adversarial_distance(a: Any, b: Any, *, increase: bool = True) -> np.ndarray
 
 
 def robustness(distances: Any) -> dict[str, float]:
-  """Robustness ``R(F) = min over (x, t) of A(x, t)``, with the mean the paper also quotes."""
+  """Robustness ``R(F) = min over (x, t) of A(x, t)``, with the mean the paper also quotes.
+
+  Example:
+    >>> robustness([0.5, 0.75, 1.0])
+    {'min': 0.5, 'mean': 0.75}
+  """
   d = np.asarray(distances, np.float64)
   return {"min": float(d.min()), "mean": float(d.mean())} if d.size else {"min": float("nan"), "mean": float("nan")}
 
@@ -287,7 +385,12 @@ def robustness(distances: Any) -> dict[str, float]:
 
 
 def rankdata(values: Any) -> np.ndarray:
-  """Ranks from 1, ties sharing the average rank (as ``scipy.stats.rankdata``)."""
+  """Ranks from 1, ties sharing the average rank (as ``scipy.stats.rankdata``).
+
+  Example:
+    >>> rankdata([10, 30, 20, 20]).tolist()
+    [1.0, 4.0, 2.5, 2.5]
+  """
   v = np.asarray(values, np.float64).reshape(-1)
   order = np.argsort(v, kind="stable")
   sorted_v = v[order]
@@ -303,6 +406,10 @@ def spearman(x: Any, y: Any) -> float:
 
   Returns:
     a float in ``[-1, 1]``; ``nan`` with fewer than 2 points or a constant input.
+
+  Example:
+    >>> spearman([1, 2, 3, np.nan], [10, 20, 30, 0]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
   """
   x = np.asarray(x, np.float64).reshape(-1)
   y = np.asarray(y, np.float64).reshape(-1)

@@ -48,6 +48,14 @@ class AttackOptions:
     max_iter: override the budget derived from ``gamma``.
     rule: a :class:`~jsma_jax.rules.SaliencyRule`; the paper's by default.
     record_trace: also return the L0 distortion after every iteration.
+
+  Example:
+    >>> options = AttackOptions(theta=-1.0, pairwise=False)  # decreasing, single features
+    >>> options.budget(784), options.rule.name  # floor(784 * 0.145)
+    (113, 'jsma')
+    >>> AttackOptions(gamma=2.0)
+    Traceback (most recent call last):
+    ValueError: gamma must lie in (0, 1] (a fraction of the features), got 2.0
   """
 
   theta: Any = 1.0
@@ -120,6 +128,14 @@ class EngineOptions:
       or ``False``.
     jvp_chunk: tangents per forward pass of ``jacobian="jacfwd"`` (its memory
       grows with this, not with ``M``).
+
+  Example:
+    >>> engine = EngineOptions(schedule="lockstep", pad_batches=False)
+    >>> engine.schedule, engine.jacobian, engine.rewrites("gpu")
+    ('lockstep', 'auto', False)
+    >>> EngineOptions(jacobian="fast")
+    Traceback (most recent call last):
+    ValueError: jacobian must be one of ('auto', 'jacfwd', 'jacrev', 'reduced'), got 'fast'
   """
 
   schedule: str = "refill"
@@ -231,9 +247,17 @@ def max_iterations(num_features: int, gamma: float, *, pairwise: bool = True) ->
   that ``M * gamma`` lands on the exact integer when it should. On MNIST
   (``M = 784``) with ``gamma = 0.145`` this gives 56 pair iterations.
 
+  Args:
+    num_features: ``M``, features per example.
+    gamma: maximum distortion, a fraction of ``M`` in ``(0, 1]``.
+    pairwise: pair iterations (two features each) or single-feature ones.
+
+  Returns:
+    the number of iterations, an int.
+
   Example:
-    >>> max_iterations(784, 0.145)
-    56
+    >>> max_iterations(784, 0.145), max_iterations(784, 0.145, pairwise=False)
+    (56, 113)
   """
   exact = Fraction(repr(float(gamma))) * num_features
   return math.floor(exact / 2) if pairwise else math.floor(exact)

@@ -35,7 +35,23 @@ Array = jax.Array
 
 
 class SaliencyRule(NamedTuple):
-  """A pluggable saliency rule (see the module docstring)."""
+  """A pluggable saliency rule (see the module docstring).
+
+  Example:
+    The paper's rule with a stricter criterion: success once the target's
+    logit leads every other by 1.
+
+    >>> def leads_by_one(outputs, target):  # [N], [] -> [] bool
+    ...   others = jnp.where(jnp.arange(outputs.shape[0]) == target, -jnp.inf, outputs)
+    ...   return outputs[target] >= jnp.max(others) + 1.0
+    >>> paper = jsma_rule()
+    >>> rule = SaliencyRule("jsma-margin", paper.cotangents, paper.maps, leads_by_one, criterion="margin >= 1")
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> result = jsma_jax.jsma(f, jnp.zeros((1, 4)), jnp.array([1]), rule=rule, max_iter=2)
+    >>> result.success.tolist(), result.rule, result.criterion
+    ([True], 'jsma-margin', 'margin >= 1')
+  """
 
   name: str
   cotangents: Callable[[Array, Array], Array]
@@ -72,6 +88,16 @@ def jsma_rule() -> SaliencyRule:
 
   Papernot et al. (EuroS&P 2016), Eq. 8 and 9 and Algorithm 3. One map, in the
   direction of ``theta``'s sign. Success when ``argmax F(x) == t``.
+
+  Returns:
+    :class:`SaliencyRule` named ``"jsma"``; the default of :func:`jsma_jax.jsma`.
+
+  Example:
+    >>> rule = jsma_rule()
+    >>> rule.name, rule.criterion, rule.targeted
+    ('jsma', 'argmax == target', True)
+    >>> rule.cotangents(jnp.zeros(3), 1).tolist()  # W [R=2, N=3]: the target's row, the others' sum
+    [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
   """
   return SaliencyRule("jsma", _target_and_others, _one_map_along_theta, _argmax_is_target)
 
@@ -81,5 +107,12 @@ def wjsma_rule() -> SaliencyRule:
 
   ``p`` is the softmax of the outputs the attack differentiates (use it with
   logits, the default).
+
+  Returns:
+    :class:`SaliencyRule` named ``"wjsma"``; pass it as ``rule=``.
+
+  Example:
+    >>> wjsma_rule().cotangents(jnp.zeros(2), 0).tolist()  # p = (0.5, 0.5): the other row weighted by 0.5
+    [[1.0, 0.0], [0.0, 0.5]]
   """
   return SaliencyRule("wjsma", _weighted_others, _one_map_along_theta, _argmax_is_target)

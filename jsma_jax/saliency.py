@@ -71,8 +71,20 @@ def pairwise_saliency(
   ``domain``, ``-inf`` elsewhere (the diagonal included). Symmetric. This builds
   an ``M x M`` array: use :func:`best_pair` inside attacks.
 
+  Args:
+    a: ``[M]`` derivative of the target output.
+    b: ``[M]`` summed derivative of the other outputs.
+    domain: optional ``[M]`` bool search domain (all features when ``None``).
+    increase: direction of the attack (sign of ``theta``).
+
   Returns:
     ``[M, M]`` scores.
+
+  Example:
+    >>> a, b = jnp.array([-1., 1., 0., .5]), jnp.array([1., -1., .5, 0.])
+    >>> S = pairwise_saliency(a, b)
+    >>> S.shape, float(S[1, 3]), float(S[0, 1])  # (1, 3): alpha = 1.5, beta = -1; (0, 1): alpha = 0
+    ((4, 4), 1.5, -inf)
   """
   m = a.shape[0]
   sa, sb = oriented(a, b, increase)
@@ -106,11 +118,25 @@ def _max_and_argmax(values: Array, axis: int) -> tuple[Array, Array]:
 def best_feature(
     a: Array, b: Array, domain: Array, *, increase: bool = True
 ) -> Choice:
-  """The most salient admissible feature (Algorithm 1's choice).
+  """The most salient admissible feature (Algorithm 1's choice): the argmax of Eq. 8 (Eq. 9).
+
+  Args:
+    a: ``[M]`` derivative of the target output.
+    b: ``[M]`` summed derivative of the other outputs.
+    domain: ``[M]`` bool search domain.
+    increase: direction of the attack.
 
   Returns:
     :class:`Choice` with ``p == q``; ``score == -inf`` when no feature in
     ``domain`` is admissible.
+
+  Example:
+    >>> a, b = jnp.array([-1., 1., 0., .5]), jnp.array([1., -1., .5, 0.])
+    >>> choice = best_feature(a, b, jnp.ones(4, bool))
+    >>> float(choice.score), int(choice.p), int(choice.q)
+    (1.0, 1, 1)
+    >>> float(best_feature(a, b, jnp.array([True, False, True, True])).score)  # feature 1 left the domain
+    -inf
   """
   sa, sb = oriented(a, b, increase)
   valid = domain & (sa > 0) & (sb < 0)
@@ -140,6 +166,14 @@ def best_pair(a: Array, b: Array, domain: Array, *, increase: bool = True) -> Ch
   Returns:
     :class:`Choice` ``(score, p, q)`` with ``p < q``; ``score == -inf`` when no
     pair is admissible.
+
+  Example:
+    >>> a, b = jnp.array([-1., 1., 0., .5]), jnp.array([1., -1., .5, 0.])
+    >>> choice = best_pair(a, b, jnp.ones(4, bool))
+    >>> float(choice.score), int(choice.p), int(choice.q)  # -(1 + 0.5) * (-1 + 0)
+    (1.5, 1, 3)
+    >>> int(best_pair(a, b, jnp.ones(4, bool), increase=False).p)  # decreasing: signs mirrored
+    0
   """
   m = a.shape[0]
   sa, sb = oriented(a, b, increase)

@@ -37,7 +37,12 @@ Array = jax.Array
 
 
 class StepInfo(NamedTuple):
-  """What a step saw, for instrumentation (drivers ignore it; XLA drops what is unused)."""
+  """What a step saw, for instrumentation (drivers ignore it; XLA drops what is unused).
+
+  Example:
+    >>> StepInfo._fields  # the second output of :func:`step`
+    ('running', 'outputs', 'maps', 'domain', 'choice')
+  """
 
   running: Array  # [S] bool, the examples the step searched
   outputs: Array  # [S, N]
@@ -174,6 +179,25 @@ def step(problem: Problem, state: AttackState, x0: Array, label: Array) -> tuple
 
   Returns:
     ``(new state, StepInfo)``.
+
+  Example:
+    One example, stepped by hand as a driver does (drivers run it inside a
+    ``while_loop``):
+
+    >>> from jsma_jax.options import make_plan
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> plan = make_plan(AttackOptions(max_iter=2), EngineOptions(), batch=1, num_features=4, num_rows=2,
+    ...                  num_classes=2)
+    >>> problem = Problem(lambda v: v @ w, plan, jnp.zeros((1, 4)), jnp.array([1]), jnp.array([True]),
+    ...                   jnp.float32(1.0), jnp.float32(0.0), jnp.float32(1.0))
+    >>> state = initial_states(problem, problem.x, problem.valid)
+    >>> one_step = jax.jit(lambda s: step(problem, s, problem.x, problem.labels))
+    >>> state, info = one_step(state)
+    >>> state.x.tolist(), state.iteration.tolist(), (int(info.choice.p[0]), int(info.choice.q[0]))
+    ([[0.0, 1.0, 0.0, 1.0]], [1], (1, 3))
+    >>> state, info = one_step(state)  # argmax == target now: it stops
+    >>> StopReason(int(state.reason[0])).name, state.iteration.tolist()
+    ('SUCCESS', [1])
   """
   running = state.reason == StopReason.RUNNING
   outputs, rows = jax.vmap(lambda v, t: derivatives(problem, v, t))(state.x, label)

@@ -39,6 +39,13 @@ def _check(labels, num_classes: int) -> Array:
 def other_classes(labels: Array, num_classes: int) -> Array:
   """Every class but the label, ascending: ``[B, N - 1]`` int32.
 
+  Args:
+    labels: ``[B]`` int classes in ``[0, N)``.
+    num_classes: ``N >= 2``.
+
+  Returns:
+    ``[B, N - 1]`` int32.
+
   Example:
     >>> other_classes(jnp.array([0, 2]), 3)
     Array([[1, 2], [0, 1]], dtype=int32)
@@ -57,7 +64,13 @@ def all_other_targets(x: Array, labels: Array, num_classes: int) -> ExpandedTarg
     num_classes: ``N``.
 
   Returns:
-    :class:`ExpandedTargets` with ``B * (N - 1)`` rows.
+    :class:`ExpandedTargets` ``(x, labels, targets, source_index)`` with
+    ``B * (N - 1)`` rows.
+
+  Example:
+    >>> batch = all_other_targets(jnp.zeros((2, 4)), jnp.array([0, 2]), 3)
+    >>> batch.x.shape, batch.targets.tolist(), batch.labels.tolist(), batch.source_index.tolist()
+    ((4, 4), [1, 2, 0, 1], [0, 0, 2, 2], [0, 0, 1, 1])
   """
   labels = _check(labels, num_classes)
   x = jnp.asarray(x)
@@ -69,7 +82,22 @@ def all_other_targets(x: Array, labels: Array, num_classes: int) -> ExpandedTarg
 
 
 def random_targets(key: Array, labels: Array, num_classes: int) -> Array:
-  """One class other than the label per example, uniformly, from ``key``: ``[B]`` int32."""
+  """One class other than the label per example, uniformly, from ``key``: ``[B]`` int32.
+
+  Args:
+    key: a ``jax.random`` key (the only source of randomness).
+    labels: ``[B]`` int source classes in ``[0, N)``.
+    num_classes: ``N >= 2``.
+
+  Returns:
+    ``[B]`` int32 targets, each different from its label.
+
+  Example:
+    >>> labels = jnp.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> targets = random_targets(jax.random.key(0), labels, 10)
+    >>> targets.shape, bool(jnp.all(targets != labels)), bool(jnp.all((targets >= 0) & (targets < 10)))
+    ((10,), True, True)
+  """
   labels = _check(labels, num_classes)
   shift = jax.random.randint(key, labels.shape, 1, num_classes, dtype=jnp.int32)
   return (labels + shift) % num_classes

@@ -18,7 +18,14 @@ Array = jax.Array
 
 
 class StopReason(enum.IntEnum):
-  """Why an example stopped (``JSMAResult.stop_reason``)."""
+  """Why an example stopped (``JSMAResult.stop_reason``).
+
+  Example:
+    >>> StopReason(2).name, int(StopReason.SUCCESS)
+    ('BUDGET_SPENT', 1)
+    >>> StopReason.REACHED_TARGET is StopReason.SUCCESS  # the targeted rules' name for it
+    True
+  """
 
   RUNNING = 0  # never in a returned result
   SUCCESS = 1  # the rule's success criterion holds (JSMAResult.criterion says which)
@@ -31,7 +38,14 @@ class StopReason(enum.IntEnum):
 
 
 class Choice(NamedTuple):
-  """What a saliency search returns: the best feature(s) of one map."""
+  """What a saliency search returns: the best feature(s) of one map.
+
+  Example:
+    >>> a, b = jnp.array([-1., 1., 0., .5]), jnp.array([1., -1., .5, 0.])
+    >>> choice = jsma_jax.best_pair(a, b, jnp.ones(4, bool))
+    >>> type(choice).__name__, int(choice.p), int(choice.q)
+    ('Choice', 1, 3)
+  """
 
   score: Array  # [] float; -inf when nothing is admissible
   p: Array  # [] int32; first feature (flat index)
@@ -39,7 +53,13 @@ class Choice(NamedTuple):
 
 
 class Decision(NamedTuple):
-  """What an attack step changes, and which way: the best choice over the rule's maps."""
+  """What an attack step changes, and which way: the best choice over the rule's maps.
+
+  Example:
+    >>> d = Decision(jnp.float32(1.5), jnp.int32(1), jnp.int32(3), jnp.bool_(True))
+    >>> int(d.p), int(d.q), bool(d.increase)  # raise features 1 and 3
+    (1, 3, True)
+  """
 
   score: Array  # [] float; -inf when nothing is admissible
   p: Array  # [] int32; first feature (flat index)
@@ -55,6 +75,14 @@ class Maps(NamedTuple):
   (mirrored signs otherwise) and scores ``-(a_p + a_q)(b_p + b_q)``. The step
   takes the best admissible choice over all maps (ties to the lowest map, then
   the lowest flat index) and moves its features in that map's direction.
+
+  Example:
+    The paper's single map from the rule's two rows, in the increasing direction:
+
+    >>> rows = jnp.array([[-1., 1., 0., .5], [1., -1., .5, 0.]])  # dZ_t/dx, sum_{j != t} dZ_j/dx
+    >>> maps = Maps(rows[0][None], rows[1][None], jnp.array([True]))
+    >>> maps.a.shape, maps.increase.tolist(), maps.domain is None
+    ((1, 4), [True], True)
   """
 
   a: Array  # [K, M] the term pushed up (dZ_t/dx for the paper's map)
@@ -64,7 +92,14 @@ class Maps(NamedTuple):
 
 
 class StepView(NamedTuple):
-  """What a rule may read of the current state of one example."""
+  """What a rule may read of the current state of one example.
+
+  Example:
+    >>> view = StepView(jnp.zeros(4), jnp.ones(4, bool), jnp.zeros(4, jnp.int8), jnp.float32(1.0),
+    ...                 jnp.float32(0.0), jnp.float32(1.0))
+    >>> (view.clip_max - view.x).tolist()  # room left in the increasing direction (TJSMA's weights)
+    [1.0, 1.0, 1.0, 1.0]
+  """
 
   x: Array  # [M] current input (flat)
   domain: Array  # [M] bool search domain (Gamma)
@@ -75,7 +110,15 @@ class StepView(NamedTuple):
 
 
 class AttackState(NamedTuple):
-  """Loop state of one example; dtypes never change across iterations."""
+  """Loop state of one example; dtypes never change across iterations.
+
+  Drivers hold it batched, every field with a leading ``[S]`` axis (see
+  :func:`jsma_jax.step` for one built and stepped).
+
+  Example:
+    >>> AttackState._fields
+    ('x', 'domain', 'last', 'iteration', 'reason', 'predicted', 'trace')
+  """
 
   x: Array  # [M] current input (flat), dtype of x
   domain: Array  # [M] bool, features that may still change (Gamma)
@@ -95,6 +138,17 @@ class JSMAResult:
 
   A pytree (``jax.tree.map`` maps the arrays; ``rule`` and ``criterion`` are
   static metadata) that also iterates over its arrays in field order.
+
+  Example:
+    >>> result = JSMAResult(x_adv=jnp.zeros((2, 4)), success=jnp.array([True, False]),
+    ...                     iterations=jnp.array([1, 2]), n_changed=jnp.array([2, 4]),
+    ...                     stop_reason=jnp.array([1, 2]), predicted=jnp.array([1, 0]))
+    >>> first = jax.tree.map(lambda v: v[:1], result)  # the arrays; rule and criterion stay
+    >>> first.success.tolist(), first.rule
+    ([True], 'jsma')
+    >>> x_adv, success, iterations, n_changed, stop_reason, predicted, trace = result
+    >>> [StopReason(r).name for r in stop_reason.tolist()], trace is None
+    (['SUCCESS', 'BUDGET_SPENT'], True)
   """
 
   x_adv: Array  # [B, *shape] adversarial inputs, dtype of x
@@ -111,6 +165,7 @@ class JSMAResult:
     return iter(tuple(getattr(self, name) for name in _RESULT_ARRAYS))
 
   def replace(self, **changes) -> "JSMAResult":
+    """A copy with the fields named in ``changes`` replaced."""
     return dataclasses.replace(self, **changes)
 
 

@@ -24,6 +24,14 @@ class LogitsFn:
 
   Attributes:
     graphdef: the NNX ``GraphDef`` of the model in inference mode.
+
+  Example:
+    Two models of one architecture give equal (and equally hashing) functions:
+
+    >>> f1, _ = as_logits_fn(LeNet(rngs=nnx.Rngs(0)))
+    >>> f2, _ = as_logits_fn(LeNet(rngs=nnx.Rngs(1)))
+    >>> f1 == f2, hash(f1) == hash(f2)
+    (True, True)
   """
 
   graphdef: Any

@@ -104,7 +104,11 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
     the checkpoint directory, as a string.
 
   Example:
-    >>> save_checkpoint("runs/models/x", LeNet(rngs=nnx.Rngs(0)), {"dataset": "mnist"})
+    >>> import os, tempfile
+    >>> path = save_checkpoint(os.path.join(tempfile.mkdtemp(), "lenet"), LeNet(rngs=nnx.Rngs(0)),
+    ...                        {"dataset": "mnist"})
+    >>> sorted(os.listdir(path))
+    ['metadata.json', 'weights.msgpack', 'weights.npz']
   """
   if metadata is not None and not isinstance(metadata, dict):
     raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
@@ -131,7 +135,22 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
-  """Reads ``metadata.json`` of a checkpoint directory."""
+  """Reads ``metadata.json`` of a checkpoint directory.
+
+  Args:
+    path: a checkpoint directory (``FileNotFoundError`` if it has no metadata).
+
+  Returns:
+    the metadata dict: the extras given to :func:`save_checkpoint` and its own keys.
+
+  Example:
+    >>> import os, tempfile
+    >>> path = save_checkpoint(os.path.join(tempfile.mkdtemp(), "lenet"), LeNet(rngs=nnx.Rngs(0)),
+    ...                        {"dataset": "mnist", "test_accuracy": 0.99})
+    >>> meta = load_metadata(path)
+    >>> meta["dataset"], meta["test_accuracy"], meta["model"]
+    ('mnist', 0.99, {'activation': 'tanh', 'arch': 'lenet', 'num_classes': 10})
+  """
   file = os.path.join(os.fspath(path), METADATA)
   if not os.path.isfile(file):
     raise FileNotFoundError(f"no checkpoint at path {os.fspath(path)!r} ({METADATA} "
@@ -143,12 +162,23 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
   """Loads a checkpoint written by ``save_checkpoint``; the weights are bit-exact.
 
+  Args:
+    path: the checkpoint directory.
+
   Returns:
     ``(model, metadata)``: the rebuilt ``LeNet``/``SmallCNN`` and the metadata dict.
 
   Raises:
     FileNotFoundError: no checkpoint there. ValueError: corrupted weights (hash) or
       weights that do not fit the recorded architecture.
+
+  Example:
+    >>> import os, tempfile
+    >>> model = LeNet(activation="relu", rngs=nnx.Rngs(0))
+    >>> path = save_checkpoint(os.path.join(tempfile.mkdtemp(), "lenet"), model)
+    >>> loaded, meta = load_checkpoint(path)
+    >>> config_of(loaded), bool(jnp.all(loaded.fc2.kernel[...] == model.fc2.kernel[...]))
+    (ModelConfig(arch='lenet', activation='relu', num_classes=10), True)
   """
   meta = load_metadata(path)
   with open(os.path.join(os.fspath(path), WEIGHTS), "rb") as f:

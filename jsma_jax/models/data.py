@@ -95,8 +95,16 @@ def embedded_split_indices() -> tuple[np.ndarray, np.ndarray]:
 def load_embedded_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
   """Loads the embedded MNIST subset: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
 
+  Args:
+    split: ``"train"``, ``"test"`` or ``"all"`` (the 5,000 digits).
+
   Returns:
     ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
+
+  Example:
+    >>> x, y = load_embedded_mnist("test")
+    >>> x.shape, x.dtype, np.bincount(y).tolist()  # 100 digits of each class
+    ((1000, 28, 28, 1), dtype('float32'), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100])
   """
   _check_split(split, SPLITS + ("all",))
   images, labels = load_embedded_mnist_uint8()
@@ -118,6 +126,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
   Returns:
     a uint8 array with the shape in the file's header, e.g. ``[60000, 28, 28]``.
+
+  Example:
+    An IDX file of two blank 28x28 images, written here:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "t10k-images-idx3-ubyte")
+    >>> with open(path, "wb") as f:  # magic 0x00000803 (uint8, 3 dims), then the dims, then the bytes
+    ...   _ = f.write(bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes() + bytes(2 * 28 * 28))
+    >>> read_idx(path).shape, read_idx(path).dtype
+    ((2, 28, 28), dtype('uint8'))
   """
   with open(path, "rb") as f:
     data = f.read()
@@ -158,8 +176,27 @@ def load_idx(data_dir: str | os.PathLike, split: str = "train"
              ) -> tuple[np.ndarray, np.ndarray]:
   """Loads MNIST-format IDX files (MNIST, Fashion-MNIST) from a directory.
 
+  Args:
+    data_dir: a folder holding ``train-images-idx3-ubyte[.gz]``,
+      ``train-labels-idx1-ubyte[.gz]`` and the two ``t10k-`` files of the test split.
+    split: ``"train"`` or ``"test"``.
+
   Returns:
     ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
+
+  Example:
+    The test split of the embedded digits written as IDX files, and read back:
+
+    >>> import gzip, os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> images, labels = load_embedded_mnist_uint8()
+    >>> for name, data in (("t10k-images-idx3-ubyte.gz", images[:3]), ("t10k-labels-idx1-ubyte.gz", labels[:3])):
+    ...   header = bytes([0, 0, 8, data.ndim]) + np.array(data.shape, ">u4").tobytes()
+    ...   with gzip.open(os.path.join(folder, name), "wb") as f:
+    ...     _ = f.write(header + data.tobytes())
+    >>> x, y = load_idx(folder, split="test")
+    >>> x.shape, y.tolist(), bool(x.max() <= 1.0)
+    ((3, 28, 28, 1), [0, 0, 0], True)
   """
   if data_dir is None:
     raise ValueError("data_dir is required for source='idx' (the folder holding "
@@ -231,12 +268,41 @@ def load_fashion_mnist(source: str = "idx", *, data_dir: str | os.PathLike | Non
 
   Debian's ``dataset-fashion-mnist`` package installs the standard IDX files. Arguments
   and returns are as for ``load_mnist``; there is no embedded Fashion-MNIST.
+
+  Args:
+    source: ``"idx"`` (the four IDX files in ``data_dir``) or ``"tfds"``.
+    data_dir, split, idx_dir, download: as for :func:`load_mnist`.
+
+  Returns:
+    ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]`` in 0..9.
+
+  Example:
+    >>> x, y = load_fashion_mnist("idx", data_dir="path/to/fashion-mnist", split="test")  # doctest: +SKIP
+    >>> x.shape  # doctest: +SKIP
+    (10000, 28, 28, 1)
+    >>> load_fashion_mnist("embedded")
+    Traceback (most recent call last):
+    ValueError: source='embedded' only exists for MNIST, not 'fashion_mnist'
   """
   return _load("fashion_mnist", source, data_dir, split, idx_dir, download)
 
 
 def load_dataset(name: str, source: str, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-  """``load_mnist`` or ``load_fashion_mnist`` by ``name`` (``"mnist"``/``"fashion_mnist"``)."""
+  """``load_mnist`` or ``load_fashion_mnist`` by ``name`` (``"mnist"``/``"fashion_mnist"``).
+
+  Args:
+    name: ``"mnist"`` or ``"fashion_mnist"``.
+    source: ``"embedded"`` (MNIST only), ``"idx"`` or ``"tfds"``.
+    **kwargs: ``data_dir``, ``split``, ``idx_dir``, ``download``, as for :func:`load_mnist`.
+
+  Returns:
+    ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
+
+  Example:
+    >>> x, y = load_dataset("mnist", "embedded", split="train")
+    >>> x.shape, y.shape
+    ((4000, 28, 28, 1), (4000,))
+  """
   loaders = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
   if name not in loaders:
     raise ValueError(f"name must be one of {sorted(loaders)}, got {name!r}")

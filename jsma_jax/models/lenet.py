@@ -87,7 +87,10 @@ class SmallCNN(nnx.Module):
   Returns (on call with ``x`` of shape ``[B, 32, 32, 3]``): logits ``[B, num_classes]``.
 
   Example:
-    >>> SmallCNN(rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3))).shape
+    Shapes only (``jax.eval_shape`` traces the model without computing it):
+
+    >>> out = jax.eval_shape(lambda x: SmallCNN(rngs=nnx.Rngs(0))(x), jnp.zeros((1, 32, 32, 3)))
+    >>> out.shape
     (1, 10)
   """
 
@@ -119,9 +122,17 @@ class ModelConfig:
   """What is needed to rebuild a model: recorded in checkpoints.
 
   Attributes:
-    arch: ``"lenet"`` or ``"small_cnn"``.
+    arch: ``"lenet"``, ``"small_cnn"`` or a name given to :func:`register_architecture`.
     activation: ``"tanh"`` or ``"relu"``.
     num_classes: number of logits.
+
+  Example:
+    >>> config = ModelConfig(activation="relu")
+    >>> config.input_shape, type(config.build(rngs=nnx.Rngs(0))).__name__
+    ((28, 28, 1), 'LeNet')
+    >>> ModelConfig(arch="resnet")
+    Traceback (most recent call last):
+    ValueError: arch must be one of [...], got 'resnet'
   """
 
   arch: str = "lenet"  # "lenet", "small_cnn" or a name given to register_architecture
@@ -151,7 +162,26 @@ def register_architecture(name: str, cls: type) -> type:
   """Make ``ModelConfig(arch=name)`` build ``cls`` (and checkpoints save and load it).
 
   ``cls(activation=..., num_classes=..., rngs=...)`` must build the model, which must
-  keep ``activation`` and ``num_classes`` as attributes. Returns ``cls``.
+  keep ``activation`` and ``num_classes`` as attributes.
+
+  Args:
+    name: the architecture's name, a non-empty str.
+    cls: an ``nnx.Module`` subclass.
+
+  Returns:
+    ``cls`` (so it works as ``register_architecture("name", cls)`` after the class).
+
+  Example:
+    >>> class Linear(nnx.Module):  # a linear classifier of 28x28x1 digits
+    ...   def __init__(self, *, activation="tanh", num_classes=10, rngs):
+    ...     self.activation, self.num_classes = activation, num_classes
+    ...     self.fc = nnx.Linear(784, num_classes, rngs=rngs)
+    ...   def __call__(self, x):
+    ...     return self.fc(x.reshape(x.shape[0], -1))
+    >>> _ = register_architecture("doc_linear", Linear)
+    >>> model = ModelConfig(arch="doc_linear", num_classes=3).build(rngs=nnx.Rngs(0))
+    >>> model(jnp.zeros((2, 28, 28, 1))).shape, config_of(model)
+    ((2, 3), ModelConfig(arch='doc_linear', activation='tanh', num_classes=3))
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"name must be a non-empty str, got {name!r}")
@@ -162,7 +192,18 @@ def register_architecture(name: str, cls: type) -> type:
 
 
 def config_of(model: nnx.Module) -> ModelConfig:
-  """Returns the ``ModelConfig`` of a ``LeNet`` or ``SmallCNN``."""
+  """Returns the ``ModelConfig`` of a ``LeNet`` or ``SmallCNN`` (or a registered architecture).
+
+  Args:
+    model: a model of a registered architecture (``TypeError`` otherwise).
+
+  Returns:
+    the :class:`ModelConfig` that rebuilds it (freshly initialised).
+
+  Example:
+    >>> config_of(LeNet(activation="relu", num_classes=5, rngs=nnx.Rngs(0)))
+    ModelConfig(arch='lenet', activation='relu', num_classes=5)
+  """
   for arch, cls in ARCHITECTURES.items():
     if type(model) is cls:
       return ModelConfig(arch=arch, activation=model.activation,

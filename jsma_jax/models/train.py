@@ -36,6 +36,13 @@ class TrainConfig:
       settles the final weights) or ``"constant"``.
     seed: seeds model initialisation and shuffling when no ``key`` is given.
     eval_batch_size: evaluation batch size.
+
+  Example:
+    >>> TrainConfig(epochs=3).schedule, TrainConfig(epochs=3).batch_size
+    ('cosine', 128)
+    >>> TrainConfig(batch_size=0)
+    Traceback (most recent call last):
+    ValueError: batch_size must be positive, got 0
   """
 
   epochs: int = 5
@@ -112,8 +119,21 @@ def evaluate(model_or_fn: Any, data: tuple[np.ndarray, np.ndarray], *, params=No
              batch_size: int = 1000) -> float:
   """Top-1 accuracy of a model (or of ``apply_fn`` with ``params``) on ``(images, labels)``.
 
+  Args:
+    model_or_fn: an ``nnx.Module`` (run in inference mode), or ``apply_fn(params, x)``.
+    data: ``(images [n, H, W, C], labels [n])``.
+    params: the weights, required with an ``apply_fn``.
+    batch_size: examples per call (the last batch is padded and masked).
+
   Returns:
     accuracy in [0, 1] as a Python float (0.0 on an empty set).
+
+  Example:
+    >>> x, y = load_mnist(split="test")
+    >>> apply_fn, params = as_logits_fn(LeNet(rngs=nnx.Rngs(0)))  # untrained
+    >>> accuracy = evaluate(apply_fn, (x[::10], y[::10]), params=params, batch_size=64)
+    >>> 0.0 <= accuracy <= 1.0
+    True
   """
   _check_data("data", data)
   if isinstance(model_or_fn, nnx.Module):
@@ -168,7 +188,13 @@ def train(model_or_config: nnx.Module | ModelConfig,
     ``epoch_seconds``, and the totals ``train_seconds``, ``steps`` and ``config``.
 
   Example:
-    >>> model, hist = train(ModelConfig(), load_mnist(split="train"), epochs=1)
+    A LeNet, one epoch over 250 digits (every 16th) in batches of 64, so 3
+    steps (a real run takes all of ``load_mnist(split="train")`` and a few epochs):
+
+    >>> x, y = load_mnist(split="train")
+    >>> model, history = train(ModelConfig(), (x[::16], y[::16]), epochs=1, batch_size=64, print_fn=None)
+    >>> type(model).__name__, history["steps"], len(history["train_loss"])
+    ('LeNet', 3, 1)
   """
   config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        schedule=schedule,

@@ -14,6 +14,7 @@ COMMANDS = {
     "reproduce": ("reproduce", "reproduce Papernot et al. (EuroS&P 2016): the study, figures and report"),
     "train": ("train_lenet", "train the paper's LeNet on MNIST and save a checkpoint"),
     "attack": ("attack", "attack a checkpoint on a dataset and write results.json and report.md"),
+    "family": ("family", "compare the JSMA family on one model: table, curve, report"),
 }
 EXTRAS = "pip install 'jsma-jax[experiments]'"
 

@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-PROG = "python -m experiments.family"
+PROG = "jsma-jax family"
 VARIANTS = ("jsma", "wjsma", "tjsma", "jsma-single", "untargeted", "maximal")
 
 

@@ -6,9 +6,14 @@ from jsma_jax.attack import jsma
 from jsma_jax.attack import lower
 from jsma_jax.dataset import attack_dataset
 from jsma_jax.batching import bucket_size
+from jsma_jax.curves import Curve
+from jsma_jax.curves import robustness_curve
 from jsma_jax.distance import adversarial_distance_of
 from jsma_jax.distributed import jsma_sharded
 from jsma_jax.drivers import Problem
+from jsma_jax.family import maximal_rule
+from jsma_jax.family import tjsma_rule
+from jsma_jax.family import untargeted_rule
 from jsma_jax.drivers import register_driver
 from jsma_jax.jacobian import forward_derivative
 from jsma_jax.jacobian import target_rows
@@ -17,6 +22,7 @@ from jsma_jax.metrics import summarize
 from jsma_jax.options import AttackOptions
 from jsma_jax.options import EngineOptions
 from jsma_jax.options import max_iterations
+from jsma_jax.rewrite import loop_friendly
 from jsma_jax.rules import SaliencyRule
 from jsma_jax.rules import jsma_rule
 from jsma_jax.rules import wjsma_rule
@@ -43,6 +49,7 @@ __all__ = [
     "AttackOptions",
     "AttackState",
     "Choice",
+    "Curve",
     "Decision",
     "EngineOptions",
     "JSMAResult",
@@ -64,16 +71,21 @@ __all__ = [
     "jsma",
     "jsma_rule",
     "jsma_sharded",
+    "loop_friendly",
     "lower",
     "max_iterations",
+    "maximal_rule",
     "metrics",
     "other_classes",
     "pairwise_saliency",
     "random_targets",
+    "robustness_curve",
     "register_driver",
     "single_feature_saliency",
     "step",
     "summarize",
     "target_rows",
+    "tjsma_rule",
+    "untargeted_rule",
     "wjsma_rule",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jsma_jax.rules import SaliencyRule, _argmax_is_target, _target_and_others, _weighted_others
+from jsma_jax.rules import SaliencyRule, argmax_is_target, target_and_others, weighted_others
 from jsma_jax.types import Maps, StepView
 
 Array = jax.Array
@@ -57,7 +57,7 @@ def tjsma_rule() -> SaliencyRule:
   ``a_i = b_i = 0``: never admissible alone (pairs with it score as the other
   feature alone would, weighted). Success when ``argmax Z(x) == t``.
   """
-  return SaliencyRule("tjsma", _weighted_others, _taylor_map, _argmax_is_target)
+  return SaliencyRule("tjsma", weighted_others, _taylor_map, argmax_is_target)
 
 
 # ------------------------------------------------------------ non-targeted JSMA
@@ -86,7 +86,7 @@ def untargeted_rule() -> SaliencyRule:
   the direction of ``theta``; budget and domain as the paper's rule. Success
   when ``argmax Z(x) != s``.
   """
-  return SaliencyRule("untargeted", _target_and_others, _source_swapped_map, _argmax_is_not_source,
+  return SaliencyRule("untargeted", target_and_others, _source_swapped_map, _argmax_is_not_source,
                       criterion="argmax != source", targeted=False)
 
 

@@ -243,7 +243,7 @@ def prepare_model(
     raise ValueError(f"{call} must return one array of logits [B, num_classes], "
                      f"got a pytree {jax.tree.structure(out)}")
   if len(out.shape) != 2 or out.shape[0] != 1 or out.shape[1] < 2:
-    raise ValueError(f"{call} must return logits of shape [B, num_classes] = [B, N >= 2]; "
+    raise ValueError(f"{call} must return logits of shape [B, num_classes] with num_classes >= 2 ([B, N >= 2]); "
                      f"on one example (x of shape {spec.shape}) it returned shape {out.shape}")
   if not jnp.issubdtype(out.dtype, jnp.floating):
     raise ValueError(f"{call} must return floating-point logits, got dtype {out.dtype}")

@@ -62,12 +62,14 @@ class SaliencyRule(NamedTuple):
   directions: str = "theta"
 
 
-def _target_and_others(outputs: Array, target: Array) -> Array:
+def target_and_others(outputs: Array, target: Array) -> Array:
+  """Cotangents ``[2, N]``: the target's one-hot and its complement (rows ``dZ_t/dx``, ``sum_{j != t} dZ_j/dx``)."""
   onehot = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
   return jnp.stack([onehot, 1 - onehot])
 
 
-def _weighted_others(outputs: Array, target: Array) -> Array:
+def weighted_others(outputs: Array, target: Array) -> Array:
+  """Cotangents ``[2, N]``: the target's one-hot and the softmax-weighted others (WJSMA)."""
   onehot = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
   probs = jax.nn.softmax(outputs)
   return jnp.stack([onehot, probs * (1 - onehot)])
@@ -79,7 +81,8 @@ def _one_map_along_theta(rows: Array, outputs: Array, label: Array, view: StepVi
   return Maps(rows[0][None], rows[1][None], (view.theta > 0)[None])
 
 
-def _argmax_is_target(outputs: Array, target: Array) -> Array:
+def argmax_is_target(outputs: Array, target: Array) -> Array:
+  """The targeted criterion: ``argmax F(x) == t``."""
   return jnp.argmax(outputs) == target
 
 
@@ -99,7 +102,7 @@ def jsma_rule() -> SaliencyRule:
     >>> rule.cotangents(jnp.zeros(3), 1).tolist()  # W [R=2, N=3]: the target's row, the others' sum
     [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
   """
-  return SaliencyRule("jsma", _target_and_others, _one_map_along_theta, _argmax_is_target)
+  return SaliencyRule("jsma", target_and_others, _one_map_along_theta, argmax_is_target)
 
 
 def wjsma_rule() -> SaliencyRule:
@@ -115,4 +118,4 @@ def wjsma_rule() -> SaliencyRule:
     >>> wjsma_rule().cotangents(jnp.zeros(2), 0).tolist()  # p = (0.5, 0.5): the other row weighted by 0.5
     [[1.0, 0.0], [0.0, 0.5]]
   """
-  return SaliencyRule("wjsma", _weighted_others, _one_map_along_theta, _argmax_is_target)
+  return SaliencyRule("wjsma", weighted_others, _one_map_along_theta, argmax_is_target)

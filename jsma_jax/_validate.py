@@ -62,13 +62,13 @@ def check_choice(name: str, value: Any, allowed: tuple) -> None:
     raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def check_count(name: str, value: Any, *, minimum: int, optional: bool = True) -> None:
-  """An int ``>= minimum`` (or ``None`` when ``optional``)."""
+def check_count(name: str, value: Any, *, minimum: int, optional: bool = True, what: str = "") -> None:
+  """An int ``>= minimum`` (or ``None`` when ``optional``); ``what`` says what it counts."""
   if value is None and optional:
     return
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     kind = "a positive" if minimum >= 1 else "a non-negative"
-    raise ValueError(f"{name} must be {kind} int{' or None' if optional else ''}, got {value!r}")
+    raise ValueError(f"{name} must be {kind} int{' or None' if optional else ''}{what}, got {value!r}")
 
 
 def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
@@ -167,3 +167,33 @@ def check_rule_maps(rule_name: str, maps: Any, num_features: int) -> None:
     if maps.domain is not None:
       got += f", domain {maps.domain.shape} {maps.domain.dtype}"
     raise ValueError(f"rule {rule_name!r}: maps(...) must return Maps with {expected}; got {got}")
+
+
+def check_same_batch(name_a: str, a: Any, name_b: str, b: Any) -> None:
+  """Two arrays with the same leading (batch) size."""
+  if np.shape(a)[:1] != np.shape(b)[:1]:
+    raise ValueError(f"{name_a} and {name_b} must have the same batch size, got {np.shape(a)[:1]} and {np.shape(b)[:1]}")
+
+
+def check_budgets(budgets: Any, *, pairwise: bool) -> np.ndarray:
+  """L0 budgets in changed features: positive ints, the smallest allowing one iteration."""
+  budgets = np.asarray(budgets).reshape(-1)
+  if budgets.size == 0 or not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 1:
+    raise ValueError(f"budgets must be positive ints (changed features), got {budgets.tolist()}")
+  if pairwise and budgets.min() < 2:
+    raise ValueError(f"budgets must allow an iteration: at least 2 changed features for pairs, got {budgets.tolist()}")
+  return budgets
+
+
+def check_not_given(caller: str, options: dict, names: tuple) -> None:
+  """Options a caller sets itself must not be passed to it."""
+  for name in names:
+    if name in options:
+      raise TypeError(f"{caller} sets {name} itself (from budgets); do not pass it")
+
+
+def check_mesh(mesh: Any) -> None:
+  from jax.sharding import Mesh
+
+  if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+    raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis, got {mesh!r}")

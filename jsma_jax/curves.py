@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from jsma_jax import metrics
+from jsma_jax import _validate, metrics
 from jsma_jax.dataset import attack_dataset
 from jsma_jax.rules import SaliencyRule
 
@@ -72,16 +72,10 @@ def robustness_curve(
     ...                          budgets=(2, 10, 20, 40))
     >>> curve.success_rate  # [4], non-decreasing
   """
-  budgets = np.asarray(budgets).reshape(-1)
-  if budgets.size == 0 or not np.issubdtype(budgets.dtype, np.integer) or budgets.min() < 1:
-    raise ValueError(f"budgets must be positive ints (changed features), got {budgets.tolist()}")
-  for name in ("gamma", "max_iter", "record_trace"):
-    if name in jsma_options:
-      raise TypeError(f"robustness_curve sets {name} itself (from budgets); do not pass it")
+  _validate.check_not_given("robustness_curve", jsma_options, ("gamma", "max_iter", "record_trace"))
   pairwise = bool(jsma_options.get("pairwise", True))
+  budgets = _validate.check_budgets(budgets, pairwise=pairwise)
   iters = metrics.pixels_to_iterations(budgets, pairwise=pairwise)
-  if iters.min() < 1:
-    raise ValueError(f"budgets must allow an iteration: at least 2 changed features for pairs, got {budgets.tolist()}")
   if rule is not None:
     jsma_options["rule"] = rule
   result = attack_dataset(logits_fn, x, labels, params=params, progress=progress, max_iter=int(iters.max()),

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jsma_jax import batching
+from jsma_jax import _validate, batching
 from jsma_jax.attack import jsma
 from jsma_jax.types import JSMAResult
 
@@ -58,11 +58,9 @@ def attack_dataset(
     >>> type(result.x_adv).__name__, result.x_adv.shape, result.success.tolist()
     ('ndarray', (5, 4), [True, True, True, True, True])
   """
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+  _validate.check_count("chunk_size", chunk_size, minimum=1, optional=False)
   x, targets = np.asarray(x), np.asarray(targets)
-  if x.shape[:1] != targets.shape[:1]:
-    raise ValueError(f"x and targets must have the same batch size, got {x.shape[:1]} and {targets.shape[:1]}")
+  _validate.check_same_batch("x", x, "targets", targets)
   total = x.shape[0]
   size = min(chunk_size, total)
   bar = _progress(total, description) if progress else None

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jsma_jax import attack, batching
+from jsma_jax import _validate, attack, batching
 from jsma_jax.options import AttackOptions, EngineOptions, Plan
 from jsma_jax.types import JSMAResult
 
@@ -86,8 +86,7 @@ def jsma_sharded(
   """
   if mesh is None:
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
-  if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
-    raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis, got {mesh!r}")
+  _validate.check_mesh(mesh)
   n = mesh.devices.size
   p = attack.prepare(logits_fn, x, targets, params, options, engine, overrides)
   batch = p.batch

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jsma_jax import _validate
+
 Array = jax.Array
 
 MODES = ("auto", "jacfwd", "jacrev", "reduced")
@@ -58,8 +60,7 @@ def resolve_mode(mode: str, num_features: int, num_classes: int, num_rows: int) 
     >>> resolve_mode("auto", 784, 10, 2), resolve_mode("auto", 784, 10, 20)
     ('reduced', 'jacrev')
   """
-  if mode not in MODES:
-    raise ValueError(f"jacobian must be one of {MODES}, got {mode!r}")
+  _validate.check_choice("jacobian", mode, MODES)
   if mode != "auto":
     return mode
   if num_features < min(num_rows, num_classes):
@@ -86,8 +87,7 @@ def _single(f: Callable[[Array], Array], shape: tuple[int, ...]) -> Callable[[Ar
 
 def check_chunk(jvp_chunk: Any) -> int:
   """``jvp_chunk`` as a positive int, or a ``ValueError`` naming it."""
-  if isinstance(jvp_chunk, bool) or not isinstance(jvp_chunk, int) or jvp_chunk < 1:
-    raise ValueError(f"jvp_chunk must be a positive int (tangents per forward pass), got {jvp_chunk!r}")
+  _validate.check_count("jvp_chunk", jvp_chunk, minimum=1, optional=False, what=" (tangents per forward pass)")
   return jvp_chunk
 
 
@@ -187,8 +187,7 @@ def forward_derivative(
     >>> bool(jnp.allclose(J, w.T)), bool(jnp.allclose(forward_derivative(f, jnp.ones((3, 4)), mode="jacfwd")[1], J))
     (True, True)
   """
-  if mode not in ("jacfwd", "jacrev", "reduced"):
-    raise ValueError(f"mode must be 'jacfwd', 'jacrev' or 'reduced', got {mode!r}")
+  _validate.check_choice("mode", mode, ("jacfwd", "jacrev", "reduced"))
   x = jnp.asarray(x)
   shape = x.shape[1:]
   f = _single(

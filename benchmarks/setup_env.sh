@@ -39,7 +39,7 @@ echo "torch==2.13.0" > "$CONSTRAINTS"
 "${PIP[@]}" --no-deps "advertorch==0.2.3" "torchattacks==3.5.1"
 "${PIP[@]}" -c "$CONSTRAINTS" "adversarial-robustness-toolbox==1.20.1"
 # jsma-jax itself (jax, flax, optax, ...), editable so the checkout is what runs.
-"${PIP[@]}" -c "$CONSTRAINTS" -e "$ROOT"
+"${PIP[@]}" -c "$CONSTRAINTS" -e "$ROOT[models]"
 
 "$VENV/bin/python" - <<'EOF'
 import importlib.metadata as md

@@ -1,7 +1,8 @@
 """User-written models with and without ``jsma_jax.rewrite.loop_friendly`` (issue 11).
 
-The same LeNet weights written three ways: the shipped ``jsma_jax.models.LeNet`` (its
-hand-written ``conv_im2col`` and one-hot max-pool), a plain Flax NNX LeNet (``nnx.Conv``,
+The same LeNet weights written three ways: the shipped ``jsma_jax.models.LeNet`` (until
+commit 1a01fc8 with hand-written ``conv_im2col`` and one-hot max-pool, since then plain
+``nnx.Conv`` and ``nnx.max_pool`` itself), a plain Flax NNX LeNet (``nnx.Conv``,
 ``nnx.max_pool``) and a raw ``lax.conv_general_dilated`` function in NCHW/OIHW with
 ``lax.reduce_window`` max-pools (``tests/user_models.py``). Each attacks the same 270
 pairs (30 embedded MNIST test digits, 3 per class, x their 9 other classes; theta = +1,
@@ -39,7 +40,6 @@ import jsma_jax  # noqa: E402
 import user_models  # noqa: E402
 from jsma_jax.models import LeNet, as_logits_fn, load_checkpoint, load_mnist  # noqa: E402
 from jsma_jax.models.checkpoint import cpu_model  # noqa: E402
-from jsma_jax.rewrite import loop_friendly  # noqa: E402
 
 
 def sources(per_class: int) -> tuple[jax.Array, jax.Array]:
@@ -62,17 +62,17 @@ def models(checkpoint: str) -> tuple[dict, str]:
   nnx_fn, _ = user_models.nnx_lenet(act)
   lax_fn = user_models.LAX_LENET[act]
   lax_params = user_models.lax_params_from_nnx(params)
-  return {
-      "shipped LeNet": (shipped_fn, params),
-      "NNX LeNet, rewrite off": (nnx_fn, params),
-      "NNX LeNet, rewrite on": (loop_friendly(nnx_fn), params),
-      "raw-lax NCHW LeNet, rewrite off": (lax_fn, lax_params),
-      "raw-lax NCHW LeNet, rewrite on": (loop_friendly(lax_fn), lax_params),
+  return {  # jsma rewrites every model on the CPU by default (rewrite="auto"); "off" asks it not to
+      "shipped LeNet": (shipped_fn, params, {}),
+      "NNX LeNet, rewrite off": (nnx_fn, params, {"rewrite": False}),
+      "NNX LeNet, rewrite on": (nnx_fn, params, {"rewrite": True}),
+      "raw-lax NCHW LeNet, rewrite off": (lax_fn, lax_params, {"rewrite": False}),
+      "raw-lax NCHW LeNet, rewrite on": (lax_fn, lax_params, {"rewrite": True}),
   }, f"{origin}, activation {act}"
 
 
-def attack(apply_fn, params, x, t):
-  return jax.block_until_ready(jsma_jax.jsma(apply_fn, x, t, params=params))
+def attack(apply_fn, params, x, t, options):
+  return jax.block_until_ready(jsma_jax.jsma(apply_fn, x, t, params=params, **options))
 
 
 def timed(fn, *args) -> tuple[float, object]:
@@ -93,16 +93,16 @@ def main() -> None:
   x, t = sources(args.per_class)
   table, origin = models(args.checkpoint)
   rows = {}
-  for name, (fn, params) in table.items():  # first calls: compile + one run
-    first, result = timed(attack, fn, params, x, t)
+  for name, (fn, params, options) in table.items():  # first calls: compile + one run
+    first, result = timed(attack, fn, params, x, t, options)
     rows[name] = {"first_call_s": first, "seconds": [],
                   "success_rate": float(jnp.mean(result.success)),
                   "iterations_mean": float(jnp.mean(result.iterations)),
                   "x_adv": np.asarray(result.x_adv)}
     print(f"{name}: first call {first:.1f} s", flush=True)
   for _ in range(args.repeats):  # round robin, so that the other users' load hits all alike
-    for name, (fn, params) in table.items():
-      rows[name]["seconds"].append(timed(attack, fn, params, x, t)[0])
+    for name, (fn, params, options) in table.items():
+      rows[name]["seconds"].append(timed(attack, fn, params, x, t, options)[0])
   for name, row in rows.items():
     row["attacks_per_s"] = x.shape[0] / statistics.median(row["seconds"])
     print(f"{name}: {row['attacks_per_s']:.1f} attacks/s", flush=True)

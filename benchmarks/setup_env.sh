@@ -37,6 +37,7 @@ echo "torch==2.13.0" > "$CONSTRAINTS"
 "${PIP[@]}" --upgrade pip setuptools wheel
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" --no-deps "advertorch==0.2.3" "torchattacks==3.5.1"
+"${PIP[@]}" pillow  # advertorch imports PIL at import time (its JPEG defence)
 "${PIP[@]}" -c "$CONSTRAINTS" "adversarial-robustness-toolbox==1.20.1"
 # jsma-jax itself (jax, flax, optax, ...), editable so the checkout is what runs.
 "${PIP[@]}" -c "$CONSTRAINTS" -e "$ROOT[models]"

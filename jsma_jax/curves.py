@@ -68,9 +68,11 @@ def robustness_curve(
     :class:`Curve` with ``K`` entries per field (``[K, B]`` per attack).
 
   Example:
-    >>> curve = robustness_curve(apply_fn, x, targets, params=params, rule=jsma_jax.wjsma_rule(),
-    ...                          budgets=(2, 10, 20, 40))
-    >>> curve.success_rate  # [4], non-decreasing
+    >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+    >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+    >>> curve = robustness_curve(f, jnp.zeros((2, 4)), jnp.array([1, 1]), budgets=(2, 4), progress=False)
+    >>> curve.budgets.tolist(), curve.success_rate.tolist()
+    ([2, 4], [1.0, 1.0])
   """
   _validate.check_not_given("robustness_curve", jsma_options, ("gamma", "max_iter", "record_trace"))
   pairwise = bool(jsma_options.get("pairwise", True))

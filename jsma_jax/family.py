@@ -14,7 +14,14 @@ bounds. A map ``(a, b)`` in direction "up" admits ``alpha = a_p + a_q > 0``,
 ``beta = b_p + b_q < 0`` and scores ``-alpha * beta`` (signs mirrored "down").
 
 Example:
-  >>> result = jsma_jax.jsma(apply_fn, x, sources, params=params, rule=maximal_rule())
+  A linear model of 4 features and 2 classes; the source is class 0:
+
+  >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])  # [M=4, N=2]
+  >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+  >>> x, sources = jnp.full((1, 4), 0.5), jnp.array([0])
+  >>> r = jsma_jax.jsma(f, x, sources, rule=maximal_rule(), max_iter=2)
+  >>> r.success.tolist(), r.criterion, r.predicted.tolist()
+  ([True], 'argmax != source', [1])
 """
 
 from __future__ import annotations

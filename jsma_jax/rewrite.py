@@ -237,8 +237,14 @@ def eval_jaxpr_loop_friendly(closed_jaxpr: core.ClosedJaxpr, *args: Any) -> list
     The flat list of outputs, one per ``closed_jaxpr.jaxpr.outvars``.
 
   Example:
-    >>> closed = jax.make_jaxpr(model)(params, x)
-    >>> logits, = eval_jaxpr_loop_friendly(closed, *jax.tree.leaves((params, x)))
+    >>> k = jnp.ones((3, 3, 1, 2))  # HWIO
+    >>> model = lambda k, x: jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+    ...                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    >>> x = jnp.arange(2 * 5 * 5.).reshape(2, 5, 5, 1)
+    >>> closed = jax.make_jaxpr(model)(k, x)
+    >>> out, = eval_jaxpr_loop_friendly(closed, k, x)
+    >>> bool(jnp.allclose(out, model(k, x)))
+    True
   """
   if len(args) != len(closed_jaxpr.jaxpr.invars):
     raise TypeError(f"args: expected {len(closed_jaxpr.jaxpr.invars)} flat arrays, "
@@ -277,8 +283,13 @@ def loop_friendly(fn: Callable[..., Any]) -> LoopFriendly:
     A hashable callable with ``fn``'s signature.
 
   Example:
-    >>> fast = loop_friendly(apply_fn)
-    >>> result = jsma_jax.jsma(fast, x, targets, params=params)
+    >>> pool = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    >>> fast = loop_friendly(pool)
+    >>> x = jnp.zeros((1, 2, 2, 1))  # a tie: the gradient goes to the first maximum
+    >>> jax.grad(lambda x: fast(x).sum())(x).reshape(-1).tolist()
+    [1.0, 0.0, 0.0, 0.0]
+    >>> fast == loop_friendly(pool)
+    True
   """
   if not callable(fn):
     raise TypeError(f"fn must be callable, got {type(fn).__name__}")

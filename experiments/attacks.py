@@ -84,29 +84,10 @@ class RowResult(NamedTuple):
 
 def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: int,
                 log: Callable[[str], None], tag: str, **options) -> jsma_jax.JSMAResult:
-  """``jsma`` over ``x`` in batches of one compiled shape (the last one padded).
-
-  ``jsma_jax.attack_dataset`` does this (with a progress bar) where it exists.
-  """
-  if hasattr(jsma_jax, "attack_dataset"):
-    return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
-                                   description=tag, **options)
-  n = len(targets)
-  b = min(batch_size, n)
-  parts = []
-  start = time.perf_counter()
-  for lo in range(0, n, b):
-    xb, tb = x[lo:lo + b], targets[lo:lo + b]
-    pad = b - len(tb)
-    if pad:
-      xb = np.concatenate([xb, np.repeat(xb[:1], pad, 0)])
-      tb = np.concatenate([tb, np.repeat(tb[:1], pad, 0)])
-    parts.append(jax.device_get(jsma(model.apply_fn, xb, tb, params=model.params, **options)))
-    done = min(lo + b, n)
-    rate = done / (time.perf_counter() - start)
-    log(f"  {tag}: {done}/{n} attacks, {rate:.1f} attacks/s, eta {(n - done) / rate:.0f} s")
-  cut = lambda i: [None if v is None else np.asarray(v)[:n - i * b] for v in parts[i]]  # drops the padding
-  return type(parts[0])(*(None if v[0] is None else np.concatenate(v) for v in zip(*map(cut, range(len(parts))))))
+  """``jsma`` over ``x`` in chunks of one compiled shape, with a progress bar (``jsma_jax.attack_dataset``)."""
+  del log  # the progress bar reports
+  return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
+                                 description=tag, **options)
 
 
 def _max_iter(ctx: Context, row: Row) -> int:

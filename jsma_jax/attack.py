@@ -119,12 +119,10 @@ def _forward(fn, weights, x):
 
 def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray:
   """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape)."""
-  size = min(chunk, x.shape[0])
   parts = []
   with jax.ensure_compile_time_eval():  # concrete even when called inside the user's jit
-    for start in range(0, x.shape[0], size):
-      xs = batching.pad_batch(x[start:start + size], size)
-      parts.append(np.asarray(_forward(model.fn, model.weights, xs))[: min(size, x.shape[0] - start)])
+    for _, n, xs in batching.chunks(x, min(chunk, x.shape[0])):
+      parts.append(np.asarray(_forward(model.fn, model.weights, xs))[:n])
   return np.concatenate(parts)
 
 

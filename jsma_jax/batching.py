@@ -42,6 +42,18 @@ def bucket_size(batch: int, *, smallest: int = 8) -> int:
   return octave * -(-batch // octave)
 
 
+def chunks(arrays: Any, size: int):
+  """Yield ``(start, n, padded)``: ``arrays`` (a pytree, leading axis ``B``) ``size`` rows at a time.
+
+  Every chunk is padded to ``size`` rows (:func:`pad_batch`), so a compiled
+  function of one shape serves them all; ``n`` is the count of real rows.
+  """
+  total = jax.tree.leaves(arrays)[0].shape[0]
+  for start in range(0, total, size):
+    n = min(size, total - start)
+    yield start, n, pad_batch(jax.tree.map(lambda v: v[start:start + size], arrays), size)
+
+
 def pad_batch(arrays: Any, size: int) -> Any:
   """Pad every array of the pytree ``arrays`` along axis 0 to ``size`` rows, with copies of row 0.
 

@@ -66,9 +66,7 @@ def attack_dataset(
   bar = _progress(total, description) if progress else None
   parts, wins = [], 0
   try:
-    for start in range(0, total, size):
-      xs, ts = batching.pad_batch((x[start:start + size], targets[start:start + size]), size)
-      n = min(size, total - start)
+    for start, n, (xs, ts) in batching.chunks((x, targets), size):
       result = jax.device_get(jsma(logits_fn, xs, ts, params=params, **{**options, "pad_batches": False}))
       result = jax.tree.map(lambda v: v[:n], result)
       parts.append(result)

@@ -41,11 +41,8 @@ def adversarial_distance_of(logits_fn: Callable[..., Any], x: Any, targets: Any,
     [0.75, 0.75]
   """
   x, targets = np.asarray(x), np.asarray(targets)
-  size = min(batch_size, len(targets))
   out = []
-  for start in range(0, len(targets), size):
-    xb, tb = batching.pad_batch((x[start:start + size], targets[start:start + size]), size)
-    n = min(size, len(targets) - start)
+  for _, n, (xb, tb) in batching.chunks((x, targets), min(batch_size, len(targets))):
     _, a, b = jac_lib.target_rows(logits_fn, xb, tb, params=params, probabilities=probabilities)
     out.append(metrics.adversarial_distance(a, b, increase=increase)[:n])
   return np.concatenate(out) if out else np.zeros(0)

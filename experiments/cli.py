@@ -1,4 +1,4 @@
-"""The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack [options]``.
+"""The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack | family | zoo [options]``.
 
 Each command is a module of this package with its own ``main(argv)`` and ``--help``;
 the module is imported only when its command runs, so ``jsma-jax --help`` works with the
@@ -15,6 +15,7 @@ COMMANDS = {
     "train": ("train_lenet", "train the paper's LeNet on MNIST and save a checkpoint"),
     "attack": ("attack", "attack a checkpoint on a dataset and write results.json and report.md"),
     "family": ("family", "compare the JSMA family on one model: table, curve, report"),
+    "zoo": ("zoo", "train LeNets by several recipes, attack each, report what moves success"),
 }
 EXTRAS = "pip install 'jsma-jax[experiments]'"
 

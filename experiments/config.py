@@ -112,6 +112,10 @@ class StudyConfig:
     data_dir: IDX folder (``idx``; default ``IDX_DIR``) or TFDS data folder (``tfds``).
     activations: LeNet activations to study.
     arch: ``"lenet"`` (the paper's) or ``"tiny_mlp"`` (a one-hidden-layer MLP, for tests).
+    shipped: the tanh LeNet is the package's paper LeNet
+      (:func:`jsma_jax.models.load_paper_lenet`: the ``theano_tutorial`` recipe on full
+      MNIST), so nothing is trained; other activations, or ``shipped=False``, load
+      ``checkpoint_dir`` or train here.
     checkpoint_dir: folder holding ``lenet_<activation>_mnist`` checkpoints to load;
       models missing there are trained here (and saved under ``out/models``).
     epochs: training epochs for models trained here.
@@ -134,6 +138,7 @@ class StudyConfig:
   data_dir: str | None = None
   activations: tuple[str, ...] = ACTIVATIONS
   arch: str = "lenet"
+  shipped: bool = True
   checkpoint_dir: str | None = None
   epochs: int = 3
   splits: tuple[str, ...] = ("test",)
@@ -192,18 +197,25 @@ class StudyConfig:
 
 
 def quick() -> StudyConfig:
-  """The default: the embedded digits, both LeNets trained here, a few minutes on 2 CPUs."""
-  return StudyConfig()
+  """The default: the shipped paper LeNet on the embedded test digits, a few minutes on 2 CPUs."""
+  return StudyConfig(activations=("tanh",), n_sources=100, n_sources_ablation=20)
+
+
+def embedded_training() -> StudyConfig:
+  """Both LeNets trained here on the 5,000 embedded training digits, then attacked."""
+  return StudyConfig(shipped=False, n_sources=20, n_sources_ablation=5)
 
 
 def full_mnist() -> StudyConfig:
-  """The paper's scale: full MNIST (IDX files), 10,000 sources per set, 3 sets, LeNets of runs/models.
+  """The paper's scale: the shipped paper LeNet on full MNIST (IDX files), all 10,000 test
+  sources and 1,000 each from the training and validation sets.
 
-  Models missing from ``runs/models`` (``jsma-jax train --out runs/models/lenet_<act>_mnist``)
-  are trained here.
+  The validation set is the last 10,000 training images, which the shipped LeNet's
+  recipe (``theano_tutorial``) holds out.
   """
-  return StudyConfig(source="idx", data_dir=IDX_DIR, checkpoint_dir=os.path.join("runs", "models"),
-                     splits=SPLITS, n_sources=10000, n_sources_ablation=1000)
+  return StudyConfig(source="idx", data_dir=IDX_DIR, activations=("tanh",), splits=SPLITS,
+                     n_sources=10000, n_sources_splits=1000, n_sources_ablation=500)
 
 
-PRESETS: dict[str, Callable[[], StudyConfig]] = {"quick": quick, "full_mnist": full_mnist}
+PRESETS: dict[str, Callable[[], StudyConfig]] = {"quick": quick, "embedded_training": embedded_training,
+                                                 "full_mnist": full_mnist}

@@ -170,8 +170,17 @@ def _external_checkpoint(config: StudyConfig, activation: str) -> str | None:
   return path if os.path.isfile(os.path.join(path, "metadata.json")) else None
 
 
+def uses_shipped(config: StudyConfig, activation: str) -> bool:
+  """Whether this activation's model is the package's paper LeNet."""
+  return config.shipped and config.arch == "lenet" and activation == "tanh"
+
+
 def model_key(config: StudyConfig, activation: str) -> dict:
   """What a model (and so every stage on it) depends on."""
+  if uses_shipped(config, activation):
+    from jsma_jax.models import load_paper_lenet
+
+    return {"shipped": load_paper_lenet()[1]["weights_sha256"]}
   return {"arch": config.arch, "activation": activation, "source": config.source,
           "data_dir": config.data_dir, "checkpoint": _external_checkpoint(config, activation),
           "epochs": config.epochs, "seed": config.seed}
@@ -185,10 +194,17 @@ def model_stage(config: StudyConfig, stages: Stages, data: Data, activation: str
   key = model_key(config, activation)
 
   def work():
-    if external is not None:
+    if uses_shipped(config, activation):
+      from jsma_jax.models import load_paper_lenet
+
+      model, meta = load_paper_lenet()
+      info = {"checkpoint": "shipped (jsma_jax.models.load_paper_lenet)", "trained_here": False,
+              "recipe": meta.get("recipe"), "dataset": meta.get("dataset"),
+              "checkpoint_test_accuracy": meta.get("test_accuracy")}
+    elif external is not None:
       model, meta = load_checkpoint(external)
       info = {"checkpoint": external, "trained_here": False,
-              "train": meta.get("train"), "dataset": meta.get("dataset"),
+              "recipe": meta.get("recipe"), "dataset": meta.get("dataset"),
               "checkpoint_test_accuracy": meta.get("test_accuracy")}
     else:
       model, hist = train(_build(config, activation, data), tuple(data["train"]), None,

@@ -81,6 +81,16 @@ def _effects(results: dict) -> list[str]:
   return out
 
 
+def _recipe(recipe: dict | None) -> str:
+  """A checkpoint's recorded training recipe, in words."""
+  if not recipe:
+    return "recipe not recorded"
+  from jsma_jax.models import Recipe
+
+  r = Recipe.from_dict(recipe)
+  return f"recipe `{r.name}` ({r.describe()})"
+
+
 def render(results: dict, figures: list[str], command: str) -> str:
   """The Markdown report of one study."""
   cfg, ds, env = results["config"], results["dataset"], results["environment"]
@@ -102,7 +112,7 @@ def render(results: dict, figures: list[str], command: str) -> str:
   for act in acts:
     m = results["models"][act]
     trained = (f"{m['n_train']} images here, {m['epochs']} epochs" if m["trained_here"]
-               else f"{(m.get('dataset') or {}).get('n_train', '?')} images ({(m.get('train') or {}).get('epochs', '?')} epochs)")
+               else f"{(m.get('dataset') or {}).get('n_train', '?')} images; {_recipe(m.get('recipe'))}")
     L.append(f"| {_model(results, act)} | {m['checkpoint'] or 'trained by this run'} | {trained} | "
              f"{_pct(m['accuracy']['train'])} | {_pct(m['accuracy']['validation'])} | {_pct(m['accuracy']['test'])} |")
   L += ["", "## The paper's table (gamma = {:.1%}, {} pair iterations)".format(cfg["gamma"], results["rows"][0]["table_max_iter"]), "",

@@ -50,6 +50,9 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
                  help="LeNet activations to study, comma-separated (tanh,relu)")
   p.add_argument("--arch", choices=config_lib.ARCHS, default=d.arch,
                  help="model: the paper's LeNet, or tiny_mlp (a fast stand-in for tests)")
+  p.add_argument("--no-shipped", dest="shipped", action="store_false", default=d.shipped,
+                 help="train the tanh LeNet (or load it from --checkpoint-dir) instead of using the "
+                      "shipped paper LeNet")
   p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
                  help="folder with lenet_<activation>_mnist checkpoints (models missing there are trained)")
   p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs of models trained here")

@@ -4,6 +4,8 @@ Usage::
 
   jsma-jax train --dataset embedded --activation tanh --epochs 10 \\
       --out runs/models/lenet_tanh_embedded
+  jsma-jax train --dataset idx --data-dir ../shared/data/mnist --recipe theano_tutorial \\
+      --epochs 30 --out runs/models/theano_tutorial
   jsma-jax train --dataset idx --data-dir ../shared/data/mnist \\
       --activation relu --epochs 6 --out runs/models/lenet_relu_mnist
   jsma-jax train --dataset tfds --data-dir ~/tensorflow_datasets \\
@@ -11,7 +13,9 @@ Usage::
 
 (``python -m experiments.train_lenet`` from a checkout is the same command.)
 ``--dataset`` names the source (``embedded``, ``idx``, ``tfds``); ``--name`` picks MNIST
-or Fashion-MNIST. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
+or Fashion-MNIST; ``--recipe`` a training recipe (``jsma_jax.models.Recipe``: the
+presets ``adam_cosine``, the default, ``theano_tutorial`` and ``pytorch_sgd``), whose
+fields the other options change. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
 ``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
 OUT already holds a checkpoint of the same configuration is not redone (``--force``).
 """
@@ -28,31 +32,51 @@ import time
 PROG = "jsma-jax train"
 
 
+RECIPE_FLAGS = {  # command-line flag -> Recipe field; None: keep the recipe's value
+    "activation": "activation", "epochs": "epochs", "batch_size": "batch_size",
+    "learning_rate": "learning_rate", "optimizer": "optimizer", "schedule": "schedule",
+    "init": "init", "split": "split", "seed": "seed"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """One training run."""
+  """One training run: the data, the recipe (a preset and the fields changed) and OUT."""
 
   source: str = "embedded"
   name: str = "mnist"
   data_dir: str | None = None
   idx_dir: str | None = None
   download: bool = False
-  activation: str = "tanh"
-  epochs: int = 10
-  batch_size: int = 128
-  learning_rate: float = 1e-3
-  schedule: str = "cosine"
-  seed: int = 0
+  recipe: str = "adam_cosine"
+  activation: str | None = None
+  epochs: int | None = None
+  batch_size: int | None = None
+  learning_rate: float | None = None
+  optimizer: str | None = None
+  schedule: str | None = None
+  init: str | None = None
+  split: str | None = None
+  seed: int | None = None
   out: str = "runs/models/lenet"
+
+  def make_recipe(self):
+    """The :class:`jsma_jax.models.Recipe` of this run."""
+    from jsma_jax.models import preset
+
+    changes = {field: getattr(self, flag) for flag, field in RECIPE_FLAGS.items()
+               if getattr(self, flag) is not None}
+    return preset(self.recipe).replace(**changes)
 
 
 def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax train``."""
+  from jsma_jax.models.recipe import INITS, OPTIMIZERS, PRESETS, SCHEDULES, TRAIN_SPLITS
+
   d = Config()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"),
-                 default=d.source, help="data source: the embedded 5,000 digits, IDX files or tensorflow-datasets")
+                 default=d.source, help="data source: the embedded digits, IDX files or tensorflow-datasets")
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=None,
                  help="idx: folder of IDX files; tfds: TFDS data folder")
@@ -60,14 +84,18 @@ def parser() -> argparse.ArgumentParser:
                  help="tfds: IDX files to prepare the TFDS dataset from if needed")
   p.add_argument("--download", action="store_true",
                  help="tfds: allow downloading the IDX files if not prepared")
-  p.add_argument("--activation", choices=("tanh", "relu"), default=d.activation,
-                 help="the LeNet's activation (the paper does not state it; its Theano tutorial uses tanh)")
-  p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
-  p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
-  p.add_argument("--lr", dest="learning_rate", type=float, default=d.learning_rate, help="Adam's peak step size")
-  p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule,
-                 help="learning-rate schedule")
-  p.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation and shuffling")
+  p.add_argument("--recipe", choices=tuple(PRESETS), default=d.recipe,
+                 help="the training recipe the options below change (jsma_jax.models.PRESETS)")
+  p.add_argument("--activation", choices=("tanh", "relu"), help="the LeNet's activation")
+  p.add_argument("--epochs", type=int, help="passes over the training set")
+  p.add_argument("--batch-size", type=int, help="training batch size")
+  p.add_argument("--lr", dest="learning_rate", type=float, help="the (peak) step size")
+  p.add_argument("--optimizer", choices=OPTIMIZERS, help="optimiser")
+  p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
+  p.add_argument("--init", choices=INITS, help="initialisation scheme")
+  p.add_argument("--split", choices=TRAIN_SPLITS,
+                 help="all training images, or hold out the last sixth for validation")
+  p.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
   p.add_argument("--out", required=True, default=argparse.SUPPRESS,
                  help="checkpoint folder to write (required), e.g. runs/models/lenet_tanh_mnist")
   p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
@@ -78,10 +106,13 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   """The training configuration of a command line, and ``--force``."""
   p = parser()
   args = vars(p.parse_args(argv))
-  if args["epochs"] < 1:
-    p.error(f"--epochs must be >= 1, got {args['epochs']}")
   force = args.pop("force")
-  return Config(**args), force
+  config = Config(**args)
+  try:
+    config.make_recipe()
+  except (TypeError, ValueError) as e:
+    p.error(str(e))
+  return config, force
 
 
 def _plot(history, path):
@@ -107,7 +138,6 @@ def main(argv=None) -> dict:
   config, force = parse_args(argv)  # before the imports below, so that --help needs the core only
   from jsma_jax.models import checkpoint as ckpt_lib
   from jsma_jax.models.data import load_dataset
-  from jsma_jax.models.lenet import ModelConfig
   from jsma_jax.models.train import train
 
   config_dict = dataclasses.asdict(config)
@@ -131,18 +161,15 @@ def main(argv=None) -> dict:
   print(f"loaded {config.name} from {config.source}: {len(train_data[1])} train, "
         f"{len(test_data[1])} test ({load_seconds:.1f} s)")
 
-  model_config = ModelConfig(arch="lenet", activation=config.activation)
-  model, history = train(model_config, train_data, test_data, epochs=config.epochs,
-                         batch_size=config.batch_size,
-                         learning_rate=config.learning_rate, schedule=config.schedule,
-                         seed=config.seed)
+  recipe = config.make_recipe()
+  model, history = train(recipe, train_data, test_data)
   dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
              "n_train": len(train_data[1]), "n_test": len(test_data[1])}
   if config.source == "embedded":
-    dataset["split"] = ("embedded_split_indices(): every 5th digit of each class held "
-                        "out (4000 train / 1000 test)")
+    dataset["split"] = ("the embedded digits: 5,000 official training digits (500 per class), "
+                        "1,000 official test digits (100 per class)")
   meta = {"run": config_dict, "dataset": dataset,
-          "train": history["config"], "history": history,
+          "recipe": history["recipe"], "history": history,
           "test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"]
           else None,
           "train_seconds": history["train_seconds"], "load_seconds": load_seconds,
@@ -157,11 +184,10 @@ def main(argv=None) -> dict:
   sw = meta["software"]
   with open(os.path.join(config.out, "report.md"), "w") as f:
     f.write(
-        f"# LeNet ({config.activation}) on {config.name} ({config.source})\n\n"
+        f"# LeNet ({recipe.activation}) on {config.name} ({config.source})\n\n"
         f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
         f"test images ({dataset['n_train']} training images)\n"
-        f"- {config.epochs} epochs, batch {config.batch_size}, Adam lr "
-        f"{config.learning_rate} ({config.schedule} schedule), seed {config.seed}\n"
+        f"- recipe `{recipe.name}`: {recipe.describe()}, seed {recipe.seed}\n"
         f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
         f"({sw['device']}, {os.cpu_count()} CPU cores visible)\n"
         f"- per-epoch test accuracy: "

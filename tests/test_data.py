@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from jsma_jax.models import data as data_lib
-from jsma_jax.models import embedded_split_indices
 from jsma_jax.models import load_embedded_mnist
 from jsma_jax.models import load_fashion_mnist
+from jsma_jax.models import load_idx
 from jsma_jax.models import load_mnist
 from jsma_jax.models import read_idx
 
@@ -54,32 +54,34 @@ def small_idx_dir(tmp_path_factory):
 # ----------------------------------------------------------------------------- embedded
 
 
-def test_embedded_all():
-  images, labels = load_embedded_mnist("all")
+def test_embedded_train_digits():
+  images, labels = load_embedded_mnist("train")
   _check_arrays(images, labels, 5000)
   np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
   assert images.max() == 1.0  # real digits use the whole range
 
 
-def test_embedded_split_is_fixed_stratified_partition():
-  train_idx, test_idx = embedded_split_indices()
-  _, labels = data_lib.load_embedded_mnist_uint8()
-  assert len(train_idx) == 4000 and len(test_idx) == 1000
-  np.testing.assert_array_equal(np.sort(np.concatenate([train_idx, test_idx])),
-                                np.arange(5000))
-  np.testing.assert_array_equal(np.bincount(labels[train_idx]), [400] * 10)
-  np.testing.assert_array_equal(np.bincount(labels[test_idx]), [100] * 10)
-  np.testing.assert_array_equal(test_idx[:3], [4, 9, 14])
-
-
-@pytest.mark.parametrize("split, n", [("train", 4000), ("test", 1000)])
+@pytest.mark.parametrize("split, n", [("train", 5000), ("test", 1000)])
 def test_load_mnist_embedded_default(split, n):
   images, labels = load_mnist(split=split)
   _check_arrays(images, labels, n)
   np.testing.assert_array_equal(np.bincount(labels), [n // 10] * 10)
-  idx = embedded_split_indices()[split == "test"]
-  raw_images, _ = data_lib.load_embedded_mnist_uint8()
-  np.testing.assert_array_equal(images[..., 0] * 255, raw_images[idx])
+  raw = (data_lib.load_embedded_mnist_uint8()[0] if split == "train"
+         else data_lib.load_embedded_mnist_test_uint8()[0])
+  np.testing.assert_array_equal(images[..., 0] * 255, raw)
+
+
+def test_embedded_test_digits_are_first_100_test_digits_per_class():
+  """What _data/SOURCE.md states: official test images, the first 100 of each class."""
+  data_dir = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+  if not os.path.isdir(data_dir):
+    pytest.skip("../shared/data/mnist is not beside the checkout")
+  test_images, test_labels = load_idx(data_dir, "test")
+  images, labels, index = data_lib.load_embedded_mnist_test_uint8()
+  expected = np.concatenate([np.flatnonzero(test_labels == c)[:100] for c in range(10)])
+  np.testing.assert_array_equal(index, expected)
+  np.testing.assert_array_equal(images, np.round(test_images[expected, ..., 0] * 255).astype(np.uint8))
+  np.testing.assert_array_equal(labels, test_labels[expected])
 
 
 # ---------------------------------------------------------------------------------- IDX

@@ -64,7 +64,7 @@ def test_train_is_deterministic_given_key(tiny_data):
   assert any(not np.array_equal(x, y) for x, y in zip(_bits(other), _bits(runs[0][0])))
   history = runs[0][1]
   assert history["steps"] == 4 and len(history["test_accuracy"]) == 1
-  assert history["config"]["batch_size"] == 64
+  assert history["recipe"]["batch_size"] == 64
 
 
 def test_train_updates_given_model_in_place(tiny_data):
@@ -88,7 +88,7 @@ def test_train_prints_progress(tiny_data):
     [({"epochs": 1.5}, TypeError, "epochs"), ({"batch_size": 0}, ValueError, "batch_size"),
      ({"learning_rate": 0.0}, ValueError, "learning_rate"),
      ({"batch_size": 1000}, ValueError, "batch_size"),
-     ({"schedule": "step"}, ValueError, "schedule")],
+     ({"schedule": "linear"}, ValueError, "schedule")],
     ids=["float-epochs", "zero-batch", "zero-lr", "batch-too-big", "bad-schedule"])
 def test_train_validation(tiny_data, kwargs, error, match):
   with pytest.raises(error, match=match):
@@ -96,8 +96,10 @@ def test_train_validation(tiny_data, kwargs, error, match):
 
 
 def test_train_rejects_bad_inputs(tiny_data):
-  with pytest.raises(TypeError, match="model_or_config"):
+  with pytest.raises(ValueError, match="presets"):
     train("lenet", tiny_data, print_fn=None)
+  with pytest.raises(TypeError, match="model_or_recipe"):
+    train(3, tiny_data, print_fn=None)
   with pytest.raises(ValueError, match="train_data"):
     train(ModelConfig(), (tiny_data[0][:, :, :, 0], tiny_data[1]), print_fn=None)
 
@@ -163,7 +165,7 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_train_command_embedded_reaches_sane_accuracy(tmp_path, capsys):
-  """Two epochs on the embedded 4,000 digits; the held-out 1,000 should be > 85%."""
+  """Two epochs on the embedded 5,000 training digits; the 1,000 test digits should be > 85%."""
   out = tmp_path / "lenet"
   meta = train_lenet.main(["--dataset", "embedded", "--epochs", "2", "--out", str(out)])
   assert meta["test_accuracy"] > 0.85

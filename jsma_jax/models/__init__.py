@@ -9,8 +9,8 @@ from jsma_jax.models.apply import LogitsFn
 from jsma_jax.models.apply import as_logits_fn
 from jsma_jax.models.checkpoint import load_checkpoint
 from jsma_jax.models.checkpoint import load_metadata
+from jsma_jax.models.checkpoint import load_paper_lenet
 from jsma_jax.models.checkpoint import save_checkpoint
-from jsma_jax.models.data import embedded_split_indices
 from jsma_jax.models.data import load_dataset
 from jsma_jax.models.data import load_embedded_mnist
 from jsma_jax.models.data import load_fashion_mnist
@@ -23,20 +23,27 @@ from jsma_jax.models.lenet import SmallCNN
 from jsma_jax.models.lenet import config_of
 from jsma_jax.models.lenet import lenet_numpy_weights
 from jsma_jax.models.lenet import register_architecture
-from jsma_jax.models.train import TrainConfig
+from jsma_jax.models.recipe import PRESETS as RECIPES
+from jsma_jax.models.recipe import Recipe
+from jsma_jax.models.recipe import holdout_split
+from jsma_jax.models.recipe import initialise
+from jsma_jax.models.recipe import preset
 from jsma_jax.models.train import evaluate
+from jsma_jax.models.train import make_optimizer
 from jsma_jax.models.train import train
 
 __all__ = [
     "LeNet",
     "LogitsFn",
     "ModelConfig",
+    "RECIPES",
+    "Recipe",
     "SmallCNN",
-    "TrainConfig",
     "as_logits_fn",
     "config_of",
-    "embedded_split_indices",
     "evaluate",
+    "holdout_split",
+    "initialise",
     "lenet_numpy_weights",
     "load_checkpoint",
     "load_dataset",
@@ -44,7 +51,10 @@ __all__ = [
     "load_fashion_mnist",
     "load_idx",
     "load_metadata",
+    "load_paper_lenet",
     "load_mnist",
+    "make_optimizer",
+    "preset",
     "read_idx",
     "register_architecture",
     "save_checkpoint",

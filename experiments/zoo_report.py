@@ -1,0 +1,256 @@
+"""The zoo's attacks, measures and report (see :mod:`.zoo`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from jsma_jax import metrics
+
+from .stages import Stages, atomic_write_bytes, atomic_write_json
+
+
+class Outcome(NamedTuple):
+  """One recipe's attacks at one theta, over the zoo's sources x 9 targets."""
+
+  success: np.ndarray  # bool [B]
+  n_changed: np.ndarray  # int16 [B]
+  stop_reason: np.ndarray  # int8 [B]
+
+
+class ModelMeasures(NamedTuple):
+  """What a model's test set says about it, besides its accuracy."""
+
+  test_accuracy: float
+  mean_margin: float  # mean over test images of the top logit minus the runner-up
+  mean_confidence: float  # mean over test images of the largest softmax probability
+
+
+class RecipeRow(NamedTuple):
+  """One line of the zoo's table."""
+
+  name: str
+  description: str
+  measures: ModelMeasures
+  validation_accuracy: float | None
+  train_seconds: float
+  outcomes: dict  # theta -> Outcome
+
+
+def source_indices(n_test: int, n: int, seed: int) -> np.ndarray:
+  """The zoo's test sources: the first ``n`` of the same seeded permutation as the
+  reproduction study's test rows (``experiments.inputs.source_indices``)."""
+  rng = np.random.default_rng([seed, 2])  # 2: the test set's index in SPLITS
+  return rng.permutation(n_test)[:n]
+
+
+def model_measures(apply_fn, params, test) -> ModelMeasures:
+  """Accuracy, mean logit margin and mean softmax confidence on the test set."""
+  import jax
+
+  logits = []
+  for lo in range(0, len(test[1]), 1000):
+    logits.append(np.asarray(jax.jit(apply_fn)(params, test[0][lo:lo + 1000])))
+  z = np.concatenate(logits).astype(np.float64)
+  top2 = np.sort(z, axis=1)[:, -2:]
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  return ModelMeasures(float((z.argmax(1) == test[1]).mean()), float((top2[:, 1] - top2[:, 0]).mean()),
+                       float(p.max(1).mean()))
+
+
+def attack_stage(stages: Stages, config, trained, apply_fn, params, test, theta: float) -> Outcome:
+  """Every zoo source towards its 9 other classes at ``theta``, chunk by chunk."""
+  import jsma_jax
+
+  idx = source_indices(len(test[1]), config.n_sources, config.seed)
+  parts = []
+  for c, lo in enumerate(range(0, len(idx), config.chunk_sources)):
+    chunk = idx[lo:lo + config.chunk_sources]
+
+    def work(chunk=chunk):
+      e = jsma_jax.all_other_targets(test[0][chunk], test[1][chunk], 10)
+      r = jsma_jax.attack_dataset(apply_fn, np.asarray(e.x), np.asarray(e.targets), params=params,
+                                  chunk_size=config.batch_size, theta=theta, gamma=config.gamma,
+                                  initial_domain="all", description=f"{trained.recipe.name} theta={theta:+g}")
+      return {"n": int(len(e.targets))}, {
+          "success": np.asarray(r.success), "n_changed": np.asarray(r.n_changed).astype(np.int16),
+          "stop_reason": np.asarray(r.stop_reason).astype(np.int8)}
+
+    key = {"recipe": trained.recipe.to_dict(), "theta": theta, "gamma": config.gamma, "sources": chunk,
+           "initial_domain": "all"}
+    _, arrays = stages.run(f"attack_{trained.recipe.name}_theta{theta:+g}_c{c:02d}", key, work)
+    parts.append(Outcome(arrays["success"], arrays["n_changed"], arrays["stop_reason"]))
+  return Outcome(*(np.concatenate([getattr(p, f) for p in parts]) for f in Outcome._fields))
+
+
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+  """Exact two-sided McNemar p-value of paired successes ``a`` and ``b`` (same attacks)."""
+  n01 = int((~a & b).sum())
+  n10 = int((a & ~b).sum())
+  n = n01 + n10
+  if n == 0:
+    return 1.0
+  k = min(n01, n10)
+  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+  return min(1.0, 2 * tail)
+
+
+def run(config, models, test, log: Callable[[str], None]) -> dict:
+  """Attacks every zoo model (or loads the stages) and writes the report."""
+  from jsma_jax.models import as_logits_fn, load_checkpoint
+
+  stages = Stages(config.out, log)
+  rows = []
+  for trained in models:
+    model, _ = load_checkpoint(trained.path)
+    apply_fn, params = as_logits_fn(model)
+    measures, _ = stages.run(f"measures_{trained.recipe.name}", {"recipe": trained.recipe.to_dict()},
+                             lambda: (model_measures(apply_fn, params, test)._asdict(), None))
+    outcomes = {}
+    if config.stage != "report":
+      for theta in config.thetas:
+        outcomes[theta] = attack_stage(stages, config, trained, apply_fn, params, test, theta)
+        s = outcomes[theta]
+        log(f"{trained.recipe.name} theta={theta:+g}: success {s.success.mean():.4f}, "
+            f"distortion {metrics.mean_distortion(s.n_changed, 784, s.success):.4f}")
+    rows.append(RecipeRow(trained.recipe.name, trained.recipe.describe(), ModelMeasures(**measures),
+                          trained.info["validation_accuracy"], trained.info["train_seconds"], outcomes))
+  results = summarize(config, rows)
+  atomic_write_json(os.path.join(config.out, "results.json"), results)
+  figure(rows, os.path.join(config.out, "zoo.png"))
+  atomic_write_bytes(os.path.join(config.out, "report.md"), render(config, results).encode())
+  log(f"wrote {config.out}/results.json, report.md and zoo.png")
+  return results
+
+
+def summarize(config, rows: list[RecipeRow]) -> dict:
+  """Every number of the zoo: the table, the paired comparisons, the rank correlations."""
+  from .study import environment
+
+  table = []
+  for r in rows:
+    entry = {"recipe": r.name, "description": r.description, **r.measures._asdict(),
+             "validation_accuracy": r.validation_accuracy, "train_seconds": r.train_seconds}
+    for theta, o in r.outcomes.items():
+      entry[f"theta{theta:+g}"] = metrics.summary(o.success, o.n_changed, 784)
+    table.append(entry)
+  by_name = {r.name: r for r in rows}
+  from .zoo import PAIRS
+
+  pairs = []
+  for factor, a, b in PAIRS:
+    if a not in by_name or b not in by_name or not by_name[a].outcomes:
+      continue
+    ra, rb = by_name[a], by_name[b]
+    item = {"factor": factor, "from": a, "to": b,
+            "test_accuracy": [ra.measures.test_accuracy, rb.measures.test_accuracy],
+            "mean_margin": [ra.measures.mean_margin, rb.measures.mean_margin]}
+    for theta in config.thetas:
+      oa, ob = ra.outcomes[theta], rb.outcomes[theta]
+      item[f"theta{theta:+g}"] = {
+          "success": [float(oa.success.mean()), float(ob.success.mean())],
+          "distortion_successful": [metrics.mean_distortion(oa.n_changed, 784, oa.success),
+                                    metrics.mean_distortion(ob.n_changed, 784, ob.success)],
+          "only_from": int((oa.success & ~ob.success).sum()), "only_to": int((~oa.success & ob.success).sum()),
+          "mcnemar_p": mcnemar_p(oa.success, ob.success)}
+    pairs.append(item)
+  correlations = {}
+  attacked = [r for r in rows if r.outcomes]
+  if len(attacked) >= 3:
+    for theta in config.thetas:
+      succ = np.array([r.outcomes[theta].success.mean() for r in attacked])
+      for name in ModelMeasures._fields:
+        vals = np.array([getattr(r.measures, name) for r in attacked])
+        correlations[f"theta{theta:+g}/success~{name}"] = metrics.spearman(vals, succ)
+  return {"config": dataclasses.asdict(config), "table": table, "pairs": pairs,
+          "spearman": correlations, "n_attacks_per_theta": int(config.n_sources * 9),
+          "environment": environment()}
+
+
+def figure(rows: list[RecipeRow], path: str) -> None:
+  """Success (theta = +1 and -1) per recipe beside its mean logit margin."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  attacked = [r for r in rows if r.outcomes]
+  if not attacked:
+    return
+  fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+  names = [r.name for r in attacked]
+  pos = np.arange(len(attacked))
+  for k, theta in enumerate(sorted(attacked[0].outcomes, reverse=True)):
+    a.bar(pos + (k - 0.5) * 0.4, [100 * r.outcomes[theta].success.mean() for r in attacked], 0.4,
+          label=f"theta = {theta:+g}")
+  a.set_xticks(pos, names, rotation=40, ha="right", fontsize=8)
+  a.set(ylabel="targeted success (%)", title="JSMA success per training recipe")
+  a.legend()
+  for theta, marker in ((1.0, "o"), (-1.0, "s")):
+    if theta in attacked[0].outcomes:
+      b.scatter([r.measures.mean_margin for r in attacked],
+                [100 * r.outcomes[theta].success.mean() for r in attacked], marker=marker,
+                label=f"theta = {theta:+g}")
+  for r in attacked:
+    b.annotate(r.name, (r.measures.mean_margin, 100 * r.outcomes[1.0].success.mean()), fontsize=6)
+  b.set(xlabel="mean logit margin on the test set (top-1 minus runner-up)", ylabel="success (%)",
+        title="success against the model's logit margin")
+  b.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _pct(v):
+  return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def render(config, results: dict) -> str:
+  """``report.md``."""
+  env = results["environment"]
+  n = results["n_attacks_per_theta"]
+  lines = [
+      "# Model zoo: how the training recipe moves JSMA's success",
+      "",
+      f"Every recipe trains the paper's LeNet (conv 20@5x5, pool, conv 50@5x5, pool, dense 500, "
+      f"dense 10) on full MNIST. Each model is attacked with the paper's settings (pairs, logits "
+      f"Jacobian, all features in the initial domain, gamma = {config.gamma:.1%}) on the same "
+      f"{config.n_sources} test sources x 9 targets ({n} attacks per theta); success is argmax = target, "
+      "distortion is the share of the 784 pixels changed, over successful attacks.",
+      "",
+      "| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for t in results["table"]:
+    p, m = t.get("theta+1", {}), t.get("theta-1", {})
+    lines.append(f"| {t['recipe']} | {t['description']} | {_pct(t['test_accuracy'])} | "
+                 f"{_pct(t['validation_accuracy'])} | {t['mean_margin']:.2f} | {t['mean_confidence']:.4f} | "
+                 f"{_pct(p.get('success_rate'))} | {_pct(p.get('distortion_successful'))} | "
+                 f"{_pct(m.get('success_rate'))} | {_pct(m.get('distortion_successful'))} |")
+  lines += ["", "Paper (Papernot et al. 2016): 97.10% success, 4.02% distortion (theta = +1); "
+            "64.7% success (theta = -1).", "", "![zoo](zoo.png)", "",
+            "## One factor changed at a time", "",
+            "Each pair trains with the same seed and differs in the one factor named. `only from` / `only to`: "
+            "attacks that succeed against one model of the pair and not the other; p: exact McNemar test "
+            "on those paired outcomes.", "",
+            "| factor | from -> to | test acc | success +1 | p (+1) | success -1 | p (-1) |",
+            "|---|---|---|---|---|---|---|"]
+  for item in results["pairs"]:
+    p, m = item.get("theta+1"), item.get("theta-1")
+    lines.append(
+        f"| {item['factor']} | {item['from']} -> {item['to']} | {_pct(item['test_accuracy'][0])} -> "
+        f"{_pct(item['test_accuracy'][1])} | {_pct(p['success'][0])} -> {_pct(p['success'][1])} | "
+        f"{p['mcnemar_p']:.2g} | {_pct(m['success'][0])} -> {_pct(m['success'][1])} | {m['mcnemar_p']:.2g} |")
+  lines += ["", "## Rank correlations over the zoo", "",
+            "Spearman's rho between each model measure and success, across the recipes:", "",
+            "| | rho |", "|---|---|"]
+  for k, v in results["spearman"].items():
+    lines.append(f"| {k} | {v:+.2f} |")
+  lines += ["", f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on "
+            f"{env['backend']}. Command: `jsma-jax zoo --data-dir {config.data_dir} --out {config.out}`.", ""]
+  return "\n".join(lines)

@@ -131,6 +131,8 @@ class StudyConfig:
     batch_size: attacks per ``jsma`` call.
     n_figure_examples: saliency-map examples in the picture.
     seed: source sampling and training.
+    zoo_results: a model zoo's ``results.json`` (``jsma-jax zoo``) to show beside the
+      reproduction in the report, if the file exists.
   """
 
   out: str = "runs/reproduce"
@@ -152,6 +154,7 @@ class StudyConfig:
   batch_size: int = 1024
   n_figure_examples: int = 3
   seed: int = 0
+  zoo_results: str | None = None
 
   def __post_init__(self):
     if self.source == "idx" and self.data_dir is None:
@@ -214,7 +217,8 @@ def full_mnist() -> StudyConfig:
   recipe (``theano_tutorial``) holds out.
   """
   return StudyConfig(source="idx", data_dir=IDX_DIR, activations=("tanh",), splits=SPLITS,
-                     n_sources=10000, n_sources_splits=1000, n_sources_ablation=500)
+                     n_sources=10000, n_sources_splits=1000, n_sources_ablation=500,
+                     zoo_results=os.path.join("experiments", "results", "zoo", "results.json"))
 
 
 PRESETS: dict[str, Callable[[], StudyConfig]] = {"quick": quick, "embedded_training": embedded_training,

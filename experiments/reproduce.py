@@ -74,6 +74,8 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
   p.add_argument("--figure-examples", dest="n_figure_examples", type=int, default=d.n_figure_examples,
                  help="saliency-map examples in the figure")
   p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling and of training")
+  p.add_argument("--zoo-results", default=d.zoo_results,
+                 help="a model zoo's results.json (jsma-jax zoo) to show beside the reproduction")
   return p
 
 

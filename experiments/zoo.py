@@ -85,7 +85,7 @@ class ZooConfig:
   thetas: tuple[float, ...] = (1.0, -1.0)
   gamma: float = 0.145
   chunk_sources: int = 250
-  batch_size: int = 1024
+  batch_size: int = 1125  # two calls per chunk of 250 sources x 9 targets
   seed: int = 0
   stage: str = "all"
 

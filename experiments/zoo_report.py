@@ -100,7 +100,7 @@ def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
   return min(1.0, 2 * tail)
 
 
-def run(config, models, test, log: Callable[[str], None]) -> dict:
+def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
   """Attacks every zoo model (or loads the stages) and writes the report."""
   from jsma_jax.models import as_logits_fn, load_checkpoint
 
@@ -120,7 +120,7 @@ def run(config, models, test, log: Callable[[str], None]) -> dict:
             f"distortion {metrics.mean_distortion(s.n_changed, 784, s.success):.4f}")
     rows.append(RecipeRow(trained.recipe.name, trained.recipe.describe(), ModelMeasures(**measures),
                           trained.info["validation_accuracy"], trained.info["train_seconds"], outcomes))
-  results = summarize(config, rows)
+  results = summarize(config, rows, pairs)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   figure(rows, os.path.join(config.out, "zoo.png"))
   atomic_write_bytes(os.path.join(config.out, "report.md"), render(config, results).encode())
@@ -128,9 +128,11 @@ def run(config, models, test, log: Callable[[str], None]) -> dict:
   return results
 
 
-def summarize(config, rows: list[RecipeRow]) -> dict:
-  """Every number of the zoo: the table, the paired comparisons, the rank correlations."""
+def summarize(config, rows: list[RecipeRow], pairs=None) -> dict:
+  """Every number of the zoo: the table, the paired comparisons (``pairs``: triples
+  ``(factor, recipe, changed recipe)``, default ``zoo.PAIRS``), the rank correlations."""
   from .study import environment
+  from .zoo import PAIRS
 
   table = []
   for r in rows:
@@ -140,10 +142,8 @@ def summarize(config, rows: list[RecipeRow]) -> dict:
       entry[f"theta{theta:+g}"] = metrics.summary(o.success, o.n_changed, 784)
     table.append(entry)
   by_name = {r.name: r for r in rows}
-  from .zoo import PAIRS
-
-  pairs = []
-  for factor, a, b in PAIRS:
+  compared = []
+  for factor, a, b in (PAIRS if pairs is None else pairs):
     if a not in by_name or b not in by_name or not by_name[a].outcomes:
       continue
     ra, rb = by_name[a], by_name[b]
@@ -158,7 +158,7 @@ def summarize(config, rows: list[RecipeRow]) -> dict:
                                     metrics.mean_distortion(ob.n_changed, 784, ob.success)],
           "only_from": int((oa.success & ~ob.success).sum()), "only_to": int((~oa.success & ob.success).sum()),
           "mcnemar_p": mcnemar_p(oa.success, ob.success)}
-    pairs.append(item)
+    compared.append(item)
   correlations = {}
   attacked = [r for r in rows if r.outcomes]
   if len(attacked) >= 3:
@@ -167,7 +167,7 @@ def summarize(config, rows: list[RecipeRow]) -> dict:
       for name in ModelMeasures._fields:
         vals = np.array([getattr(r.measures, name) for r in attacked])
         correlations[f"theta{theta:+g}/success~{name}"] = metrics.spearman(vals, succ)
-  return {"config": dataclasses.asdict(config), "table": table, "pairs": pairs,
+  return {"config": dataclasses.asdict(config), "table": table, "pairs": compared,
           "spearman": correlations, "n_attacks_per_theta": int(config.n_sources * 9),
           "environment": environment()}
 
@@ -210,6 +210,19 @@ def _pct(v):
   return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def table_lines(results: dict) -> list[str]:
+  """The zoo's table, in Markdown (also shown beside the reproduction's report)."""
+  lines = ["| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for t in results["table"]:
+    p, m = t.get("theta+1", {}), t.get("theta-1", {})
+    lines.append(f"| {t['recipe']} | {t['description']} | {_pct(t['test_accuracy'])} | "
+                 f"{_pct(t['validation_accuracy'])} | {t['mean_margin']:.2f} | {t['mean_confidence']:.4f} | "
+                 f"{_pct(p.get('success_rate'))} | {_pct(p.get('distortion_successful'))} | "
+                 f"{_pct(m.get('success_rate'))} | {_pct(m.get('distortion_successful'))} |")
+  return lines
+
+
 def render(config, results: dict) -> str:
   """``report.md``."""
   env = results["environment"]
@@ -221,17 +234,11 @@ def render(config, results: dict) -> str:
       f"dense 10) on full MNIST. Each model is attacked with the paper's settings (pairs, logits "
       f"Jacobian, all features in the initial domain, gamma = {config.gamma:.1%}) on the same "
       f"{config.n_sources} test sources x 9 targets ({n} attacks per theta); success is argmax = target, "
-      "distortion is the share of the 784 pixels changed, over successful attacks.",
+      "distortion is the share of the 784 pixels changed, over successful attacks. Margin: the mean over "
+      "the 10,000 test images of the top logit minus the runner-up; confidence: the mean largest softmax "
+      "probability. Recipes with the 50k/10k split report validation accuracy on the 10,000 held out.",
       "",
-      "| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
-      "|---|---|---|---|---|---|---|---|---|---|",
-  ]
-  for t in results["table"]:
-    p, m = t.get("theta+1", {}), t.get("theta-1", {})
-    lines.append(f"| {t['recipe']} | {t['description']} | {_pct(t['test_accuracy'])} | "
-                 f"{_pct(t['validation_accuracy'])} | {t['mean_margin']:.2f} | {t['mean_confidence']:.4f} | "
-                 f"{_pct(p.get('success_rate'))} | {_pct(p.get('distortion_successful'))} | "
-                 f"{_pct(m.get('success_rate'))} | {_pct(m.get('distortion_successful'))} |")
+  ] + table_lines(results)
   lines += ["", "Paper (Papernot et al. 2016): 97.10% success, 4.02% distortion (theta = +1); "
             "64.7% success (theta = -1).", "", "![zoo](zoo.png)", "",
             "## One factor changed at a time", "",

@@ -43,6 +43,7 @@ MODELS = {
     "checkpoint": True,
     "data": True,
     "lenet": True,
+    "recipe": True,
     "train": True,
 }
 MODULES = [f"jsma_jax.{name}" for name in CORE] + [f"jsma_jax.models.{name}" for name in MODELS]

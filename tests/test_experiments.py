@@ -171,9 +171,21 @@ def test_config_validation(argv, message):
 
 def test_full_preset():
   c = reproduce.parse_args(["--full"])
-  assert (c.source, c.n_sources, c.splits) == ("idx", 10000, config_lib.SPLITS)
-  assert c.checkpoint_dir == "runs/models" and c.data_dir.endswith(os.path.join("data", "mnist"))
+  assert (c.source, c.n_sources, c.n_sources_splits, c.splits) == ("idx", 10000, 1000, config_lib.SPLITS)
+  assert c.shipped and c.activations == ("tanh",) and c.data_dir.endswith(os.path.join("data", "mnist"))
   assert c.budgets(28 * 28).table == 56 and c.budgets(28 * 28).sweep[-1] == 150
+
+
+def test_main_command_attacks_the_shipped_lenet_without_training(tmp_path):
+  """The README's main command (the quick preset) at a tiny size: the shipped paper LeNet."""
+  out = str(tmp_path / "quick")
+  res = reproduce.main(["--sources", "2", "--ablation-sources", "1", "--variants", "paper",
+                        "--pixels", "2,10", "--figure-examples", "1", "--out", out])
+  m = res["models"]["tanh"]
+  assert not m["trained_here"] and m["recipe"]["name"] == "theano_tutorial"
+  assert m["accuracy"]["test"] > 0.97  # the 1,000 shipped test digits
+  assert [(r["variant"], r["n"]) for r in res["rows"]] == [("paper", 18)]
+  assert "recipe `theano_tutorial`" in open(os.path.join(out, "report.md")).read()
 
 
 def test_presets_are_configs_and_the_flag_is_the_preset():

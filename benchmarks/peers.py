@@ -1,6 +1,10 @@
-"""Peer JSMA implementations, run on jsma-jax's LeNet weights, for the benchmark harness.
+"""Peer JSMA implementations, run on jsma-jax's model weights, for the benchmark harness.
 
-Three published JSMAs run here on the same weights, examples and targets as jsma-jax:
+Three published JSMAs run here on the same weights, examples and targets as jsma-jax,
+attacking a PyTorch port of the JAX model chosen by the weight dict (``torch_model``):
+``TorchLeNet`` for ``jsma_jax.models.lenet_numpy_weights`` dicts, ``TorchCifarCNN`` for
+``benchmarks/cifar_cnn.numpy_weights`` dicts (``"kind": "cifar-cnn"``; 32x32x3, strided
+SAME convolutions padded as XLA pads them, BatchNorm in eval mode, 2x2 average pools).
 
   run_advertorch    AdverTorch 0.2.3 ``JacobianSaliencyMapAttack`` (pairwise rule, batched)
   run_torchattacks  torchattacks 3.5.1 ``JSMA`` (pairwise rule, one image at a time)
@@ -14,11 +18,12 @@ is in ``benchmarks/PEERS.md``. Needs the ``.venv-bench`` environment
 
 API (every argument after ``targets`` is keyword-only)::
 
-    weights = jsma_jax.models.lenet_numpy_weights(model)      # or any dict in that format
+    weights = jsma_jax.models.lenet_numpy_weights(model)      # or cifar_cnn.numpy_weights(cnn)
     res = run_advertorch(weights, x_nhwc, targets, batch_size=32, device="cpu")
     res["attacks_per_s"], res["success_rate"], res["mean_l0_success"], res["peak_mem_bytes"]
 
-  x_nhwc   float [N, 28, 28, 1] in [0, 1] (any H, W, C the weights fit)
+  x_nhwc   float [N, 28, 28, 1] in [0, 1] (any H, W, C the weights fit; [N, 32, 32, 3]
+           for the CIFAR-sized CNN)
   targets  int [N] target classes (one attack per row: repeat rows for several targets)
 
 Each ``run_*`` returns a dict: ``name``, ``version``, ``x_adv`` (NHWC float32 numpy),
@@ -102,6 +107,7 @@ class TorchLeNet(nn.Module):
     if activation not in ("tanh", "relu"):
       raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
     self.activation = activation
+    self.num_classes = num_classes
     self.conv1 = nn.Conv2d(in_channels, 20, 5)
     self.conv2 = nn.Conv2d(20, 50, 5)
     self.fc1 = nn.Linear(fc1_in, 500)
@@ -143,6 +149,106 @@ def torch_lenet(weights: dict, *, device: str | torch.device = "cpu") -> TorchLe
   model.load_state_dict({k: torch.tensor(np.ascontiguousarray(v, np.float32))
                          for k, v in state.items()})
   return model.to(device).eval()
+
+
+def _same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+  """TF/XLA ``SAME`` padding of an NCHW tensor: the odd pixel goes to the end (bottom, right).
+
+  ``lax.padtype_to_pads``: output ``ceil(n / stride)``, total padding
+  ``max((out - 1) * stride + kernel - n, 0)``, ``total // 2`` before and the rest after.
+  torch's ``padding="same"`` refuses ``stride > 1``, and a symmetric ``padding=1`` would
+  shift a stride-2 convolution's grid by one pixel on even inputs.
+  """
+  pads = []
+  for n in (x.shape[3], x.shape[2]):  # F.pad wants (left, right, top, bottom)
+    out = -(-n // stride)
+    total = max((out - 1) * stride + kernel - n, 0)
+    pads += [total // 2, total - total // 2]
+  return F.pad(x, pads) if any(pads) else x
+
+
+class TorchCifarCNN(nn.Module):
+  """``benchmarks/cifar_cnn.CifarCNN`` in PyTorch (NCHW input), BatchNorm in eval mode.
+
+  3x3 convolutions with XLA's SAME padding (stride 1: symmetric ``padding=1``; stride 2:
+  explicit ``_same_pad``, the extra pixel at the bottom and right), ``BatchNorm2d`` with
+  flax's epsilon and the JAX model's running statistics, ReLU, ``avg_pool2d(2)`` (2x2
+  VALID windows: no padding, so no ``count_include_pad`` question), and ``fc1`` on the NCHW
+  flatten with its weight rows permuted from the NHWC order by ``torch_cifar_cnn``.
+  """
+
+  def __init__(self, *, in_channels: int = 3, widths: tuple[int, int, int] = (16, 32, 64),
+               hidden: int = 128, num_classes: int = 10, side: int = 32, eps: float = 1e-5):
+    super().__init__()
+    c1, c2, c3 = widths
+    self.num_classes = num_classes
+    self.conv1 = nn.Conv2d(in_channels, c1, 3, stride=1, padding=1)
+    self.bn1 = nn.BatchNorm2d(c1, eps=eps)
+    self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=0)
+    self.bn2 = nn.BatchNorm2d(c2, eps=eps)
+    self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=0)
+    self.bn3 = nn.BatchNorm2d(c3, eps=eps)
+    self.fc1 = nn.Linear(c3 * (side // 8) ** 2, hidden)
+    self.fc2 = nn.Linear(hidden, num_classes)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = F.relu(self.bn1(self.conv1(x)))
+    x = F.relu(self.bn2(self.conv2(_same_pad(x, 3, 2))))
+    x = F.relu(self.bn3(self.conv3(_same_pad(x, 3, 2))))
+    x = F.avg_pool2d(x, 2)
+    x = F.relu(self.fc1(x.flatten(1)))
+    return self.fc2(x)
+
+
+def torch_cifar_cnn(weights: dict, *, device: str | torch.device = "cpu") -> TorchCifarCNN:
+  """Builds a ``TorchCifarCNN`` in eval mode from a ``cifar_cnn.numpy_weights`` dict.
+
+  HWIO kernels become OIHW; BatchNorm ``scale``/``bias``/``mean``/``var`` become
+  ``weight``/``bias``/``running_mean``/``running_var``; ``fc1.kernel`` rows (h, w, c) are
+  reordered to (c, h, w).
+  """
+  w = {k: np.asarray(v) for k, v in weights.items()}
+  widths = tuple(int(w[f"conv{i}.kernel"].shape[3]) for i in (1, 2, 3))
+  rows, hidden = w["fc1.kernel"].shape
+  side4 = int(round((rows // widths[2]) ** 0.5))
+  if side4 * side4 * widths[2] != rows:
+    raise ValueError(f"fc1.kernel has {rows} rows, not a square map of {widths[2]} channels")
+  model = TorchCifarCNN(in_channels=int(w["conv1.kernel"].shape[2]), widths=widths, hidden=hidden,
+                        num_classes=int(w["fc2.bias"].shape[0]), side=side4 * 8,
+                        eps=float(w.get("bn_epsilon", 1e-5)))
+  state = {}
+  for i in (1, 2, 3):
+    state[f"conv{i}.weight"] = w[f"conv{i}.kernel"].transpose(3, 2, 0, 1)
+    state[f"conv{i}.bias"] = w[f"conv{i}.bias"]
+    state[f"bn{i}.weight"] = w[f"bn{i}.scale"]
+    state[f"bn{i}.bias"] = w[f"bn{i}.bias"]
+    state[f"bn{i}.running_mean"] = w[f"bn{i}.mean"]
+    state[f"bn{i}.running_var"] = w[f"bn{i}.var"]
+  state["fc1.weight"] = (w["fc1.kernel"].reshape(side4, side4, widths[2], hidden)
+                         .transpose(2, 0, 1, 3).reshape(rows, hidden).T)
+  state["fc1.bias"] = w["fc1.bias"]
+  state["fc2.weight"] = w["fc2.kernel"].T
+  state["fc2.bias"] = w["fc2.bias"]
+  tensors = {k: torch.tensor(np.ascontiguousarray(v, np.float32)) for k, v in state.items()}
+  for i in (1, 2, 3):
+    tensors[f"bn{i}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+  model.load_state_dict(tensors)
+  return model.to(device).eval()
+
+
+def weights_kind(weights: dict) -> str:
+  """``"cifar-cnn"`` for ``cifar_cnn.numpy_weights`` dicts, ``"lenet"`` otherwise."""
+  return str(weights["kind"]) if "kind" in weights else "lenet"
+
+
+def torch_model(weights: dict, *, device: str | torch.device = "cpu") -> nn.Module:
+  """The torch port for a weight dict: ``torch_lenet`` or ``torch_cifar_cnn`` (by ``"kind"``)."""
+  kind = weights_kind(weights)
+  if kind == "lenet":
+    return torch_lenet(weights, device=device)
+  if kind == "cifar-cnn":
+    return torch_cifar_cnn(weights, device=device)
+  raise ValueError(f"unknown weights kind {kind!r}")
 
 
 def torch_logits(model: nn.Module, x_nhwc: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
@@ -344,7 +450,7 @@ def _run(name: str, dist: str, make: Callable[[nn.Module, torch.device, tuple], 
 
 def _run_timed(name, dist, make, weights, x, t, *, batch_size, device, warmup, settings) -> dict:
   device = torch.device(device)
-  model = torch_lenet(weights, device=device)
+  model = torch_model(weights, device=device)
   for p in model.parameters():
     p.requires_grad_(False)  # gradients w.r.t. the input only
   x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -402,7 +508,7 @@ def run_advertorch(weights, x_nhwc, targets, *, batch_size: int = 32, device="cp
   from advertorch.attacks import JacobianSaliencyMapAttack
 
   def make(model, dev, _):
-    atk = JacobianSaliencyMapAttack(model, num_classes=model.fc2.out_features, clip_min=0.0,
+    atk = JacobianSaliencyMapAttack(model, num_classes=model.num_classes, clip_min=0.0,
                                     clip_max=1.0, theta=theta, gamma=gamma,
                                     comply_cleverhans=comply_cleverhans)
     return _chunked(lambda xb, tb: atk.perturb(xb, tb), dev, batch_size)
@@ -443,7 +549,7 @@ def run_art(weights, x_nhwc, targets, *, batch_size: int = 32, device="cpu", war
   from art.estimators.classification import PyTorchClassifier
 
   def make(model, dev, input_shape):
-    nb_classes = model.fc2.out_features
+    nb_classes = model.num_classes
     clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(),
                             input_shape=tuple(input_shape), nb_classes=nb_classes,
                             clip_values=(0.0, 1.0), channels_first=True,

@@ -122,6 +122,10 @@ class Stages:
     self.log(f"[{name}] finished in {seconds:.1f} s")
     return summary, dict(arrays or {})
 
+  def done(self, names: list[str]) -> bool:
+    """Whether every stage of ``names`` has a result file (whatever its key)."""
+    return all(os.path.isfile(self.paths(n)[0]) for n in names)
+
   def seconds(self, name: str) -> float:
     """The recorded wall time of a finished stage."""
     with open(self.paths(name)[0]) as f:

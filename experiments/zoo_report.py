@@ -63,14 +63,22 @@ def model_measures(apply_fn, params, test) -> ModelMeasures:
                        float(p.max(1).mean()))
 
 
+def _chunks(config, n_test: int) -> list[np.ndarray]:
+  idx = source_indices(n_test, config.n_sources, config.seed)
+  return [idx[lo:lo + config.chunk_sources] for lo in range(0, len(idx), config.chunk_sources)]
+
+
+def attack_stage_names(config, trained, theta: float, n_test: int = 10000) -> list[str]:
+  """The stage names of one recipe's attacks at ``theta``."""
+  return [f"attack_{trained.recipe.name}_theta{theta:+g}_c{c:02d}" for c in range(len(_chunks(config, n_test)))]
+
+
 def attack_stage(stages: Stages, config, trained, apply_fn, params, test, theta: float) -> Outcome:
   """Every zoo source towards its 9 other classes at ``theta``, chunk by chunk."""
   import jsma_jax
 
-  idx = source_indices(len(test[1]), config.n_sources, config.seed)
   parts = []
-  for c, lo in enumerate(range(0, len(idx), config.chunk_sources)):
-    chunk = idx[lo:lo + config.chunk_sources]
+  for c, chunk in enumerate(_chunks(config, len(test[1]))):
 
     def work(chunk=chunk):
       e = jsma_jax.all_other_targets(test[0][chunk], test[1][chunk], 10)
@@ -83,7 +91,7 @@ def attack_stage(stages: Stages, config, trained, apply_fn, params, test, theta:
 
     key = {"recipe": trained.recipe.to_dict(), "theta": theta, "gamma": config.gamma, "sources": chunk,
            "initial_domain": "all"}
-    _, arrays = stages.run(f"attack_{trained.recipe.name}_theta{theta:+g}_c{c:02d}", key, work)
+    _, arrays = stages.run(attack_stage_names(config, trained, theta, len(test[1]))[c], key, work)
     parts.append(Outcome(arrays["success"], arrays["n_changed"], arrays["stop_reason"]))
   return Outcome(*(np.concatenate([getattr(p, f) for p in parts]) for f in Outcome._fields))
 
@@ -105,21 +113,24 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
   from jsma_jax.models import as_logits_fn, load_checkpoint
 
   stages = Stages(config.out, log)
-  rows = []
+  loaded, measures = [], []
   for trained in models:
     model, _ = load_checkpoint(trained.path)
     apply_fn, params = as_logits_fn(model)
-    measures, _ = stages.run(f"measures_{trained.recipe.name}", {"recipe": trained.recipe.to_dict()},
-                             lambda: (model_measures(apply_fn, params, test)._asdict(), None))
-    outcomes = {}
-    if config.stage != "report":
-      for theta in config.thetas:
-        outcomes[theta] = attack_stage(stages, config, trained, apply_fn, params, test, theta)
-        s = outcomes[theta]
-        log(f"{trained.recipe.name} theta={theta:+g}: success {s.success.mean():.4f}, "
-            f"distortion {metrics.mean_distortion(s.n_changed, 784, s.success):.4f}")
-    rows.append(RecipeRow(trained.recipe.name, trained.recipe.describe(), ModelMeasures(**measures),
-                          trained.info["validation_accuracy"], trained.info["train_seconds"], outcomes))
+    loaded.append((apply_fn, params))
+    m, _ = stages.run(f"measures_{trained.recipe.name}", {"recipe": trained.recipe.to_dict()},
+                      lambda: (model_measures(apply_fn, params, test)._asdict(), None))
+    measures.append(ModelMeasures(**m))
+  outcomes = [{} for _ in models]
+  for theta in config.thetas:  # one theta over every recipe first: a column of the table at a time
+    for trained, (apply_fn, params), out in zip(models, loaded, outcomes):
+      if config.stage == "report" and not stages.done(attack_stage_names(config, trained, theta)):
+        continue
+      out[theta] = attack_stage(stages, config, trained, apply_fn, params, test, theta)
+      log(f"{trained.recipe.name} theta={theta:+g}: success {out[theta].success.mean():.4f}, "
+          f"distortion {metrics.mean_distortion(out[theta].n_changed, 784, out[theta].success):.4f}")
+  rows = [RecipeRow(t.recipe.name, t.recipe.describe(), m, t.info["validation_accuracy"],
+                    t.info["train_seconds"], o) for t, m, o in zip(models, measures, outcomes)]
   results = summarize(config, rows, pairs)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   figure(rows, os.path.join(config.out, "zoo.png"))
@@ -151,6 +162,8 @@ def summarize(config, rows: list[RecipeRow], pairs=None) -> dict:
             "test_accuracy": [ra.measures.test_accuracy, rb.measures.test_accuracy],
             "mean_margin": [ra.measures.mean_margin, rb.measures.mean_margin]}
     for theta in config.thetas:
+      if theta not in ra.outcomes or theta not in rb.outcomes:
+        continue
       oa, ob = ra.outcomes[theta], rb.outcomes[theta]
       item[f"theta{theta:+g}"] = {
           "success": [float(oa.success.mean()), float(ob.success.mean())],
@@ -160,13 +173,14 @@ def summarize(config, rows: list[RecipeRow], pairs=None) -> dict:
           "mcnemar_p": mcnemar_p(oa.success, ob.success)}
     compared.append(item)
   correlations = {}
-  attacked = [r for r in rows if r.outcomes]
-  if len(attacked) >= 3:
-    for theta in config.thetas:
+  for theta in config.thetas:
+    attacked = [r for r in rows if theta in r.outcomes]
+    if len(attacked) >= 3:
       succ = np.array([r.outcomes[theta].success.mean() for r in attacked])
       for name in ModelMeasures._fields:
         vals = np.array([getattr(r.measures, name) for r in attacked])
         correlations[f"theta{theta:+g}/success~{name}"] = metrics.spearman(vals, succ)
+      correlations[f"theta{theta:+g}/n_recipes"] = len(attacked)
   return {"config": dataclasses.asdict(config), "table": table, "pairs": compared,
           "spearman": correlations, "n_attacks_per_theta": int(config.n_sources * 9),
           "environment": environment()}
@@ -179,23 +193,23 @@ def figure(rows: list[RecipeRow], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  attacked = [r for r in rows if r.outcomes]
+  attacked = [r for r in rows if 1.0 in r.outcomes]
   if not attacked:
     return
   fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
   names = [r.name for r in attacked]
   pos = np.arange(len(attacked))
-  for k, theta in enumerate(sorted(attacked[0].outcomes, reverse=True)):
-    a.bar(pos + (k - 0.5) * 0.4, [100 * r.outcomes[theta].success.mean() for r in attacked], 0.4,
-          label=f"theta = {theta:+g}")
+  for k, theta in enumerate((1.0, -1.0)):
+    a.bar(pos + (k - 0.5) * 0.4, [100 * r.outcomes[theta].success.mean() if theta in r.outcomes else 0
+                                  for r in attacked], 0.4, label=f"theta = {theta:+g}")
   a.set_xticks(pos, names, rotation=40, ha="right", fontsize=8)
   a.set(ylabel="targeted success (%)", title="JSMA success per training recipe")
   a.legend()
   for theta, marker in ((1.0, "o"), (-1.0, "s")):
-    if theta in attacked[0].outcomes:
-      b.scatter([r.measures.mean_margin for r in attacked],
-                [100 * r.outcomes[theta].success.mean() for r in attacked], marker=marker,
-                label=f"theta = {theta:+g}")
+    have = [r for r in attacked if theta in r.outcomes]
+    if have:
+      b.scatter([r.measures.mean_margin for r in have], [100 * r.outcomes[theta].success.mean() for r in have],
+                marker=marker, label=f"theta = {theta:+g}")
   for r in attacked:
     b.annotate(r.name, (r.measures.mean_margin, 100 * r.outcomes[1.0].success.mean()), fontsize=6)
   b.set(xlabel="mean logit margin on the test set (top-1 minus runner-up)", ylabel="success (%)",
@@ -242,22 +256,29 @@ def render(config, results: dict) -> str:
   lines += ["", "Paper (Papernot et al. 2016): 97.10% success, 4.02% distortion (theta = +1); "
             "64.7% success (theta = -1).", "", "![zoo](zoo.png)", "",
             "## One factor changed at a time", "",
-            "Each pair trains with the same seed and differs in the one factor named. `only from` / `only to`: "
-            "attacks that succeed against one model of the pair and not the other; p: exact McNemar test "
-            "on those paired outcomes.", "",
+            "Each pair trains with the same seed and differs in the one factor named. p: exact McNemar test "
+            "on the paired outcomes of the same attacks (the counts of attacks that succeed against one model "
+            "of the pair and not the other are in results.json).", "",
             "| factor | from -> to | test acc | success +1 | p (+1) | success -1 | p (-1) |",
             "|---|---|---|---|---|---|---|"]
+  def cells(d):
+    if not d:
+      return "not run | -"
+    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {d['mcnemar_p']:.2g}"
+
   for item in results["pairs"]:
-    p, m = item.get("theta+1"), item.get("theta-1")
     lines.append(
         f"| {item['factor']} | {item['from']} -> {item['to']} | {_pct(item['test_accuracy'][0])} -> "
-        f"{_pct(item['test_accuracy'][1])} | {_pct(p['success'][0])} -> {_pct(p['success'][1])} | "
-        f"{p['mcnemar_p']:.2g} | {_pct(m['success'][0])} -> {_pct(m['success'][1])} | {m['mcnemar_p']:.2g} |")
+        f"{_pct(item['test_accuracy'][1])} | {cells(item.get('theta+1'))} | {cells(item.get('theta-1'))} |")
   lines += ["", "## Rank correlations over the zoo", "",
             "Spearman's rho between each model measure and success, across the recipes:", "",
             "| | rho |", "|---|---|"]
   for k, v in results["spearman"].items():
-    lines.append(f"| {k} | {v:+.2f} |")
+    if not k.endswith("n_recipes"):
+      lines.append(f"| {k} | {v:+.2f} |")
   lines += ["", f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on "
-            f"{env['backend']}. Command: `jsma-jax zoo --data-dir {config.data_dir} --out {config.out}`.", ""]
+            f"{env['backend']}. Command: `jsma-jax zoo --data-dir {config.data_dir} --out {config.out} --thetas "
+            f"{','.join(f'{t:g}' for t in config.thetas)}`"
+            + ("" if all(t in results["table"][0] for t in ("theta+1", "theta-1")) else
+               "; the theta = -1 column is not run yet (`--thetas 1,-1` resumes and adds it)") + ".", ""]
   return "\n".join(lines)

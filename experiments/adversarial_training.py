@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   a = p.add_argument
   a("--dataset", dest="source", choices=("embedded", "idx"), default=d.source,
-    help="MNIST source: the embedded 5,000 digits (4,000 train / 1,000 test) or the IDX files of --data-dir")
+    help="MNIST source: the embedded digits (5,000 train / 1,000 test) or the IDX files of --data-dir")
   a("--data-dir", default=d.data_dir, help="folder of the four MNIST IDX files (with --dataset idx), "
     "e.g. ../shared/data/mnist")
   a("--train-size", type=int, default=d.train_size, help="train on this many training digits (a seeded random "

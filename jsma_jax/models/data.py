@@ -301,7 +301,7 @@ def load_dataset(name: str, source: str, **kwargs) -> tuple[np.ndarray, np.ndarr
   Example:
     >>> x, y = load_dataset("mnist", "embedded", split="train")
     >>> x.shape, y.shape
-    ((4000, 28, 28, 1), (4000,))
+    ((5000, 28, 28, 1), (5000,))
   """
   loaders = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
   if name not in loaders:

@@ -46,7 +46,7 @@ def holdout_split(n: int) -> tuple[np.ndarray, np.ndarray]:
 
   On MNIST's 60,000 training images: the first 50,000 train, the last 10,000 validate,
   as in the ``mnist.pkl.gz`` the Theano tutorials (and the paper's three sets of 10,000)
-  used. The embedded 4,000 digits give 3,334 / 666.
+  used. The 5,000 embedded training digits give 4,167 / 833.
 
   Args:
     n: the number of training images, >= 2.

@@ -200,13 +200,13 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
     and ``steps``.
 
   Example:
-    A LeNet, one epoch over 250 digits (every 16th) in batches of 64, so 3
+    A LeNet, one epoch over 313 digits (every 16th) in batches of 64, so 4
     steps (a real run takes all of ``load_mnist(split="train")`` and a few epochs):
 
     >>> x, y = load_mnist(split="train")
     >>> model, history = train(ModelConfig(), (x[::16], y[::16]), epochs=1, batch_size=64, print_fn=None)
     >>> type(model).__name__, history["steps"], len(history["train_loss"])
-    ('LeNet', 3, 1)
+    ('LeNet', 4, 1)
   """
   recipe, model = _resolve(model_or_recipe, overrides)
   _check_data("train_data", train_data)

@@ -52,9 +52,8 @@ def model_measures(apply_fn, params, test) -> ModelMeasures:
   """Accuracy, mean logit margin and mean softmax confidence on the test set."""
   import jax
 
-  logits = []
-  for lo in range(0, len(test[1]), 1000):
-    logits.append(np.asarray(jax.jit(apply_fn)(params, test[0][lo:lo + 1000])))
+  forward = jax.jit(apply_fn)  # one wrapper for every batch
+  logits = [np.asarray(forward(params, test[0][lo:lo + 1000])) for lo in range(0, len(test[1]), 1000)]
   z = np.concatenate(logits).astype(np.float64)
   top2 = np.sort(z, axis=1)[:, -2:]
   p = np.exp(z - z.max(1, keepdims=True))

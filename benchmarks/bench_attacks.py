@@ -12,24 +12,31 @@ starts from the paper's all-feature domain, so the compared jsma-jax run does to
     .venv-bench/bin/python benchmarks/bench_attacks.py \
         --checkpoint runs/models/lenet_tanh_mnist --data-dir ../shared/data/mnist --sources 20
 
-    # the three model kinds in one run (--model takes a comma-separated list); train the
-    # stand-in CIFAR CNN first (cached in runs/bench/ per --data-dir) so that it is not in the run
+    # issue 11's run: every model kind in one run (--model takes a comma-separated list),
+    # on the shipped paper LeNet; train the stand-in CIFAR CNN first (cached in runs/bench/
+    # per --data-dir) so that its training is not in the run
     .venv-bench/bin/python benchmarks/cifar_cnn.py --data-dir ../shared/data/mnist
-    .venv-bench/bin/python benchmarks/bench_attacks.py --model lenet,lenet-lax-nchw,cifar-cnn \
-        --checkpoint runs/models/lenet_tanh_mnist --data-dir ../shared/data/mnist \
-        --sources 30 --cifar-sources 1 --contenders jsma-jax,jsma-jax-all-domain,advertorch,torchattacks,art
+    .venv-bench/bin/python benchmarks/bench_attacks.py \
+        --model lenet-handtuned,lenet,lenet-lax-nchw,cifar-cnn \
+        --checkpoint jsma_jax/models/_data/lenet_paper --data-dir ../shared/data/mnist \
+        --sources 30 --cifar-sources 1 \
+        --contenders jsma-jax,jsma-jax-rewrite-off,jsma-jax-all-domain,advertorch,torchattacks,art
 
 Model kinds (``--model``, default ``lenet``):
 
+- ``lenet-handtuned``: the checkpoint's weights in ``benchmarks/handtuned_lenet.py``, the
+  model-specific fast path (im2col convolutions, one-hot max-pools written by hand, as
+  the shipped LeNet was until issue 11): the yardstick for the user-written forms. Its
+  peer rows, like ``lenet-lax-nchw``'s, are shared with the other LeNet kinds.
 - ``lenet``: the checkpoint's ``jsma_jax.models.LeNet`` (plain ``nnx.Conv`` +
   ``nnx.max_pool``, NHWC), what this harness always measured.
 - ``lenet-lax-nchw``: the same weights in the raw-lax function of ``tests/user_models.py``
   (``lax.conv_general_dilated`` with NCHW/OIHW dimension numbers, ``lax.reduce_window``
   max-pools, NHWC images transposed to NCHW on entry, (c, h, w) flatten): the code is
   imported from there, not copied. The peers' torch model is the same function of the
-  same weights as for ``lenet``, so when ``lenet`` is in the same run its peer rows are
-  reused (marked ``shared_with``; their x_adv are re-scored by the lax model) unless
-  ``--rerun-peers``.
+  same weights as for ``lenet``, so when another LeNet kind is in the same run its peer
+  rows are reused (marked ``shared_with``; their x_adv are re-scored by this kind's model)
+  unless ``--rerun-peers``. Every LeNet form's logits are checked against the NNX LeNet's.
 - ``cifar-cnn``: ``benchmarks/cifar_cnn.py``, a CIFAR-sized (32x32x3) NNX CNN with strided
   SAME convolutions, BatchNorm in inference mode, ReLU, ``nnx.avg_pool`` and a dense head,
   briefly trained on a **stand-in** for CIFAR-10 (tinted 32x32 MNIST digits: no CIFAR data
@@ -48,7 +55,9 @@ the JAX model's; the run stops (exit status 3) if they differ by more than
 
 Contenders: ``jsma-jax`` (default: refill scheduler, pruned exact search),
 ``jsma-jax-lockstep`` (the straightforward vmapped while_loop with the dense search, for
-reference), ``jsma-jax-all-domain`` (the paper's literal domain, AdverTorch's setting),
+reference), ``jsma-jax-rewrite-off`` (``rewrite=False``: the model as traced, without
+``jsma_jax.rewrite``; its ``x_adv`` are compared with ``jsma-jax``'s; this and lockstep are
+timed ``--slow-repeats`` times), ``jsma-jax-all-domain`` (the paper's literal domain, AdverTorch's setting),
 ``jsma-jax-tf32`` (the model's matmuls and convolutions in TensorFloat32, not true
 float32: only differs on GPUs with tensor cores; its choices are compared with
 ``jsma-jax``'s), ``advertorch``, ``torchattacks``, ``art``. The peers run on CUDA when
@@ -59,7 +68,9 @@ JSON (``--out``): ``models`` maps each model kind to its ``attacks``, ``sources`
 ``contenders`` (one row per contender, and the agreement rows), ``model_meta`` and
 ``logit_check``; the top-level ``attacks``, ``sources``, ``checkpoint``, ``model_meta`` and
 ``contenders`` are those of the first model kind of the run (so a ``lenet``-only run
-writes what this harness wrote before, plus new fields).
+writes what this harness wrote before, plus new fields); ``ratios`` gives, per model
+kind, jsma-jax's attacks/s and first call against the hand-tuned LeNet, the peers and
+the rewrite-off run (issue 11's targets).
 """
 
 from __future__ import annotations
@@ -87,10 +98,12 @@ JAX_CONTENDERS = {
     "jsma-jax-lockstep": {"schedule": "lockstep", "candidates": 0},
     "jsma-jax-all-domain": {"initial_domain": "all"},
     "jsma-jax-tf32": {"precision": "tensorfloat32"},
+    "jsma-jax-rewrite-off": {"rewrite": False},
 }
+SLOW_CONTENDERS = ("jsma-jax-lockstep", "jsma-jax-rewrite-off")  # timed --slow-repeats times
 PEERS = ("advertorch", "torchattacks", "art")
-MODEL_KINDS = ("lenet", "lenet-lax-nchw", "cifar-cnn")  # also the order they run in
-LENET_KINDS = ("lenet", "lenet-lax-nchw")
+MODEL_KINDS = ("lenet-handtuned", "lenet", "lenet-lax-nchw", "cifar-cnn")  # also the order they run in
+LENET_KINDS = ("lenet-handtuned", "lenet", "lenet-lax-nchw")
 # cifar-cnn's default peer batches. AdverTorch holds several [B, 3072, 3072] float tensors
 # (~0.25 GB per example) and iterates until the slowest example of a batch is done: on the
 # 2-core CPU batch 1 ran 1.3-1.4x faster than batch 6 (0.055 vs 0.040 attacks/s on 6
@@ -133,6 +146,14 @@ def _tests_user_models():
   return sys.modules[name]
 
 
+def _handtuned():
+  if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+  import handtuned_lenet
+
+  return handtuned_lenet
+
+
 def _cifar_cnn():
   if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
@@ -151,6 +172,8 @@ def jax_model(kind: str, checkpoint: str, weights_path: str | os.PathLike | None
     if kind == "lenet-lax-nchw":
       user_models = _tests_user_models()
       return user_models.LAX_LENET[model.activation], user_models.lax_params_from_nnx(params)
+    if kind == "lenet-handtuned":
+      return _handtuned().HANDTUNED_LENET[model.activation], params
     return apply_fn, params
   if kind == "cifar-cnn":
     with np.load(weights_path, allow_pickle=False) as f:
@@ -301,18 +324,18 @@ def prepare(kind: str, args, io: Path, with_peers: bool) -> dict:
   np.savez(io / "weights.npz", **weights)
   apply_fn, params = jax_model(kind, args.checkpoint, io / "weights.npz")
 
-  # the torch port (and, for the raw-lax LeNet, the NNX LeNet) must compute the same function
+  # the torch port (and, for the other LeNet forms, the NNX LeNet) must compute the same function
   rand = np.random.default_rng(0).uniform(size=(32, *x_src.shape[1:])).astype(np.float32)
   x_check = np.concatenate([x_src, rand]).astype(np.float32)
   want = logits(apply_fn, params, x_check).astype(np.float64)
   check = {"images": f"{len(x_src)} sources + 32 uniform-random images", "tolerance": args.logit_tol}
   failures = []
-  if kind == "lenet-lax-nchw":
+  if kind in LENET_KINDS and kind != "lenet":
     nnx_fn, nnx_params = jax_model("lenet", args.checkpoint)
     d = float(np.abs(logits(nnx_fn, nnx_params, x_check) - want).max())
     check["max_abs_diff_vs_nnx_lenet"] = d
     if d > args.logit_tol * max(1.0, float(np.abs(want).max())):
-      failures.append(f"raw-lax LeNet vs NNX LeNet: max |diff| {d:.3g}")
+      failures.append(f"{kind} vs NNX LeNet: max |diff| {d:.3g}")
   if with_peers:
     np.savez(io / "check.npz", x=x_check, logits=want)
     proc = subprocess.run([sys.executable, __file__, "--worker", "check-logits", "--io", str(io)],
@@ -363,7 +386,7 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
       row["shared_with"] = shared
       shutil.copy(done[shared]["io"] / f"{name}.x_adv.npy", io / f"{name}.x_adv.npy")
     else:
-      repeats = args.lockstep_repeats if name == "jsma-jax-lockstep" else args.repeats
+      repeats = args.slow_repeats if name in SLOW_CONTENDERS else args.repeats
       cmd = [sys.executable, __file__, "--worker", name, "--model", kind, "--io", str(io),
              "--checkpoint", args.checkpoint, "--repeats", str(repeats), "--peer-repeats", str(args.peer_repeats)]
       if args.slots:
@@ -398,6 +421,16 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
         "differing_examples": np.flatnonzero(~same)[:20].tolist(),
     }
     print(f"[{kind}] jsma-jax (all-feature domain) and AdverTorch give identical x_adv on {same.mean():.1%} of attacks")
+  if ran("jsma-jax") and ran("jsma-jax-rewrite-off"):
+    on = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
+    off = np.load(io / "jsma-jax-rewrite-off.x_adv.npy").reshape(len(x), -1)
+    same = np.all(on == off, axis=1)
+    rows["agreement_jsma_jax_rewrite_on_vs_off"] = {
+        "identical_x_adv": float(same.mean()), "examples": int(len(x)), "differing": int((~same).sum()),
+        "differing_examples": np.flatnonzero(~same)[:20].tolist(),
+    }
+    print(f"[{kind}] jsma-jax with the rewrite (default) and without it give identical x_adv on "
+          f"{int(same.sum())}/{len(x)} attacks")
   if ran("jsma-jax") and ran("jsma-jax-tf32"):
     f32 = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
     tf32 = np.load(io / "jsma-jax-tf32.x_adv.npy").reshape(len(x), -1)
@@ -425,6 +458,38 @@ def print_table(kind: str, rows: dict, attacks: int) -> None:
           + ("  (shared)" if row.get("shared_with") else ""))
 
 
+def issue11_ratios(results: dict) -> dict:
+  """jsma-jax (defaults) on each user-written form against the hand-tuned LeNet and the peers.
+
+  Issue 11's targets: on the plain NNX LeNet and the raw-lax NCHW one, at least 0.9x the
+  hand-tuned model's attacks/s, 25x torchattacks', 3x ART's, a first call of at most 12 s,
+  and ``x_adv`` identical to the rewrite-off run on at least 99% of the attacks.
+  """
+  def aps(kind, name):
+    return results.get(kind, {}).get("contenders", {}).get(name, {}).get("attacks_per_second")
+
+  out = {}
+  for kind in results:
+    me = results[kind]["contenders"].get("jsma-jax", {})
+    if "attacks_per_second" not in me:
+      continue
+    line = {"attacks_per_second": me["attacks_per_second"], "first_call_seconds": me.get("first_call_seconds"),
+            "compile_seconds": me.get("compile_seconds")}
+    refs = [("hand-tuned LeNet", aps("lenet-handtuned", "jsma-jax"))] if kind in ("lenet", "lenet-lax-nchw") else []
+    refs += [(p, aps(kind, p)) for p in PEERS] + [("rewrite off", aps(kind, "jsma-jax-rewrite-off"))]
+    line["x"] = {name: me["attacks_per_second"] / v for name, v in refs if v}
+    agree = results[kind]["contenders"].get("agreement_jsma_jax_rewrite_on_vs_off")
+    if agree:
+      line["x_adv_differ_rewrite_on_vs_off"] = agree["differing"]
+    parts = [f"jsma-jax {me['attacks_per_second']:.1f} attacks/s, first call {me.get('first_call_seconds', 0):.1f} s"]
+    parts += [f"{r:.2f}x {name}" for name, r in line["x"].items()]
+    if agree:
+      parts.append(f"x_adv differ from rewrite off on {agree['differing']}/{agree['examples']}")
+    line["summary"] = "; ".join(parts)
+    out[kind] = line
+  return out
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default="lenet",
@@ -440,8 +505,8 @@ def main() -> None:
   parser.add_argument("--cifar-contenders", default=None, help="cifar-cnn's contenders (default: --contenders)")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats for jsma-jax (peers: --peer-repeats)")
   parser.add_argument("--peer-repeats", type=int, default=1)
-  parser.add_argument("--lockstep-repeats", type=int, default=1,
-                      help="timed repeats for jsma-jax-lockstep (the dense reference is slow on a CPU)")
+  parser.add_argument("--slow-repeats", type=int, default=1,
+                      help="timed repeats for jsma-jax-lockstep and jsma-jax-rewrite-off (slow on a CPU)")
   parser.add_argument("--slots", type=int, default=None)
   parser.add_argument("--peer-batch", type=int, default=None, help="peers' batch (default: 1000 on CUDA, 32 on a CPU)")
   parser.add_argument("--cifar-peer-batch", type=int, default=None,
@@ -497,6 +562,9 @@ def main() -> None:
         "model_meta": m["model_meta"], "logit_check": m["logit_check"], "contenders": rows}
   for kind, r in results.items():
     print_table(kind, r["contenders"], r["attacks"])
+  targets = issue11_ratios(results)
+  for kind, line in targets.items():
+    print(f"[{kind}] {line['summary']}")
   total = time.perf_counter() - start_all
   print(f"\ntotal {total:.0f} s, load average at the end {os.getloadavg()}")
   machine = {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
@@ -504,7 +572,8 @@ def main() -> None:
   first = results[kinds[0]]
   summary = {"machine": machine, "attacks": first["attacks"], "sources": first["sources"],
              "checkpoint": args.checkpoint, "model_meta": first["model_meta"], "contenders": first["contenders"],
-             "model": kinds[0], "model_kinds": kinds, "models": results, "total_seconds": total,
+             "model": kinds[0], "model_kinds": kinds, "models": results, "ratios": targets,
+             "total_seconds": total,
              "argv": sys.argv[1:]}
   if args.out:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

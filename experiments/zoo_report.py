@@ -103,8 +103,14 @@ def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
   if n == 0:
     return 1.0
   k = min(n01, n10)
-  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+  # integers throughout: 2.0 ** n overflows a float beyond n = 1023 discordant pairs; the
+  # quotient is rounded once (to 0.0 below the smallest float, rendered as such)
+  tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
   return min(1.0, 2 * tail)
+
+
+def _p(value: float) -> str:
+  return "< 1e-300" if value == 0.0 else f"{value:.2g}"
 
 
 def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
@@ -131,6 +137,11 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
   rows = [RecipeRow(t.recipe.name, t.recipe.describe(), m, t.info["validation_accuracy"],
                     t.info["train_seconds"], o) for t, m, o in zip(models, measures, outcomes)]
   results = summarize(config, rows, pairs)
+  attack_names = [n for t in models for theta in config.thetas for n in attack_stage_names(config, t, theta)]
+  results["wall_seconds"] = {  # as each stage recorded it, whichever invocation ran it
+      "training": float(sum(t.info["train_seconds"] for t in models)),
+      "attacks": float(sum(stages.seconds(n) for n in attack_names if stages.done([n]))),
+  }
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   figure(rows, os.path.join(config.out, "zoo.png"))
   atomic_write_bytes(os.path.join(config.out, "report.md"), render(config, results).encode())
@@ -263,7 +274,7 @@ def render(config, results: dict) -> str:
   def cells(d):
     if not d:
       return "not run | -"
-    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {d['mcnemar_p']:.2g}"
+    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {_p(d['mcnemar_p'])}"
 
   for item in results["pairs"]:
     lines.append(
@@ -275,6 +286,12 @@ def render(config, results: dict) -> str:
   for k, v in results["spearman"].items():
     if not k.endswith("n_recipes"):
       lines.append(f"| {k} | {v:+.2f} |")
+  wall = results.get("wall_seconds")
+  if wall:
+    lines += ["", f"Wall time, as the stages recorded it: training {wall['training'] / 60:.1f} min (all recipes), "
+              f"attacks {wall['attacks'] / 60:.1f} min. A model retrained on another machine "
+              "need not be bit-identical (XLA:CPU's kernels depend on the processor); each checkpoint records "
+              "its machine (`software` in its metadata)."]
   lines += ["", f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on "
             f"{env['backend']}. Command: `jsma-jax zoo --data-dir {config.data_dir} --out {config.out} --thetas "
             f"{','.join(f'{t:g}' for t in config.thetas)}`"

@@ -33,6 +33,13 @@ def test_mcnemar_p():
   assert zoo_report.mcnemar_p(a, a) == 1.0
   b = np.array([False] * 10 + [False] * 10)
   assert zoo_report.mcnemar_p(a, b) == pytest.approx(2 / 2 ** 10)
+  # more than 1,023 discordant pairs (2.0 ** n overflows a float): exact, no error
+  a, b = np.zeros(3000, bool), np.ones(3000, bool)
+  b[:1000] = False
+  a[:10] = True
+  assert zoo_report.mcnemar_p(a, b) == 0.0  # below the smallest float
+  a, b = np.arange(2000) % 2 == 0, np.arange(2000) % 2 == 1  # 1000 vs 1000
+  assert zoo_report.mcnemar_p(a, b) == 1.0
 
 
 def test_zoo_trains_attacks_reports_and_resumes(tmp_path, capsys):

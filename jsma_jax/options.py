@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from fractions import Fraction
 from typing import Any, NamedTuple
 
@@ -105,8 +106,9 @@ class EngineOptions:
       attack stops, so the cost follows the average iteration count) or
       ``"lockstep"`` (one batched ``while_loop`` over the whole batch, until
       its slowest example stops).
-    slots: examples in flight for ``"refill"`` (default 256 on CPU, 8192 on
-      accelerators; at most the batch). Memory grows linearly with it.
+    slots: examples in flight for ``"refill"`` (default on CPU 32 per core, at
+      most 256; 8192 on accelerators; at most the batch). Memory grows
+      linearly with it (see :func:`default_slots`).
     candidates: top-K features of the exact pruned pair search (default
       ``min(M, 64)``; ``0`` for the dense search).
     region: most features of the pruned search's second tier, the region
@@ -236,8 +238,19 @@ def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_
 
 
 def default_slots() -> int:
-  """Examples in flight for the refill schedule: enough to fill the device."""
-  return 256 if jax.default_backend() == "cpu" else 8192
+  """Examples in flight for the refill schedule: enough to fill the device.
+
+  On the CPU, 32 per core the process may use, at least 16 and at most 256.
+  On a 2-core CPU (``benchmarks/slots.py``, LeNet, 270 and 2,700 attacks) 64
+  slots ran 1.2-1.8x faster than 256 and its first call took 7 s instead of
+  13 s: from 128 slots on, the scheduler's narrower tail phase is a second
+  compiled copy of the attack step. 16 slots were faster still there (up to
+  1.3x); pass ``slots`` to choose. On accelerators 8192.
+  """
+  if jax.default_backend() != "cpu":
+    return 8192
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(16, min(256, 32 * cores))
 
 
 def max_iterations(num_features: int, gamma: float, *, pairwise: bool = True) -> int:

@@ -29,10 +29,11 @@ implementations of these primitives:
   batch 256 x 16 x 16 x 32, in a ``fori_loop``: 48-63 ms per VJP pair as is, 107-137 ms as
   slices; 2x2 non-overlapping: 4.0-4.1 ms as is, 4.7-7.4 ms as slices).
 
-Measured (``benchmarks/user_models.py``, 270 MNIST attacks, 2-core CPU shared with other
-jobs, load 6-12): a plain NNX LeNet went from 0.15x to 0.95x the attacks/s of the shipped
-hand-optimised LeNet, a raw-lax NCHW LeNet from 0.17x to 0.93x, first call 2.7-3.3x
-shorter, ``x_adv`` identical on 270/270; a CIFAR-sized CNN's in-loop VJPs 3.5-4x faster.
+Measured (``benchmarks/bench_attacks.py``, 270 MNIST attacks, quiet 2-core CPU,
+``benchmarks/RESULTS.md``): the rewrite made a plain NNX LeNet 10.3x faster (163 attacks/s,
+1.7x the hand-written im2col LeNet of the same weights), a raw-lax NCHW LeNet 6.3x (115
+attacks/s), a CIFAR-sized CNN with strided SAME convolutions, BatchNorm and average
+pooling 3.5x; ``x_adv`` identical to the rewrite-off run on every attack.
 
 Sub-jaxprs are rewritten recursively: nested ``jit`` and ``closed_call`` are inlined,
 ``checkpoint`` (remat) is re-wrapped around the rewritten body with its policy.

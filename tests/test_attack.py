@@ -199,6 +199,18 @@ def test_refill_phases_equal_lockstep_on_a_large_batch():
   assert len(set(np.asarray(refill.iterations).tolist())) > 3  # attacks of many lengths were interleaved
 
 
+@pytest.mark.parametrize("cores,slots", [(1, 32), (2, 64), (4, 128), (8, 256), (64, 256)])
+def test_cpu_default_slots_follow_the_cores(monkeypatch, cores, slots):
+  """32 slots per usable core, at most 256 (one compiled phase below 128 slots)."""
+  from jsma_jax import options
+
+  monkeypatch.setattr(options.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+  monkeypatch.setattr(options.jax, "default_backend", lambda: "cpu")
+  assert options.default_slots() == slots
+  monkeypatch.setattr(options.jax, "default_backend", lambda: "gpu")
+  assert options.default_slots() == 8192
+
+
 def _lowered_text(apply_fn, params, x, t, **options) -> str:
   return jsma_jax.lower(apply_fn, x, t, params=params, gamma=0.5, jacobian="reduced", **options).as_text()
 

@@ -1,0 +1,90 @@
+"""Attacks/s and first-call time against the refill scheduler's slot count (CPU default).
+
+Each (slots, batch) runs in a fresh process, so its first call pays the whole trace and
+compilation as a user's does: the shipped paper LeNet (plain ``nnx.Conv`` +
+``nnx.max_pool``, through the library's rewrite), the first ``sources`` embedded test
+digits x their 9 other classes, the paper's settings; median of ``--repeats`` timed
+calls after the first. ``slots`` >= 128 also compiles the scheduler's narrower tail phase
+(``jsma_jax.scheduler.phase_widths``).
+
+    python benchmarks/slots.py --slots 16,64,256 --sources 30,300 \\
+        --out benchmarks/results/slots_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def one(slots: int, sources: int, repeats: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  import jsma_jax
+  from jsma_jax.models import as_logits_fn, load_mnist, load_paper_lenet
+  from jsma_jax.scheduler import phase_widths
+
+  model, _ = load_paper_lenet()
+  f, p = as_logits_fn(model)
+  x, y = load_mnist("embedded", split="test")
+  e = jsma_jax.all_other_targets(x[:sources], y[:sources], 10)
+  xs, ts = jnp.asarray(e.x), jnp.asarray(e.targets, jnp.int32)
+  call = lambda: jax.block_until_ready(jsma_jax.jsma(f, xs, ts, params=p, slots=slots))
+  start = time.perf_counter()
+  result = call()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    result = call()
+    times.append(time.perf_counter() - start)
+  run = statistics.median(times)
+  return {"slots": slots, "attacks": int(len(ts)), "phases": phase_widths(min(slots, len(ts))),
+          "first_call_seconds": first, "seconds": run, "seconds_all": times,
+          "attacks_per_second": len(ts) / run, "success_rate": float(result.success.mean())}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--slots", default="16,64,256", help="slot counts, comma-separated")
+  parser.add_argument("--sources", default="30,300", help="sources (x 9 targets each), comma-separated")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=None)
+  parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    slots, sources = (int(v) for v in args.worker.split(","))
+    print(json.dumps(one(slots, sources, args.repeats)))
+    return
+  rows = []
+  for sources in (int(v) for v in args.sources.split(",")):
+    for slots in (int(v) for v in args.slots.split(",")):
+      proc = subprocess.run([sys.executable, __file__, "--worker", f"{slots},{sources}", "--repeats",
+                             str(args.repeats)], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+      row = json.loads(proc.stdout.strip().splitlines()[-1])
+      rows.append(row)
+      print(f"slots {row['slots']:5d}  attacks {row['attacks']:5d}  phases {row['phases']}  first call "
+            f"{row['first_call_seconds']:6.2f} s  run {row['seconds']:6.2f} s  {row['attacks_per_second']:7.1f}/s",
+            flush=True)
+  from jsma_jax.models.checkpoint import cpu_model
+
+  out = {"machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+                     "python": platform.python_version(), "loadavg_at_end": os.getloadavg()},
+         "rows": rows, "argv": sys.argv[1:]}
+  if args.out:
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+  main()

@@ -213,8 +213,8 @@ def figure(rows: list[RecipeRow], path: str) -> None:
     a.bar(pos + (k - 0.5) * 0.4, [100 * r.outcomes[theta].success.mean() if theta in r.outcomes else 0
                                   for r in attacked], 0.4, label=f"theta = {theta:+g}")
   a.set_xticks(pos, names, rotation=40, ha="right", fontsize=8)
-  a.set(ylabel="targeted success (%)", title="JSMA success per training recipe")
-  a.legend()
+  a.set(ylabel="targeted success (%)", title="JSMA success per training recipe", ylim=(0, 118))
+  a.legend(loc="upper center", ncol=2)  # above the bars, which reach at most 100
   for theta, marker in ((1.0, "o"), (-1.0, "s")):
     have = [r for r in attacked if theta in r.outcomes]
     if have:

@@ -114,6 +114,14 @@ CIFAR_PEER_BATCH = {"cuda": {"advertorch": 100, "torchattacks": 100, "art": 100}
 CIFAR_PEER_WARMUP = 1  # examples in the peers' untimed first call (LeNet: peers.py's default, 2)
 
 
+def machine_info() -> dict:
+  """The machine a run measured, recorded with its results (load average at the end)."""
+  from jsma_jax.models.checkpoint import cpu_model
+
+  return {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+          "python": platform.python_version(), "loadavg_at_end": os.getloadavg()}
+
+
 def peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -536,8 +544,6 @@ def main() -> None:
     (io / f"{args.worker}.json").write_text(json.dumps(out))
     return
 
-  from jsma_jax.models.checkpoint import cpu_model
-
   kinds = [k.strip() for k in args.model.split(",") if k.strip()]
   unknown = sorted(set(kinds) - set(MODEL_KINDS))
   if unknown or not kinds:
@@ -567,8 +573,7 @@ def main() -> None:
     print(f"[{kind}] {line['summary']}")
   total = time.perf_counter() - start_all
   print(f"\ntotal {total:.0f} s, load average at the end {os.getloadavg()}")
-  machine = {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
-             "python": platform.python_version(), "loadavg_at_end": os.getloadavg()}
+  machine = machine_info()
   first = results[kinds[0]]
   summary = {"machine": machine, "attacks": first["attacks"], "sources": first["sources"],
              "checkpoint": args.checkpoint, "model_meta": first["model_meta"], "contenders": first["contenders"],

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 def one(slots: int, sources: int, repeats: int) -> dict:
@@ -77,11 +77,10 @@ def main() -> None:
       print(f"slots {row['slots']:5d}  attacks {row['attacks']:5d}  phases {row['phases']}  first call "
             f"{row['first_call_seconds']:6.2f} s  run {row['seconds']:6.2f} s  {row['attacks_per_second']:7.1f}/s",
             flush=True)
-  from jsma_jax.models.checkpoint import cpu_model
+  sys.path.insert(0, str(HERE))
+  from bench_attacks import machine_info
 
-  out = {"machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
-                     "python": platform.python_version(), "loadavg_at_end": os.getloadavg()},
-         "rows": rows, "argv": sys.argv[1:]}
+  out = {"machine": machine_info(), "rows": rows, "argv": sys.argv[1:]}
   if args.out:
     Path(args.out).write_text(json.dumps(out, indent=2))
 

@@ -33,7 +33,8 @@ SHORT_EPOCHS = 5
 
 def zoo_recipes() -> list:
   """The zoo: the Theano tutorial's recipe at 30 epochs (the shipped LeNet), 100 and 5,
-  and one factor changed at a time from the 5-epoch one (activation, initialisation, optimiser, schedule). The
+  and one factor changed at a time from the 5-epoch one (activation, initialisation,
+  optimiser, schedule). The
   project's earlier recipe (``adam_cosine``, 10 epochs) was attacked on a superset of
   these sources in ``experiments/results/adam_cosine_study``."""
   from jsma_jax.models import preset

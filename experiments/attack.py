@@ -2,18 +2,20 @@
 
 Usage::
 
-  jsma-jax attack --checkpoint runs/models/lenet_tanh_mnist                # embedded test digits
-  jsma-jax attack --checkpoint runs/models/lenet_relu_mnist --dataset idx \\
-      --data-dir ../shared/data/mnist --sources 1000 --out runs/attack_relu
+  jsma-jax attack                                  # the shipped paper LeNet, embedded test digits
+  jsma-jax attack --checkpoint runs/models/lenet_relu_mnist \\
+      --data-dir path/to/mnist --sources 1000 --out runs/attack_relu   # IDX files: full MNIST
   jsma-jax attack --checkpoint CKPT --theta -1 --initial-domain movable      # other settings
 
 (``python -m experiments.attack`` from a checkout is the same command.) The defaults are
 the paper's settings (theta = +1, gamma = 14.5%, pairs, Jacobian of the logits, every
-feature in the initial search domain); the sources are a seeded sample of the set that
+feature in the initial search domain, as ``jsma-jax reproduce``'s table; the library's
+``jsma`` starts from the features that can move instead); the sources are a seeded sample of the set that
 the model classifies correctly, each attacked towards every other class. OUT receives
 ``results.json`` (settings, model, data, environment, success rate, distortion, stop
 reasons by name, per-pair success), ``attacks.npz`` (per attack: source index, target,
-success, L0, iterations, stop reason, adversarial input) and ``report.md``.
+success, L0, iterations, stop reason, adversarial input), ``report.md`` and the figures of
+``jsma-jax reproduce`` (success against the budget, per-pair success, adversarial examples).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 
 import numpy as np
 
+from . import cli_args
+
 PROG = "jsma-jax attack"
 
 
@@ -34,7 +38,7 @@ PROG = "jsma-jax attack"
 class AttackConfig:
   """One attack run: the model, the data, the sources and the ``jsma`` settings."""
 
-  checkpoint: str
+  checkpoint: str = cli_args.SHIPPED
   out: str = "runs/attack"
   source: str = "embedded"
   name: str = "mnist"
@@ -67,32 +71,33 @@ class AttackConfig:
 
 def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax attack``."""
-  d = AttackConfig(checkpoint="")
+  d = AttackConfig()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--checkpoint", required=True, default=argparse.SUPPRESS,
-                 help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train) (required)")
-  p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md)")
-  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"), default=d.source,
-                 help="where the data comes from: the embedded 5,000 MNIST digits, IDX files or tensorflow-datasets")
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--checkpoint", default=d.checkpoint,
+                 help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
+                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet)")
+  p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md, figures)")
+  p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=d.data_dir, help="idx: folder of the IDX files; tfds: TFDS data folder")
   p.add_argument("--split", choices=("train", "test"), default=d.split, help="the set the sources come from")
   p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
                  help="sources to attack (a seeded sample of the set)")
-  p.add_argument("--include-misclassified", action="store_true",
+  p.add_argument("--include-misclassified", action=argparse.BooleanOptionalAction, default=d.include_misclassified,
                  help="also attack sources the model gets wrong (by default only correctly classified ones)")
   p.add_argument("--targets", choices=("all", "random"), default=d.targets,
                  help="all: every other class per source (the paper); random: one random other class")
   p.add_argument("--theta", type=float, default=d.theta, help="change per feature and step (< 0: decreasing)")
   p.add_argument("--gamma", type=float, default=d.gamma, help="maximum distortion, a share of the features")
-  p.add_argument("--single", dest="pairwise", action="store_false",
-                 help="one feature per step (Algorithm 1) instead of pairs")
-  p.add_argument("--probabilities", action="store_true",
+  p.add_argument("--single", action=argparse.BooleanOptionalAction, default=not d.pairwise,
+                 help="one feature per step (Algorithm 1) instead of pairs (Algorithm 3)")
+  p.add_argument("--probabilities", action=argparse.BooleanOptionalAction, default=d.probabilities,
                  help="differentiate the softmax (JSMA-F) instead of the logits (JSMA-Z)")
   p.add_argument("--initial-domain", choices=("all", "movable"), default=d.initial_domain,
-                 help="all: every feature starts in the search domain (the paper's Algorithm 2); "
-                      "movable: only those that can move in the attack's direction")
+                 help="all: every feature starts in the search domain (the paper's Algorithm 2, and "
+                      "jsma-jax reproduce's table: this command defaults to the paper's settings); "
+                      "movable: only those that can move in the attack's direction (the library's jsma default)")
   p.add_argument("--max-iter", type=int, default=d.max_iter,
                  help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
@@ -102,7 +107,10 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> AttackConfig:
   """The attack configuration of a command line."""
-  return AttackConfig(**vars(parser().parse_args(argv)))
+  args = vars(parser().parse_args(argv))
+  args["pairwise"] = not args.pop("single")
+  args["source"] = cli_args.data_source(args["source"], args["data_dir"])
+  return AttackConfig(**args)
 
 
 def _report(res: dict) -> str:
@@ -147,7 +155,7 @@ def main(argv=None) -> dict:
 
   import jsma_jax
   from jsma_jax import metrics
-  from jsma_jax.models import as_logits_fn, load_checkpoint, load_dataset
+  from jsma_jax.models import as_logits_fn, load_dataset
 
   from .attacks import run_batched
   from .inputs import Model
@@ -155,7 +163,9 @@ def main(argv=None) -> dict:
   from .study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  net, meta = load_checkpoint(config.checkpoint)
+  if config.source == "idx":
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+  net, meta = cli_args.load_model(config.checkpoint)
   apply_fn, params = as_logits_fn(net)
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
   x_all, y_all = load_dataset(config.name, config.source, split=config.split, **kwargs)
@@ -208,4 +218,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("attack", sys.argv[1:]))

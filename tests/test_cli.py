@@ -169,3 +169,17 @@ def test_each_command_runs_with_its_defaults_in_a_fresh_folder(command, tmp_path
   size, report = FRESH[command]
   assert cli.main([command, *size]) == 0, capsys.readouterr().err
   assert os.path.getsize(tmp_path / report) > 0
+
+
+@pytest.mark.parametrize("missing", ["flax", "optax"])
+def test_models_without_flax_name_the_extra_to_install(missing):
+  import subprocess
+  import sys
+
+  code = (f"import sys; sys.modules[{missing!r}] = None\n"
+          "try:\n  import jsma_jax.models\n"
+          "except ModuleNotFoundError as e:\n  print(e.name); print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.splitlines()
+  assert out[0] == missing  # the CLI's handler keys on the name
+  assert "pip install 'jsma-jax[models]'" in out[1] and missing in out[1]

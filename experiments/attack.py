@@ -129,7 +129,48 @@ def _report(res: dict) -> str:
            f"- stop reasons: {', '.join(f'{k} {v}' for k, v in res['stop_reasons'].items())}",
            f"- {res['attack_seconds']:.1f} s ({s['n'] / max(res['attack_seconds'], 1e-9):.1f} attacks/s) on "
            f"{res['environment']['backend']} ({res['environment']['device']}), JAX {res['environment']['jax']}"]
+  lines += ["", "## Figures", "", "Success and distortion against the budget (read off the one run, recording "
+            "the L0 after each iteration), success per class pair, adversarial examples (the first source of "
+            "each class; red: failed) and saliency maps:", ""] + [f"![{f}]({f})" for f in res.get("figures", [])]
   return "\n".join(lines) + "\n"
+
+
+def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, num_classes: int) -> list[str]:
+  """The figures of ``jsma-jax reproduce`` for this run; returns their file names."""
+  import jsma_jax
+  from jsma_jax import metrics
+
+  from . import figures
+  from .config import PAPER_PIXELS
+
+  m, pairwise = int(np.prod(x.shape[1:])), config.pairwise
+  per_iteration = 2 if pairwise else 1
+  budgets = sorted({int(k) for k in metrics.pixels_to_iterations(PAPER_PIXELS, pairwise=pairwise)
+                    if 0 < k < max_iter} | {max_iter})
+  sweep = metrics.budget_sweep(r.success, r.iterations, r.trace, budgets)
+  points = [dict(pixels=per_iteration * k, **metrics.summary(sweep.success[j], sweep.n_changed[j], m))
+            for j, k in enumerate(budgets)]
+  name = f"{model.info.get('arch', 'model')} {model.info.get('activation', '')}".strip()
+  names = [figures.budget_curves({name: points}, per_iteration * max_iter, m,
+                                 os.path.join(config.out, "success_vs_budget.png"),
+                                 paper=config.jsma_options() == AttackConfig().jsma_options()),
+           figures.pair_success(metrics.pair_matrix(r.success, labels, targets, num_classes),
+                                os.path.join(config.out, "pairs.png"), f"{name}: success per class pair")]
+  # Figure 1 of the paper: the first source of each class towards every target (blank where not attacked).
+  grid = np.zeros((num_classes, num_classes) + x.shape[1:], np.float32)
+  ok = np.ones((num_classes, num_classes), bool)
+  for i in range(len(targets) - 1, -1, -1):  # backwards: the first attack of each pair stays
+    s_, t_ = int(labels[i]), int(targets[i])
+    grid[s_, t_], ok[s_, t_], grid[s_, s_] = np.asarray(r.x_adv[i]), bool(r.success[i]), x[i]
+  names.append(figures.adversarial_grid({"grid": grid, "grid_success": ok}, "", os.path.join(
+      config.out, "adversarial_grid.png"), model=name))
+  pick = np.linspace(0, len(targets) - 1, min(3, len(targets))).astype(int)
+  _, a, b = jsma_jax.target_rows(model.apply_fn, x[pick], targets[pick], params=model.params)
+  picture = {"ex_x": x[pick], "ex_adv": np.asarray(r.x_adv)[pick], "ex_source": labels[pick],
+             "ex_target": targets[pick], "ex_success": np.asarray(r.success)[pick],
+             "ex_saliency": np.asarray(jsma_jax.single_feature_saliency(np.asarray(a), np.asarray(b)))}
+  names.append(figures.saliency_examples(picture, "", os.path.join(config.out, "saliency.png"), model=name))
+  return names
 
 
 def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -185,8 +226,9 @@ def main(argv=None) -> dict:
   print(f"{PROG}: {len(targets)} attacks on {len(idx)} sources ({config.name} {config.split}, "
         f"model accuracy {accuracy:.4f})", flush=True)
   start = time.perf_counter()
-  r = run_batched(Model("", apply_fn, params, {}, {}), x, targets, config.batch_size,
-                  lambda s: print(s, flush=True), "attack", **config.jsma_options())
+  model = Model("", apply_fn, params, meta.get("model", {}), {})
+  r = run_batched(model, x, targets, config.batch_size, lambda s: print(s, flush=True), "attack",
+                  record_trace=True, **config.jsma_options())
   seconds = time.perf_counter() - start
   m = int(np.prod(x.shape[1:]))
   success, n_changed, reason = np.asarray(r.success), np.asarray(r.n_changed), np.asarray(r.stop_reason)
@@ -209,6 +251,7 @@ def main(argv=None) -> dict:
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
       "stop_reason": reason, "x_adv": np.asarray(r.x_adv)})
+  results["figures"] = _figures(config, r, x, labels, targets, model, results["max_iter"], num_classes)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
   s = results["summary"]

@@ -168,7 +168,20 @@ def test_each_command_runs_with_its_defaults_in_a_fresh_folder(command, tmp_path
   monkeypatch.chdir(tmp_path)
   size, report = FRESH[command]
   assert cli.main([command, *size]) == 0, capsys.readouterr().err
-  assert os.path.getsize(tmp_path / report) > 0
+  text = (tmp_path / report).read_text()
+  for figure in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):  # every figure the report shows exists
+    assert os.path.getsize(tmp_path / os.path.dirname(report) / figure) > 0, figure
+  if command == "reproduce":  # the notes say what the table shows: the shipped full-MNIST model
+    assert "the shipped model, trained on 50,000 full-MNIST training images" in text
+    assert "lower accuracy" not in text
+  assert command not in FIGURES or set(FIGURES[command]) <= set(re.findall(r"\]\(([^)]+\.png)\)", text))
+
+
+FIGURES = {  # the figures each report must show
+    "train": ["training.png"],
+    "attack": ["success_vs_budget.png", "pairs.png", "adversarial_grid.png", "saliency.png"],
+    "reproduce": ["success_vs_budget.png", "pairs_tanh.png", "adversarial_grid_tanh.png", "saliency_tanh.png"],
+}
 
 
 @pytest.mark.parametrize("missing", ["flax", "optax"])
@@ -183,3 +196,14 @@ def test_models_without_flax_name_the_extra_to_install(missing):
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.splitlines()
   assert out[0] == missing  # the CLI's handler keys on the name
   assert "pip install 'jsma-jax[models]'" in out[1] and missing in out[1]
+
+
+def test_train_on_embedded_digits_validates_on_every_class():
+  """The embedded digits are sorted by class: the recipe's holdout (last sixth) must not be nines only."""
+  from jsma_jax.models import holdout_split, load_mnist
+
+  x, y = load_mnist("embedded", split="train")
+  xs, ys = train_lenet._every_sixth_last(x, y)
+  train_idx, val_idx = holdout_split(len(ys))
+  assert set(ys[val_idx].tolist()) == set(ys[train_idx].tolist()) == set(range(10))
+  assert (xs[val_idx] == x[5::6]).all()  # jsma-jax reproduce's validation digits

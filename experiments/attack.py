@@ -2,18 +2,20 @@
 
 Usage::
 
-  jsma-jax attack --checkpoint runs/models/lenet_tanh_mnist                # embedded test digits
-  jsma-jax attack --checkpoint runs/models/lenet_relu_mnist --dataset idx \\
-      --data-dir ../shared/data/mnist --sources 1000 --out runs/attack_relu
+  jsma-jax attack                                  # the shipped paper LeNet, embedded test digits
+  jsma-jax attack --checkpoint runs/models/lenet_relu_mnist \\
+      --data-dir path/to/mnist --sources 1000 --out runs/attack_relu   # IDX files: full MNIST
   jsma-jax attack --checkpoint CKPT --theta -1 --initial-domain movable      # other settings
 
 (``python -m experiments.attack`` from a checkout is the same command.) The defaults are
 the paper's settings (theta = +1, gamma = 14.5%, pairs, Jacobian of the logits, every
-feature in the initial search domain); the sources are a seeded sample of the set that
+feature in the initial search domain, as ``jsma-jax reproduce``'s table; the library's
+``jsma`` starts from the features that can move instead); the sources are a seeded sample of the set that
 the model classifies correctly, each attacked towards every other class. OUT receives
 ``results.json`` (settings, model, data, environment, success rate, distortion, stop
 reasons by name, per-pair success), ``attacks.npz`` (per attack: source index, target,
-success, L0, iterations, stop reason, adversarial input) and ``report.md``.
+success, L0, iterations, stop reason, adversarial input), ``report.md`` and the figures of
+``jsma-jax reproduce`` (success against the budget, per-pair success, adversarial examples).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import time
 
 import numpy as np
 
+from . import cli_args
+
 PROG = "jsma-jax attack"
 
 
@@ -34,7 +38,7 @@ PROG = "jsma-jax attack"
 class AttackConfig:
   """One attack run: the model, the data, the sources and the ``jsma`` settings."""
 
-  checkpoint: str
+  checkpoint: str = cli_args.SHIPPED
   out: str = "runs/attack"
   source: str = "embedded"
   name: str = "mnist"
@@ -67,32 +71,33 @@ class AttackConfig:
 
 def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax attack``."""
-  d = AttackConfig(checkpoint="")
+  d = AttackConfig()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--checkpoint", required=True, default=argparse.SUPPRESS,
-                 help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train) (required)")
-  p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md)")
-  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"), default=d.source,
-                 help="where the data comes from: the embedded 5,000 MNIST digits, IDX files or tensorflow-datasets")
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--checkpoint", default=d.checkpoint,
+                 help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
+                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet)")
+  p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md, figures)")
+  p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=d.data_dir, help="idx: folder of the IDX files; tfds: TFDS data folder")
   p.add_argument("--split", choices=("train", "test"), default=d.split, help="the set the sources come from")
   p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
                  help="sources to attack (a seeded sample of the set)")
-  p.add_argument("--include-misclassified", action="store_true",
+  p.add_argument("--include-misclassified", action=argparse.BooleanOptionalAction, default=d.include_misclassified,
                  help="also attack sources the model gets wrong (by default only correctly classified ones)")
   p.add_argument("--targets", choices=("all", "random"), default=d.targets,
                  help="all: every other class per source (the paper); random: one random other class")
   p.add_argument("--theta", type=float, default=d.theta, help="change per feature and step (< 0: decreasing)")
   p.add_argument("--gamma", type=float, default=d.gamma, help="maximum distortion, a share of the features")
-  p.add_argument("--single", dest="pairwise", action="store_false",
-                 help="one feature per step (Algorithm 1) instead of pairs")
-  p.add_argument("--probabilities", action="store_true",
+  p.add_argument("--single", action=argparse.BooleanOptionalAction, default=not d.pairwise,
+                 help="one feature per step (Algorithm 1) instead of pairs (Algorithm 3)")
+  p.add_argument("--probabilities", action=argparse.BooleanOptionalAction, default=d.probabilities,
                  help="differentiate the softmax (JSMA-F) instead of the logits (JSMA-Z)")
   p.add_argument("--initial-domain", choices=("all", "movable"), default=d.initial_domain,
-                 help="all: every feature starts in the search domain (the paper's Algorithm 2); "
-                      "movable: only those that can move in the attack's direction")
+                 help="all: every feature starts in the search domain (the paper's Algorithm 2, and "
+                      "jsma-jax reproduce's table: this command defaults to the paper's settings); "
+                      "movable: only those that can move in the attack's direction (the library's jsma default)")
   p.add_argument("--max-iter", type=int, default=d.max_iter,
                  help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
@@ -102,7 +107,10 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> AttackConfig:
   """The attack configuration of a command line."""
-  return AttackConfig(**vars(parser().parse_args(argv)))
+  args = vars(parser().parse_args(argv))
+  args["pairwise"] = not args.pop("single")
+  args["source"] = cli_args.data_source(args["source"], args["data_dir"])
+  return AttackConfig(**args)
 
 
 def _report(res: dict) -> str:
@@ -121,7 +129,48 @@ def _report(res: dict) -> str:
            f"- stop reasons: {', '.join(f'{k} {v}' for k, v in res['stop_reasons'].items())}",
            f"- {res['attack_seconds']:.1f} s ({s['n'] / max(res['attack_seconds'], 1e-9):.1f} attacks/s) on "
            f"{res['environment']['backend']} ({res['environment']['device']}), JAX {res['environment']['jax']}"]
+  lines += ["", "## Figures", "", "Success and distortion against the budget (read off the one run, recording "
+            "the L0 after each iteration), success per class pair, adversarial examples (the first source of "
+            "each class; red: failed) and saliency maps:", ""] + [f"![{f}]({f})" for f in res.get("figures", [])]
   return "\n".join(lines) + "\n"
+
+
+def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, num_classes: int) -> list[str]:
+  """The figures of ``jsma-jax reproduce`` for this run; returns their file names."""
+  import jsma_jax
+  from jsma_jax import metrics
+
+  from . import figures
+  from .config import PAPER_PIXELS
+
+  m, pairwise = int(np.prod(x.shape[1:])), config.pairwise
+  per_iteration = 2 if pairwise else 1
+  budgets = sorted({int(k) for k in metrics.pixels_to_iterations(PAPER_PIXELS, pairwise=pairwise)
+                    if 0 < k < max_iter} | {max_iter})
+  sweep = metrics.budget_sweep(r.success, r.iterations, r.trace, budgets)
+  points = [dict(pixels=per_iteration * k, **metrics.summary(sweep.success[j], sweep.n_changed[j], m))
+            for j, k in enumerate(budgets)]
+  name = f"{model.info.get('arch', 'model')} {model.info.get('activation', '')}".strip()
+  names = [figures.budget_curves({name: points}, per_iteration * max_iter, m,
+                                 os.path.join(config.out, "success_vs_budget.png"),
+                                 paper=config.jsma_options() == AttackConfig().jsma_options()),
+           figures.pair_success(metrics.pair_matrix(r.success, labels, targets, num_classes),
+                                os.path.join(config.out, "pairs.png"), f"{name}: success per class pair")]
+  # Figure 1 of the paper: the first source of each class towards every target (blank where not attacked).
+  grid = np.zeros((num_classes, num_classes) + x.shape[1:], np.float32)
+  ok = np.ones((num_classes, num_classes), bool)
+  for i in range(len(targets) - 1, -1, -1):  # backwards: the first attack of each pair stays
+    s_, t_ = int(labels[i]), int(targets[i])
+    grid[s_, t_], ok[s_, t_], grid[s_, s_] = np.asarray(r.x_adv[i]), bool(r.success[i]), x[i]
+  names.append(figures.adversarial_grid({"grid": grid, "grid_success": ok}, "", os.path.join(
+      config.out, "adversarial_grid.png"), model=name))
+  pick = np.linspace(0, len(targets) - 1, min(3, len(targets))).astype(int)
+  _, a, b = jsma_jax.target_rows(model.apply_fn, x[pick], targets[pick], params=model.params)
+  picture = {"ex_x": x[pick], "ex_adv": np.asarray(r.x_adv)[pick], "ex_source": labels[pick],
+             "ex_target": targets[pick], "ex_success": np.asarray(r.success)[pick],
+             "ex_saliency": np.asarray(jsma_jax.single_feature_saliency(np.asarray(a), np.asarray(b)))}
+  names.append(figures.saliency_examples(picture, "", os.path.join(config.out, "saliency.png"), model=name))
+  return names
 
 
 def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -147,7 +196,7 @@ def main(argv=None) -> dict:
 
   import jsma_jax
   from jsma_jax import metrics
-  from jsma_jax.models import as_logits_fn, load_checkpoint, load_dataset
+  from jsma_jax.models import as_logits_fn, load_dataset
 
   from .attacks import run_batched
   from .inputs import Model
@@ -155,7 +204,9 @@ def main(argv=None) -> dict:
   from .study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  net, meta = load_checkpoint(config.checkpoint)
+  if config.source == "idx":
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+  net, meta = cli_args.load_model(config.checkpoint)
   apply_fn, params = as_logits_fn(net)
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
   x_all, y_all = load_dataset(config.name, config.source, split=config.split, **kwargs)
@@ -175,8 +226,9 @@ def main(argv=None) -> dict:
   print(f"{PROG}: {len(targets)} attacks on {len(idx)} sources ({config.name} {config.split}, "
         f"model accuracy {accuracy:.4f})", flush=True)
   start = time.perf_counter()
-  r = run_batched(Model("", apply_fn, params, {}, {}), x, targets, config.batch_size,
-                  lambda s: print(s, flush=True), "attack", **config.jsma_options())
+  model = Model("", apply_fn, params, meta.get("model", {}), {})
+  r = run_batched(model, x, targets, config.batch_size, lambda s: print(s, flush=True), "attack",
+                  record_trace=True, **config.jsma_options())
   seconds = time.perf_counter() - start
   m = int(np.prod(x.shape[1:]))
   success, n_changed, reason = np.asarray(r.success), np.asarray(r.n_changed), np.asarray(r.stop_reason)
@@ -199,6 +251,7 @@ def main(argv=None) -> dict:
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
       "stop_reason": reason, "x_adv": np.asarray(r.x_adv)})
+  results["figures"] = _figures(config, r, x, labels, targets, model, results["max_iter"], num_classes)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
   s = results["summary"]
@@ -208,4 +261,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("attack", sys.argv[1:]))

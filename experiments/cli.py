@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .cli_args import UsageError
+
 COMMANDS = {
     "reproduce": ("reproduce", "reproduce Papernot et al. (EuroS&P 2016): the study, figures and report"),
     "train": ("train_lenet", "train the paper's LeNet on MNIST and save a checkpoint"),
@@ -37,12 +39,20 @@ def main(argv=None) -> int:
     print(_usage(), file=sys.stderr)
     print(f"\njsma-jax: unknown command {argv[0]!r}", file=sys.stderr)
     return 2
-  module = importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__)
+  return run(argv[0], argv[1:])
+
+
+def run(command: str, argv) -> int:
+  """Runs one command; a :class:`UsageError` or a missing extra is one line on stderr."""
+  module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
   try:
-    module.main(argv[1:])
+    module.main(list(argv))
+  except UsageError as e:
+    print(f"jsma-jax {command}: {e}", file=sys.stderr)
+    return 2
   except ModuleNotFoundError as e:
     if e.name and e.name.split(".")[0] in ("flax", "optax", "matplotlib", "tensorflow_datasets", "array_record"):
-      print(f"jsma-jax {argv[0]}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
+      print(f"jsma-jax {command}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
       return 1
     raise
   return 0

@@ -2,9 +2,9 @@
 
 Usage::
 
-  python -m experiments.family --checkpoint runs/models/lenet_tanh_mnist            # embedded test digits
-  python -m experiments.family --checkpoint runs/models/lenet_tanh_mnist \\
-      --data-dir ../shared/data/mnist --sources 100 --out experiments/results/family  # full MNIST
+  jsma-jax family                                  # the shipped paper LeNet, embedded test digits
+  jsma-jax family --checkpoint runs/models/lenet_tanh_mnist \\
+      --data-dir path/to/mnist --sources 100 --out experiments/results/family   # full MNIST
 
 Variants (``jsma_jax.rules`` and ``jsma_jax.family``): JSMA, WJSMA and TJSMA with pairs,
 JSMA with single features (Algorithm 1), non-targeted JSMA and Maximal JSMA. The sources
@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from . import cli_args
+
 PROG = "jsma-jax family"
 VARIANTS = ("jsma", "wjsma", "tjsma", "jsma-single", "untargeted", "maximal")
 
@@ -36,7 +38,7 @@ VARIANTS = ("jsma", "wjsma", "tjsma", "jsma-single", "untargeted", "maximal")
 class FamilyConfig:
   """One comparison: the model, the data, the sources and the shared attack settings."""
 
-  checkpoint: str = "runs/models/lenet_tanh_mnist"
+  checkpoint: str = cli_args.SHIPPED
   out: str = "runs/family"
   data_dir: str | None = None  # IDX folder (full MNIST); None: the embedded digits
   split: str = "test"
@@ -74,14 +76,18 @@ def variant_spec(name: str):
 def parser() -> argparse.ArgumentParser:
   d = FamilyConfig()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--checkpoint", default=d.checkpoint, help="checkpoint folder (jsma_jax.models.save_checkpoint)")
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--checkpoint", default=d.checkpoint,
+                 help=f"checkpoint folder (jsma_jax.models.save_checkpoint), or {cli_args.SHIPPED!r}: the "
+                      "package's paper LeNet (jsma_jax.models.load_paper_lenet)")
   p.add_argument("--out", default=d.out, help="output folder")
-  p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files (default: embedded digits)")
+  p.add_argument("--data-dir", default=d.data_dir,
+                 help="folder of the MNIST IDX files (default: none, the embedded test digits)")
   p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
                  help="correctly classified test digits to attack (x9 targeted attacks each)")
   p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sample")
-  p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(d.variants), help="variants to run")
+  p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(d.variants),
+                 help=f"variants to run, space-separated (default: all: {' '.join(d.variants)})")
   p.add_argument("--chunk-size", type=int, default=d.chunk_size, help="attacks per compiled call")
   return p
 
@@ -216,7 +222,7 @@ def main(argv=None) -> dict:
   config = parse_args(argv)
   import jax
 
-  from jsma_jax.models import as_logits_fn, load_checkpoint, load_mnist
+  from jsma_jax.models import as_logits_fn, load_mnist
 
   from .stages import Stages, atomic_write_bytes, atomic_write_json
   from .study import environment
@@ -224,7 +230,9 @@ def main(argv=None) -> dict:
   wall = time.perf_counter()
   machine = _machine()
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  net, meta = load_checkpoint(config.checkpoint)
+  if config.data_dir is not None:
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+  net, meta = cli_args.load_model(config.checkpoint)
   apply_fn, params = as_logits_fn(net)
   if config.data_dir is None:
     x_all, y_all = load_mnist("embedded", split=config.split)
@@ -267,4 +275,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("family", sys.argv[1:]))

@@ -22,26 +22,72 @@ def _save(fig, path: str) -> str:
   return os.path.basename(path)
 
 
+def series(ax, x, curves: dict, ylabel: str, xlabel: str) -> None:
+  """Curves ``{label: ys}`` against ``x``; a single point is drawn as bars (a dot hides on a line plot)."""
+  if len(x) == 1:
+    labels = list(curves)
+    values = [curves[k][0] for k in labels]
+    ax.bar(range(len(labels)), values, color=[f"C{i}" for i in range(len(labels))], tick_label=labels)
+    for i, v in enumerate(values):
+      ax.annotate(f"{v:.4g}", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel(f"{xlabel} {x[0]}")
+  else:
+    for label, ys in curves.items():
+      ax.plot(x, ys, marker="o", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+
+
+def training_curves(history: dict, path: str) -> str:
+  """Training loss and accuracy per epoch (``jsma_jax.models.train``'s history)."""
+  epochs = list(range(1, len(history["train_loss"]) + 1))
+  fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+  series(a, epochs, {"train loss": history["train_loss"]}, "train loss", "epoch")
+  accuracy = {"train (running)": history["train_accuracy"]}
+  if history.get("test_accuracy"):
+    accuracy["test"] = history["test_accuracy"]
+  series(b, epochs, accuracy, "accuracy", "epoch")
+  return _save(fig, path)
+
+
 def success_vs_budget(results: dict, path: str) -> str:
-  """Success rate and mean distortion (successful) against the budget, per model."""
+  """Success rate and mean distortion (successful) against the budget, per model (the study's sweep)."""
+  sweeps = {f"LeNet {act}": sweep for act, sweep in results["sweeps"].items()}
+  return budget_curves(sweeps, 2 * results["rows"][0]["table_max_iter"], results["dataset"]["num_features"],
+                       path, paper=True)
+
+
+def budget_curves(sweeps: dict, table_pixels: int, num_features: int, path: str, paper: bool = False) -> str:
+  """Success and distortion against the budget: ``sweeps`` is ``{label: [{pixels, success_rate,
+  distortion_successful}, ...]}``; ``paper`` draws the paper's numbers at gamma = 14.5%."""
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-  for act, sweep in results["sweeps"].items():
+  for label, sweep in sweeps.items():
     px = [p["pixels"] for p in sweep]
-    ax1.plot(px, [100 * p["success_rate"] for p in sweep], marker="o", label=f"LeNet {act}")
-    ax2.plot(px, [100 * (p["distortion_successful"] or np.nan) for p in sweep], marker="o", label=f"LeNet {act}")
-  table_px = 2 * results["rows"][0]["table_max_iter"]
+    ax1.plot(px, [100 * p["success_rate"] for p in sweep], marker="o", label=label)
+    ax2.plot(px, [100 * (p["distortion_successful"] or np.nan) for p in sweep], marker="o", label=label)
   for ax in (ax1, ax2):
-    ax.axvline(table_px, color="grey", ls=":", lw=1)
+    ax.axvline(table_pixels, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel(f"budget (changed pixels; gamma = pixels / {results['dataset']['num_features']})")
+    ax.set_xlabel(f"budget (changed features; gamma = features / {num_features})")
     ax.grid(alpha=0.3)
     ax.legend()
-  ax1.axhline(97.1, color="k", ls="--", lw=1)
-  ax1.text(2.1, 93, "paper 97.1% at gamma = 14.5%", fontsize=8)
+  if paper:
+    ax1.axhline(97.1, color="k", ls="--", lw=1)
+    ax1.text(2.1, 93, "paper 97.1% at gamma = 14.5%", fontsize=8)
+    ax2.axhline(4.02, color="k", ls="--", lw=1)
   ax1.set_ylabel("success rate (%)")
-  ax2.axhline(4.02, color="k", ls="--", lw=1)
   ax2.set_ylabel("mean distortion of successful (% of features)")
   fig.suptitle("Success and distortion against the budget (one run at the largest budget)")
+  return _save(fig, path)
+
+
+def pair_success(success_rate, path: str, title: str) -> str:
+  """The success rate of each (source, target) pair as a heat map."""
+  fig, ax = plt.subplots(figsize=(5.5, 4.6))
+  _heat(ax, 100 * np.asarray(success_rate, float), "success rate (%) per pair", ".0f", "viridis")
+  fig.suptitle(title, fontsize=9)
   return _save(fig, path)
 
 
@@ -78,7 +124,7 @@ def pair_maps(pairs: dict, activation: str, path: str) -> str:
   return _save(fig, path)
 
 
-def adversarial_grid(picture: dict, activation: str, path: str) -> str:
+def adversarial_grid(picture: dict, activation: str, path: str, model: str | None = None) -> str:
   """The paper's Figure 1: rows the source class, columns the target, originals on the diagonal."""
   grid, ok = picture["grid"], picture["grid_success"]
   n = grid.shape[0]
@@ -97,11 +143,12 @@ def adversarial_grid(picture: dict, activation: str, path: str) -> str:
         ax.set_title(str(t), fontsize=8)
       if t == 0:
         ax.set_ylabel(str(s), fontsize=8)
-  fig.suptitle(f"LeNet {activation}: adversarial digits (row source, column target; red: failed)", fontsize=9)
+  fig.suptitle(f"{model or 'LeNet ' + activation}: adversarial examples (row source, column target; red: failed)",
+               fontsize=9)
   return _save(fig, path)
 
 
-def saliency_examples(picture: dict, activation: str, path: str) -> str:
+def saliency_examples(picture: dict, activation: str, path: str, model: str | None = None) -> str:
   """A few examples: original, its increasing saliency map towards the target, adversarial."""
   k = len(picture["ex_target"])
   fig, axes = plt.subplots(k, 3, figsize=(6, 2 * k), squeeze=False)
@@ -116,7 +163,7 @@ def saliency_examples(picture: dict, activation: str, path: str) -> str:
       ax.set_title(title, fontsize=8)
       ax.set_xticks([])
       ax.set_yticks([])
-  fig.suptitle(f"LeNet {activation}: saliency maps", fontsize=9)
+  fig.suptitle(f"{model or 'LeNet ' + activation}: saliency maps", fontsize=9)
   return _save(fig, path)
 
 

@@ -3,9 +3,9 @@
 Usage::
 
   jsma-jax reproduce                                   # embedded data, a few minutes on 2 CPUs
-  jsma-jax reproduce --dataset idx --data-dir ../shared/data/mnist \\
+  jsma-jax reproduce --data-dir path/to/mnist \\
       --checkpoint-dir runs/models --sources 300 --ablation-sources 50 --out runs/mnist
-  jsma-jax reproduce --preset full_mnist --data-dir ../shared/data/mnist  # 10,000 sources per set
+  jsma-jax reproduce --preset full_mnist --data-dir path/to/mnist  # 10,000 sources per set
 
 (``python -m experiments.reproduce`` from a checkout is the same command.) OUT receives
 ``results.json`` (every number, the configuration, dataset, model accuracy, JAX version,
@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 
+from . import cli_args
 from . import config as config_lib
 
 PROG = "jsma-jax reproduce"
@@ -35,24 +36,27 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
   """The command line of ``jsma-jax reproduce``, with the defaults of ``preset``."""
   d = config_lib.PRESETS[preset]()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              formatter_class=cli_args.HelpFormatter,
                               epilog="Defaults shown are those of the chosen --preset.")
   p.add_argument("--preset", choices=tuple(config_lib.PRESETS), default=preset,
                  help="named configuration the other options start from: "
-                      + "; ".join(f"{k}: {f.__doc__.splitlines()[0].rstrip('.')}" for k, f in config_lib.PRESETS.items()))
-  p.add_argument("--full", action="store_true", help="same as --preset full_mnist")
+                      + "; ".join(f"{k}: {' '.join(f.__doc__.split(chr(10) * 2)[0].split()).rstrip('.')}"
+                                   for k, f in config_lib.PRESETS.items()))
+  p.add_argument("--full", action="store_true", help="same as --preset full_mnist (default: off)")
   p.add_argument("--out", default=d.out, help="output folder (results.json, report.md, figures, stages/)")
-  p.add_argument("--dataset", dest="source", choices=config_lib.SOURCES, default=d.source,
-                 help="where MNIST comes from: the embedded 5,000 digits, IDX files, or tensorflow-datasets")
+  p.add_argument("--dataset", dest="source", choices=config_lib.SOURCES, default=None,
+                 help="where MNIST comes from: the embedded 5,000 digits, IDX files, or tensorflow-datasets "
+                      f"(default: idx when --data-dir is given, else the preset's: {d.source})")
   p.add_argument("--data-dir", default=d.data_dir,
-                 help=f"idx: folder of the IDX files (default for idx: {config_lib.IDX_DIR}); tfds: TFDS data folder")
+                 help=f"idx: folder of the IDX files; tfds: TFDS data folder (default: {d.data_dir}; "
+                      f"with --dataset idx: {config_lib.IDX_DIR})")
   p.add_argument("--activations", type=_csv(str), default=",".join(d.activations),
                  help="LeNet activations to study, comma-separated (tanh,relu)")
   p.add_argument("--arch", choices=config_lib.ARCHS, default=d.arch,
                  help="model: the paper's LeNet, or tiny_mlp (a fast stand-in for tests)")
-  p.add_argument("--no-shipped", dest="shipped", action="store_false", default=d.shipped,
-                 help="train the tanh LeNet (or load it from --checkpoint-dir) instead of using the "
-                      "shipped paper LeNet")
+  p.add_argument("--shipped", action=argparse.BooleanOptionalAction, default=d.shipped,
+                 help="attack the package's paper LeNet as the tanh model; --no-shipped: train it (or load "
+                      "it from --checkpoint-dir)")
   p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
                  help="folder with lenet_<activation>_mnist checkpoints (models missing there are trained)")
   p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs of models trained here")
@@ -88,6 +92,9 @@ def parse_args(argv=None) -> config_lib.StudyConfig:
   known, _ = first.parse_known_args(argv)
   args = vars(parser("full_mnist" if known.full else known.preset).parse_args(argv))
   del args["preset"], args["full"]
+  preset = config_lib.PRESETS["full_mnist" if known.full else known.preset]()
+  given_dir = args["data_dir"] if args["data_dir"] != preset.data_dir else None  # --data-dir alone: idx
+  args["source"] = cli_args.data_source(args["source"], given_dir, default=preset.source)
   return config_lib.StudyConfig(**args)
 
 
@@ -100,6 +107,10 @@ def main(argv=None) -> dict:
   from . import stages
   from . import study
 
+  if config.source == "idx":
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+  if config.checkpoint_dir is not None:
+    cli_args.require_folder(config.checkpoint_dir, "--checkpoint-dir", "lenet_<activation>_mnist checkpoints")
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   os.makedirs(config.out, exist_ok=True)
   print(f"study: {dataclasses.asdict(config)}", flush=True)
@@ -115,4 +126,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("reproduce", sys.argv[1:]))

@@ -2,20 +2,21 @@
 
 Usage::
 
-  jsma-jax train --dataset embedded --activation tanh --epochs 10 \\
-      --out runs/models/lenet_tanh_embedded
-  jsma-jax train --dataset idx --data-dir ../shared/data/mnist --recipe theano_tutorial \\
-      --epochs 30 --out runs/models/theano_tutorial
-  jsma-jax train --dataset idx --data-dir ../shared/data/mnist \\
-      --activation relu --epochs 6 --out runs/models/lenet_relu_mnist
+  jsma-jax train                        # the shipped LeNet's recipe on the embedded digits
+  jsma-jax train --epochs 10 --out runs/models/lenet_tanh_embedded
+  jsma-jax train --data-dir path/to/mnist --out runs/models/theano_tutorial   # full MNIST
+  jsma-jax train --data-dir path/to/mnist --activation relu --epochs 6 \\
+      --out runs/models/lenet_relu_mnist
   jsma-jax train --dataset tfds --data-dir ~/tensorflow_datasets \\
-      --idx-dir ../shared/data/mnist --out runs/models/lenet_tanh_tfds
+      --idx-dir path/to/mnist --out runs/models/lenet_tanh_tfds
 
 (``python -m experiments.train_lenet`` from a checkout is the same command.)
-``--dataset`` names the source (``embedded``, ``idx``, ``tfds``); ``--name`` picks MNIST
-or Fashion-MNIST; ``--recipe`` a training recipe (``jsma_jax.models.Recipe``: the
-presets ``adam_cosine``, the default, ``theano_tutorial`` and ``pytorch_sgd``), whose
-fields the other options change. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
+``--dataset`` names the source (``embedded``, ``idx``, ``tfds``; ``--data-dir`` alone
+means ``idx``); ``--name`` picks MNIST or Fashion-MNIST; ``--recipe`` a training recipe
+(``jsma_jax.models.Recipe``): ``shipped``, the default, is the recipe of the package's
+paper LeNet (``theano_tutorial`` at 30 epochs), or one of ``jsma_jax.models.RECIPES``
+(``theano_tutorial``, ``adam_cosine``, ``pytorch_sgd``); the other options change its
+fields. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
 ``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
 OUT already holds a checkpoint of the same configuration is not redone (``--force``).
 """
@@ -29,7 +30,10 @@ import os
 import sys
 import time
 
+from . import cli_args
+
 PROG = "jsma-jax train"
+SHIPPED_RECIPE = "shipped"  # --recipe value: the recipe recorded in the shipped paper LeNet
 
 
 RECIPE_FLAGS = {  # command-line flag -> Recipe field; None: keep the recipe's value
@@ -47,7 +51,7 @@ class Config:
   data_dir: str | None = None
   idx_dir: str | None = None
   download: bool = False
-  recipe: str = "adam_cosine"
+  recipe: str = SHIPPED_RECIPE
   activation: str | None = None
   epochs: int | None = None
   batch_size: int | None = None
@@ -61,11 +65,19 @@ class Config:
 
   def make_recipe(self):
     """The :class:`jsma_jax.models.Recipe` of this run."""
-    from jsma_jax.models import preset
+    from jsma_jax.models import Recipe, load_metadata, preset
+    from jsma_jax.models.checkpoint import PAPER_LENET
 
     changes = {field: getattr(self, flag) for flag, field in RECIPE_FLAGS.items()
                if getattr(self, flag) is not None}
-    return preset(self.recipe).replace(**changes)
+    if self.recipe == SHIPPED_RECIPE:
+      from importlib import resources
+
+      with resources.as_file(resources.files("jsma_jax.models") / "_data" / PAPER_LENET) as path:
+        base = Recipe.from_dict(load_metadata(path)["recipe"])
+    else:
+      base = preset(self.recipe)
+    return base.replace(**changes)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,31 +86,32 @@ def parser() -> argparse.ArgumentParser:
 
   d = Config()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--dataset", dest="source", choices=("embedded", "idx", "tfds"),
-                 default=d.source, help="data source: the embedded digits, IDX files or tensorflow-datasets")
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=None,
                  help="idx: folder of IDX files; tfds: TFDS data folder")
   p.add_argument("--idx-dir", default=None,
                  help="tfds: IDX files to prepare the TFDS dataset from if needed")
-  p.add_argument("--download", action="store_true",
+  p.add_argument("--download", action=argparse.BooleanOptionalAction, default=d.download,
                  help="tfds: allow downloading the IDX files if not prepared")
-  p.add_argument("--recipe", choices=tuple(PRESETS), default=d.recipe,
-                 help="the training recipe the options below change (jsma_jax.models.PRESETS)")
-  p.add_argument("--activation", choices=("tanh", "relu"), help="the LeNet's activation")
-  p.add_argument("--epochs", type=int, help="passes over the training set")
-  p.add_argument("--batch-size", type=int, help="training batch size")
-  p.add_argument("--lr", dest="learning_rate", type=float, help="the (peak) step size")
-  p.add_argument("--optimizer", choices=OPTIMIZERS, help="optimiser")
-  p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
-  p.add_argument("--init", choices=INITS, help="initialisation scheme")
+  p.add_argument("--recipe", choices=(SHIPPED_RECIPE,) + tuple(PRESETS), default=d.recipe,
+                 help=f"the training recipe the options below change: {SHIPPED_RECIPE!r}, the recipe of the "
+                      "package's paper LeNet (theano_tutorial at 30 epochs), or one of jsma_jax.models.RECIPES")
+  recipe = "(default: the recipe's)"
+  p.add_argument("--activation", choices=("tanh", "relu"), help=f"the LeNet's activation {recipe}")
+  p.add_argument("--epochs", type=int, help=f"passes over the training set {recipe}")
+  p.add_argument("--batch-size", type=int, help=f"training batch size {recipe}")
+  p.add_argument("--lr", dest="learning_rate", type=float, help=f"the (peak) step size {recipe}")
+  p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimiser {recipe}")
+  p.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule {recipe}")
+  p.add_argument("--init", choices=INITS, help=f"initialisation scheme {recipe}")
   p.add_argument("--split", choices=TRAIN_SPLITS,
-                 help="all training images, or hold out the last sixth for validation")
-  p.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
-  p.add_argument("--out", required=True, default=argparse.SUPPRESS,
-                 help="checkpoint folder to write (required), e.g. runs/models/lenet_tanh_mnist")
-  p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
+                 help=f"all training images, or hold out the last sixth for validation {recipe}")
+  p.add_argument("--seed", type=int, help=f"seed of initialisation and shuffling {recipe}")
+  p.add_argument("--out", default=d.out, help="checkpoint folder to write")
+  p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
+                 help="retrain even if OUT holds this run")
   return p
 
 
@@ -107,6 +120,7 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   p = parser()
   args = vars(p.parse_args(argv))
   force = args.pop("force")
+  args["source"] = cli_args.data_source(args["source"], args["data_dir"])
   config = Config(**args)
   try:
     config.make_recipe()
@@ -115,22 +129,21 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   return config, force
 
 
+def _every_sixth_last(x, y):
+  """The embedded training digits with every 6th moved to the end, so that the recipe's holdout
+  (the last sixth) validates on all classes, as ``jsma-jax reproduce`` does: the digits are
+  sorted by class, and their last sixth would be nines and eights only."""
+  import numpy as np
+
+  n = len(y)
+  order = np.concatenate([np.flatnonzero(np.arange(n) % 6 != 5), np.flatnonzero(np.arange(n) % 6 == 5)])
+  return x[order], y[order]
+
+
 def _plot(history, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  epochs = range(1, len(history["train_loss"]) + 1)
-  fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-  a.plot(epochs, history["train_loss"], marker="o")
-  a.set(xlabel="epoch", ylabel="train loss")
-  b.plot(epochs, history["train_accuracy"], marker="o", label="train (running)")
-  if history["test_accuracy"]:
-    b.plot(epochs, history["test_accuracy"], marker="o", label="test")
-  b.set(xlabel="epoch", ylabel="accuracy")
-  b.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  from .figures import training_curves
+
+  training_curves(history, path)
 
 
 def main(argv=None) -> dict:
@@ -150,6 +163,8 @@ def main(argv=None) -> dict:
       return meta
 
   kwargs = {}
+  if config.source == "idx":
+    cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
   if config.source != "embedded":
     kwargs = dict(data_dir=config.data_dir)
     if config.source == "tfds":
@@ -162,12 +177,16 @@ def main(argv=None) -> dict:
         f"{len(test_data[1])} test ({load_seconds:.1f} s)")
 
   recipe = config.make_recipe()
+  if config.source == "embedded" and recipe.split == "holdout":
+    train_data = _every_sixth_last(*train_data)
   model, history = train(recipe, train_data, test_data)
   dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
              "n_train": len(train_data[1]), "n_test": len(test_data[1])}
   if config.source == "embedded":
     dataset["split"] = ("the embedded digits: 5,000 official training digits (500 per class), "
-                        "1,000 official test digits (100 per class)")
+                        "1,000 official test digits (100 per class)"
+                        + ("; validation: every 6th training digit (jsma-jax reproduce's split)"
+                           if recipe.split == "holdout" else ""))
   meta = {"run": config_dict, "dataset": dataset,
           "recipe": history["recipe"], "history": history,
           "test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"]
@@ -200,4 +219,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("train", sys.argv[1:]))

@@ -2,8 +2,8 @@
 
 Usage::
 
-  jsma-jax zoo --data-dir ../shared/data/mnist --out runs/zoo          # train, attack, report
-  jsma-jax zoo --data-dir ../shared/data/mnist --out runs/zoo --stage train
+  jsma-jax zoo --data-dir path/to/mnist --out runs/zoo          # train, attack, report
+  jsma-jax zoo --data-dir path/to/mnist --out runs/zoo --stage train
 
 (``python -m experiments.zoo`` from a checkout is the same command.) Every recipe of
 :data:`ZOO` trains one LeNet on full MNIST (``out/models/<recipe>``); each is attacked
@@ -24,6 +24,8 @@ import os
 import sys
 import time
 from typing import Callable, NamedTuple
+
+from . import cli_args
 
 PROG = "jsma-jax zoo"
 LONG_EPOCHS = 30  # the shipped model's; the tutorial's 200 epochs cost 110 min on a 2-core CPU
@@ -72,7 +74,7 @@ class ZooConfig:
   """One zoo run.
 
   Attributes:
-    data_dir: the MNIST IDX files.
+    data_dir: the MNIST IDX files (required: the recipes train on full MNIST).
     out: output folder.
     n_sources: test sources (each towards its 9 other classes), the same for every recipe.
     thetas: the attacks' directions.
@@ -83,7 +85,7 @@ class ZooConfig:
     stage: ``"all"``, ``"train"`` (models only) or ``"report"`` (no new work).
   """
 
-  data_dir: str = os.path.join("..", "shared", "data", "mnist")
+  data_dir: str | None = None
   out: str = "runs/zoo"
   n_sources: int = 500
   thetas: tuple[float, ...] = (1.0, -1.0)
@@ -135,12 +137,15 @@ def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax zoo``."""
   d = ZooConfig()
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files")
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--data-dir", default=d.data_dir,
+                 help="folder of the MNIST IDX files (required: every recipe trains on full MNIST; "
+                      "the embedded 5,000 digits are too few)")
   p.add_argument("--out", default=d.out, help="output folder")
   p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
                  help="test sources, each attacked towards its 9 other classes")
-  p.add_argument("--thetas", type=lambda v: tuple(float(t) for t in v.split(",") if t), default=d.thetas,
+  p.add_argument("--thetas", type=lambda v: tuple(float(t) for t in v.split(",") if t),
+                 default=",".join(f"{t:g}" for t in d.thetas),
                  help="the attacks' directions, comma-separated (each runs over every recipe in turn)")
   p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled call")
@@ -150,10 +155,15 @@ def parser() -> argparse.ArgumentParser:
   return p
 
 
+def parse_args(argv=None) -> ZooConfig:
+  """The zoo configuration of a command line."""
+  return ZooConfig(**vars(parser().parse_args(argv)))
+
+
 def main(argv=None) -> dict:
   """Runs the zoo of a command line."""
-  args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-  config = ZooConfig(**vars(args))
+  config = parse_args(sys.argv[1:] if argv is None else argv)
+  cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; the zoo trains on full MNIST")
   from jsma_jax.models import load_mnist
 
   log = lambda s: print(s, flush=True)
@@ -170,4 +180,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  from .cli import run
+
+  sys.exit(run("zoo", sys.argv[1:]))

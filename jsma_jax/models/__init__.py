@@ -2,8 +2,18 @@
 
 The core attack (``jsma_jax``) imports nothing from here. ``tfds_builders`` is imported
 lazily (by ``load_mnist(source="tfds")``) so that importing this package does not import
-tensorflow-datasets.
+tensorflow-datasets. Without Flax or optax (the ``models`` extra), importing it raises a
+``ModuleNotFoundError`` that names the install command.
 """
+
+try:
+  import flax  # noqa: F401
+  import optax  # noqa: F401
+except ModuleNotFoundError as e:
+  raise ModuleNotFoundError(
+      f"jsma_jax.models needs {e.name}, which is not installed: pip install 'jsma-jax[models]' "
+      "(from a checkout: pip install -e '.[models]'); the attack itself (import jsma_jax) does not",
+      name=e.name) from e
 
 from jsma_jax.models.apply import LogitsFn
 from jsma_jax.models.apply import as_logits_fn

@@ -1,0 +1,209 @@
+"""The command line without traps: the defaults ``--help`` shows are the ones used, and every
+command runs with its defaults in a fresh folder (or stops with one line naming the option)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import pytest
+
+from experiments import attack
+from experiments import cli
+from experiments import cli_args
+from experiments import family
+from experiments import reproduce
+from experiments import train_lenet
+from experiments import zoo
+
+COMMANDS = {  # command -> (its parser, its configuration from a command line)
+    "reproduce": (reproduce.parser, reproduce.parse_args),
+    "train": (train_lenet.parser, lambda argv: train_lenet.parse_args(argv)),
+    "attack": (attack.parser, attack.parse_args),
+    "family": (family.parser, family.parse_args),
+    "zoo": (zoo.parser, zoo.parse_args),
+}
+
+
+def shown_defaults(p: argparse.ArgumentParser) -> dict:
+  """``{action: the default text --help prints}`` for the options whose default argparse fills in."""
+  formatter = p._get_formatter()
+  shown = {}
+  for action in p._actions:
+    if action.dest == "help" or action.help is None or "(default" in action.help:
+      continue  # help and options whose help states its default in words
+    text = formatter._expand_help(action)
+    match = re.search(r"\(default: (.*)\)$", text, flags=re.S)
+    assert match, f"{action.option_strings}: --help shows no default"
+    shown[action] = match.group(1)
+  return shown
+
+
+def argv_of(shown: dict) -> list[str]:
+  """The command line that passes every shown default explicitly."""
+  argv = []
+  for action, text in shown.items():
+    flag = action.option_strings[0]
+    if text == "None":
+      continue  # nothing to pass: the help says what None means
+    if isinstance(action, argparse.BooleanOptionalAction):
+      argv.append(flag if text == "True" else "--no-" + flag[2:])
+    elif action.nargs == 0:  # store_true: only a default of off can be shown truthfully
+      assert text in ("False", "off"), f"{flag}: a store_true flag cannot be turned off; use BooleanOptionalAction"
+    elif action.nargs == "+":
+      argv += [flag, *text.split(" ")]
+    else:
+      argv += [flag, text]
+  return argv
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_shows_the_defaults_that_are_used(command):
+  """Passing every default --help shows, as text, gives the configuration of passing nothing."""
+  make_parser, parse = COMMANDS[command]
+  p = make_parser()
+  assert p.prog == f"jsma-jax {command}"
+  assert all(action.help for action in p._actions), "every option has a description"
+  explicit = argv_of(shown_defaults(p))
+  assert explicit  # the test compares something
+  assert parse(explicit) == parse([])
+
+
+def test_help_formats_without_error(capsys):
+  for make_parser, _ in COMMANDS.values():
+    with pytest.raises(SystemExit):
+      make_parser().parse_args(["--help"])
+  text = capsys.readouterr().out
+  assert "(default: (" not in text  # no tuple shown as the default of a comma-separated flag
+
+
+@pytest.mark.parametrize("command", ["train", "attack", "reproduce"])
+def test_data_dir_alone_selects_idx_files(command):
+  _, parse = COMMANDS[command]
+  config = parse(["--data-dir", "some/folder"])
+  config = config[0] if isinstance(config, tuple) else config
+  assert (config.source, config.data_dir) == ("idx", "some/folder")
+  config = parse([])
+  config = config[0] if isinstance(config, tuple) else config
+  assert config.source == "embedded"
+
+
+@pytest.mark.parametrize("command", ["train", "attack", "reproduce"])
+def test_data_dir_with_embedded_data_is_refused(command):
+  _, parse = COMMANDS[command]
+  with pytest.raises(cli_args.UsageError, match="--data-dir"):
+    parse(["--dataset", "embedded", "--data-dir", "some/folder"])
+
+
+def test_defaults_agree_with_the_library_or_say_why():
+  from jsma_jax import AttackOptions
+
+  library = {name: f.default for name, f in AttackOptions.__dataclass_fields__.items()}
+  config = attack.parse_args([])
+  for name in ("theta", "gamma", "probabilities", "max_iter"):
+    assert getattr(config, name) == library[name], name
+  assert config.initial_domain != library["initial_domain"]  # the paper's; the help says why
+  help_of = {a.dest: a.help for a in attack.parser()._actions}
+  assert "library's jsma default" in help_of["initial_domain"]
+  assert "Algorithm 2" in help_of["initial_domain"]
+
+
+def test_train_defaults_to_the_shipped_models_recipe():
+  from jsma_jax.models import load_paper_lenet
+
+  config, _ = train_lenet.parse_args([])
+  assert config.make_recipe().to_dict() == load_paper_lenet()[1]["recipe"]
+  help_of = {a.dest: a.help for a in train_lenet.parser()._actions}
+  assert "jsma_jax.models.RECIPES" in help_of["recipe"] and "PRESETS" not in help_of["recipe"]
+  assert train_lenet.parse_args(["--recipe", "adam_cosine"])[0].make_recipe().name == "adam_cosine"
+
+
+def test_zoo_thetas_default_is_the_comma_separated_text():
+  assert zoo.parse_args([]).thetas == (1.0, -1.0)
+  assert zoo.parser().get_default("thetas") == "1,-1"
+
+
+def _one_line_error(capsys, argv, option):
+  assert cli.main(argv) == 2
+  captured = capsys.readouterr()
+  lines = captured.err.strip().splitlines()
+  assert len(lines) == 1, captured.err
+  assert lines[0].startswith(f"jsma-jax {argv[0]}: ") and option in lines[0], lines[0]
+  assert "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["zoo"], "--data-dir"),
+    (["zoo", "--data-dir", "no/such/folder"], "--data-dir"),
+    (["attack", "--data-dir", "no/such/folder"], "--data-dir"),
+    (["attack", "--dataset", "idx"], "--data-dir"),
+    (["attack", "--checkpoint", "no/such/checkpoint"], "--checkpoint"),
+    (["family", "--checkpoint", "no/such/checkpoint"], "--checkpoint"),
+    (["family", "--data-dir", "no/such/folder"], "--data-dir"),
+    (["train", "--data-dir", "no/such/folder"], "--data-dir"),
+    (["train", "--dataset", "embedded", "--data-dir", "x"], "--data-dir"),
+    (["reproduce", "--full"], "--data-dir"),
+    (["reproduce", "--checkpoint-dir", "no/such/folder"], "--checkpoint-dir"),
+], ids=lambda v: v if isinstance(v, str) else "-".join(v).replace("/", "_"))
+def test_what_cannot_run_stops_with_one_line_naming_the_option(argv, option, capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a fresh folder: no repository layout to lean on
+  _one_line_error(capsys, argv, option)
+  assert not os.listdir(tmp_path)  # stopped before writing anything
+
+
+# Each command with its defaults, in a fresh folder, at the smallest size its options allow.
+FRESH = {
+    "train": (["--epochs", "1"], "runs/models/lenet/report.md"),
+    "attack": (["--sources", "1"], "runs/attack/report.md"),
+    "family": (["--sources", "1", "--variants", "jsma"], "runs/family/report.md"),
+    "reproduce": (["--sources", "1", "--ablation-sources", "1", "--variants", "paper", "--pixels", "2,10",
+                   "--figure-examples", "1", "--gamma", "0.02"], "runs/reproduce/report.md"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", list(FRESH))
+def test_each_command_runs_with_its_defaults_in_a_fresh_folder(command, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  size, report = FRESH[command]
+  assert cli.main([command, *size]) == 0, capsys.readouterr().err
+  text = (tmp_path / report).read_text()
+  for figure in re.findall(r"!\[[^]]*\]\(([^)]+)\)", text):  # every figure the report shows exists
+    assert os.path.getsize(tmp_path / os.path.dirname(report) / figure) > 0, figure
+  if command == "reproduce":  # the notes say what the table shows: the shipped full-MNIST model
+    assert "the shipped model, trained on 50,000 full-MNIST training images" in text
+    assert "lower accuracy" not in text
+  assert command not in FIGURES or set(FIGURES[command]) <= set(re.findall(r"\]\(([^)]+\.png)\)", text))
+
+
+FIGURES = {  # the figures each report must show
+    "train": ["training.png"],
+    "attack": ["success_vs_budget.png", "pairs.png", "adversarial_grid.png", "saliency.png"],
+    "reproduce": ["success_vs_budget.png", "pairs_tanh.png", "adversarial_grid_tanh.png", "saliency_tanh.png"],
+}
+
+
+@pytest.mark.parametrize("missing", ["flax", "optax"])
+def test_models_without_flax_name_the_extra_to_install(missing):
+  import subprocess
+  import sys
+
+  code = (f"import sys; sys.modules[{missing!r}] = None\n"
+          "try:\n  import jsma_jax.models\n"
+          "except ModuleNotFoundError as e:\n  print(e.name); print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.splitlines()
+  assert out[0] == missing  # the CLI's handler keys on the name
+  assert "pip install 'jsma-jax[models]'" in out[1] and missing in out[1]
+
+
+def test_train_on_embedded_digits_validates_on_every_class():
+  """The embedded digits are sorted by class: the recipe's holdout (last sixth) must not be nines only."""
+  from jsma_jax.models import holdout_split, load_mnist
+
+  x, y = load_mnist("embedded", split="train")
+  xs, ys = train_lenet._every_sixth_last(x, y)
+  train_idx, val_idx = holdout_split(len(ys))
+  assert set(ys[val_idx].tolist()) == set(ys[train_idx].tolist()) == set(range(10))
+  assert (xs[val_idx] == x[5::6]).all()  # jsma-jax reproduce's validation digits

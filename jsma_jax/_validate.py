@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsma_jax import _processes
+
 
 def is_concrete(value: Any) -> bool:
   """False for the tracers of a transformation (the user's ``jit``, ``vmap``, ...)."""
@@ -93,12 +95,15 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
 
 
 def check_values(x, targets, num_classes: int, clip_min, clip_max) -> None:
-  """Values of concrete inputs: finite, within the clip range, labels in range."""
+  """Values of concrete inputs: finite, within the clip range, labels in range.
+
+  A global array over several processes is read shard by shard, each process its own,
+  and every process raises the same error (:mod:`jsma_jax._processes`).
+  """
   if is_concrete(x) and is_concrete(clip_min) and is_concrete(clip_max):
-    xv = np.asarray(x)
-    if not np.all(np.isfinite(xv)):
+    finite, lo, hi = _processes.value_range(x)
+    if not finite:
       raise ValueError("x must be finite (it holds NaN or inf)")
-    lo, hi = float(xv.min()), float(xv.max())
     if lo < clip_min or hi > clip_max:
       raise ValueError(
           f"x must lie within [clip_min, clip_max] = [{clip_min}, {clip_max}], got values in [{lo}, {hi}]"
@@ -109,11 +114,11 @@ def check_values(x, targets, num_classes: int, clip_min, clip_max) -> None:
 
 def check_labels(name: str, labels: Any, num_classes: int) -> None:
   """Concrete class labels ``[B]`` within ``[0, num_classes)``."""
-  lv = np.asarray(labels)
-  if lv.size and (lv.min() < 0 or lv.max() >= num_classes):
+  _, lo, hi = _processes.value_range(labels)  # each process reads its own shards
+  if lo <= hi and (lo < 0 or hi >= num_classes):
     raise ValueError(
         f"{name} must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-        f"got values in [{lv.min()}, {lv.max()}]"
+        f"got values in [{int(lo)}, {int(hi)}]"
     )
 
 
@@ -197,3 +202,12 @@ def check_mesh(mesh: Any) -> None:
 
   if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
     raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis, got {mesh!r}")
+
+
+def check_host_data(name: str, value: Any) -> None:
+  """Data every process holds whole (NumPy, or a JAX array on this process's devices)."""
+  if isinstance(value, jax.Array) and not is_concrete(value):
+    raise TypeError(f"{name} must be concrete data, got a traced value; call this outside jax.jit")
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    raise ValueError(f"{name} must be the whole dataset on every process (e.g. a NumPy array), got a global "
+                     "array spread over processes; pass its host data (each process attacks its own share)")

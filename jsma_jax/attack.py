@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsma_jax import _processes
 from jsma_jax import _validate
 from jsma_jax import batching
 from jsma_jax import jacobian as jac_lib
@@ -62,7 +63,9 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   _validate.check_model(logits_fn, params, x)  # the output's batch axis, at the batch's own size
   _validate.check_values(x, targets, model.num_classes, options.clip_min, options.clip_max)
   if _validate.is_concrete(x) and not model_lib.is_traced(model.weights):
-    model_lib.check_outputs(_outputs(model, x), probabilities=options.probabilities)
+    across = _processes.spans_processes(x)  # a global array: check the rows this process holds
+    rows, local = _processes.local_rows(x) if across else (None, x)
+    model_lib.check_outputs(_outputs(model, local), probabilities=options.probabilities, rows=rows, across=across)
   batch = x.shape[0]
   size = batching.bucket_size(batch) if engine.pad_batches else batch
   num_features = math.prod(x.shape[1:])
@@ -121,9 +124,9 @@ def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray
   """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape)."""
   parts = []
   with jax.ensure_compile_time_eval():  # concrete even when called inside the user's jit
-    for _, n, xs in batching.chunks(x, min(chunk, x.shape[0])):
+    for _, n, xs in batching.chunks(x, max(1, min(chunk, x.shape[0]))):
       parts.append(np.asarray(_forward(model.fn, model.weights, xs))[:n])
-  return np.concatenate(parts)
+  return np.concatenate(parts) if parts else np.zeros((0, model.num_classes))
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "plan"))

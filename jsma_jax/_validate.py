@@ -211,3 +211,17 @@ def check_host_data(name: str, value: Any) -> None:
   if isinstance(value, jax.Array) and not value.is_fully_addressable:
     raise ValueError(f"{name} must be the whole dataset on every process (e.g. a NumPy array), got a global "
                      "array spread over processes; pass its host data (each process attacks its own share)")
+
+
+def check_platforms(platforms: Any) -> tuple[str, ...] | None:
+  """``None`` or a non-empty sequence of distinct platform names JAX lowers for; returned as a tuple."""
+  if platforms is None:
+    return None
+  allowed = ("cpu", "cuda", "rocm", "tpu")
+  if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
+    raise TypeError(f"platforms must be a tuple of platform names from {allowed}, got {platforms!r}; "
+                    "e.g. platforms=('cuda',)")
+  platforms = tuple(platforms)
+  if not platforms or len(set(platforms)) != len(platforms) or not set(platforms) <= set(allowed):
+    raise ValueError(f"platforms must be distinct names from {allowed}, at least one, got {platforms!r}")
+  return platforms

@@ -90,7 +90,7 @@ def _model(logits_fn, params, x, engine: EngineOptions) -> model_lib.PreparedMod
   else (modules, closures over arrays) is traced on every call, so its current
   weights are always the ones attacked.
   """
-  evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(jax.default_backend()) else None
+  evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(engine.target()) else None
   leaves, treedef = jax.tree.flatten(params)
   key = None
   if params is not None:
@@ -259,6 +259,7 @@ def lower(
     params: Any = None,
     options: AttackOptions | None = None,
     engine: EngineOptions | None = None,
+    platforms: tuple[str, ...] | None = None,
     **overrides: Any,
 ) -> jax.stages.Lowered:
   """The attack :func:`jsma` would run, lowered and not run: for ``.compile().memory_analysis()`` or HLO.
@@ -266,10 +267,16 @@ def lower(
   Args:
     logits_fn, x, targets, params, options, engine, **overrides: as for
       :func:`jsma` (validated the same way).
+    platforms: lower for these platforms (``"cpu"``, ``"cuda"``, ``"rocm"``,
+      ``"tpu"``), which this machine need not have; the attack takes the
+      defaults of the first (``EngineOptions.platform``: its slot count, the
+      rewrite only on ``"cpu"``) unless ``platform`` is given. Default: this
+      machine's backend.
 
   Returns:
     the ``jax.stages.Lowered`` program; ``.as_text()`` is its StableHLO,
-    ``.compile()`` compiles it (``.memory_analysis()``, ``.cost_analysis()``).
+    ``.compile()`` compiles it (``.memory_analysis()``, ``.cost_analysis()``;
+    only for this machine's platform).
 
   Example:
     >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])
@@ -277,10 +284,17 @@ def lower(
     >>> lowered = lower(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2)
     >>> "stablehlo.while" in lowered.as_text()  # the attack's loop
     True
+    >>> for_gpu = lower(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2, platforms=("cuda",))
+    >>> "stablehlo.while" in for_gpu.as_text()  # with a GPU's defaults, from this machine
+    True
   """
+  platforms = _validate.check_platforms(platforms)
+  if platforms is not None and "platform" not in overrides and (engine is None or engine.platform is None):
+    overrides = {**overrides, "platform": platforms[0]}
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
-  return _compiled.lower(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
-                         plan=p.plan)
+  traced = _compiled.trace(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
+                           plan=p.plan)
+  return traced.lower(lowering_platforms=platforms)
 
 
 def cache_size() -> int:

@@ -103,16 +103,15 @@ def raise_everywhere(error: BaseException | None, across: bool) -> None:
 
 
 def value_range(x: Any) -> tuple[bool, float, float]:
-  """``(all finite, min, max)`` of ``x``'s finite values, over every process's shards.
+  """``(all finite, min, max)`` of ``x`` over every process's shards (min and max when all are finite).
 
   Each process reads only its own rows (:func:`local_rows`); when ``x`` spans
   processes the three numbers are exchanged (a collective), so every process
-  gets the same answer. ``min > max`` when ``x`` holds no finite value.
+  gets the same answer. ``min > max`` when there is no value to bound.
   """
   _, rows = local_rows(x)
-  finite = np.isfinite(rows)
-  values = rows[finite]
-  record = np.array([finite.all(), values.min() if values.size else np.inf,
-                     values.max() if values.size else -np.inf], np.float64)
-  records = gather(record, spans_processes(x))
-  return bool(records[:, 0].all()), float(records[:, 1].min()), float(records[:, 2].max())
+  finite = bool(np.isfinite(rows).all())
+  lo, hi = (rows.min(), rows.max()) if finite and rows.size else (np.inf, -np.inf)
+  records = gather(np.array([finite, lo, hi], np.float64), spans_processes(x))
+  finite = bool(records[:, 0].all())
+  return finite, (float(records[:, 1].min()) if finite else np.inf), (float(records[:, 2].max()) if finite else -np.inf)

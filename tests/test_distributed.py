@@ -40,6 +40,11 @@ SCRIPT = textwrap.dedent(
     even = jsma_sharded(toy_models.apply_mlp_relu, x[:8], t[:8], params=params, gamma=0.4, slots=2)
     assert even.x_adv.sharding.spec == P("batch") and len(even.x_adv.sharding.device_set) == 4, even.x_adv.sharding
     np.testing.assert_array_equal(np.asarray(even.x_adv), np.asarray(one.x_adv)[:8])
+    # attack_dataset runs every chunk over the process's 4 devices
+    ds = jsma_jax.attack_dataset(toy_models.apply_mlp_relu, np.asarray(x), np.asarray(t), params=params, gamma=0.4,
+                                 record_trace=True, slots=2, chunk_size=8, progress=False)
+    for a, b in zip(one, ds):
+        np.testing.assert_array_equal(np.asarray(a), b)
     try:
         jsma_sharded(toy_models.apply_mlp_relu, x, t, params=params, gamma=2.0)
     except ValueError as e:

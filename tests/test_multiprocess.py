@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import runpy
 import socket
 import subprocess
 import sys
@@ -38,18 +40,25 @@ def _free_port() -> int:
 
 def _launch(task: str, out: Path, *, stop_after: int | None = None) -> list[int]:
   """Run both processes of ``task``; their return codes. Process 1 exits with 3 after chunk ``stop_after``."""
+  port = str(_free_port())
+  extra = [] if stop_after is None else [str(stop_after)]
+  return _run_pair(task, out, [[str(WORKER), task, str(i), port, str(out)] + extra * i for i in range(2)])
+
+
+def _run_pair(task: str, out: Path, commands: list[list[str]]) -> list[int]:
+  """Run two Python processes (``commands``: their arguments), bounded by a timeout; their return codes.
+
+  When one fails the other is stopped (it may wait for the dead one for ever); the logs go to
+  ``out / f"{task}-{i}.log"``.
+  """
   out.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
   env.pop("XLA_FLAGS", None)  # one CPU device per process
-  port = str(_free_port())
   procs = []
-  for i in range(2):
-    args = [sys.executable, str(WORKER), task, str(i), port, str(out)]
-    if i == 1 and stop_after is not None:
-      args.append(str(stop_after))
-    log = open(out / f"{task}-{i}.log", "w")
-    procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
+  for i, command in enumerate(commands):
+    with open(out / f"{task}-{i}.log", "w") as log:
+      procs.append(subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=subprocess.STDOUT))
   deadline = time.monotonic() + TIMEOUT_S
   try:
     while True:
@@ -143,6 +152,24 @@ def test_interrupted_dataset_resumes_to_the_uninterrupted_result(tmp_path):
     everywhere = np.load(tmp_path / f"dataset-all-{i}.npz")
     np.testing.assert_array_equal(everywhere["x_adv"], np.asarray(whole.x_adv)[:20])
     np.testing.assert_array_equal(everywhere["success"], np.asarray(whole.success)[:20])
+
+
+def test_the_docs_two_process_example_runs(tmp_path, monkeypatch, capsys):
+  page = (HERE.parent / "docs" / "distributed.md").read_text()
+  example = next(b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "two_processes.py" in b)
+  script = tmp_path / "two_processes.py"
+  script.write_text(example)
+  port = str(_free_port())
+  codes = _run_pair("docs", tmp_path, [[str(script), f"127.0.0.1:{port}", "2", str(i)] for i in range(2)])
+  assert codes == [0, 0], f"return codes {codes}; logs:\n{_logs(tmp_path, 'docs')}"
+  logs = [(tmp_path / f"docs-{i}.log").read_text() for i in range(2)]
+  assert "process 0: rows slice(0, 4, None) succeeded" in logs[0]
+  assert "process 1: rows slice(4, 8, None) succeeded" in logs[1]
+  monkeypatch.setattr(sys, "argv", [str(script)])  # the same example as one process, here
+  runpy.run_path(str(script), run_name="__main__")
+  alone = capsys.readouterr().out
+  counts = [re.search(r"(\d+) of 8 attacks succeeded", log).group(1) for log in logs + [alone]]
+  assert counts[0] == counts[1] == counts[2], counts
 
 
 def _chunk_log(out: Path) -> dict[int, list[bool]]:

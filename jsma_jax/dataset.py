@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import os
+import types
 import warnings
 import zipfile
 from pathlib import Path
@@ -182,7 +183,7 @@ def _exchange(mine: dict[int, JSMAResult], chunks: int, size: int, keep: bool) -
   """
   count, rank = jax.process_count(), jax.process_index()
   example = next(iter(mine.values()), None)
-  layout = _layout(example, size)  # the same on every process: checked below
+  layout = _layout(example, size)  # agreed by every process (a collective)
   parts = []
   for first in range(0, chunks, count):
     i = first + rank
@@ -268,7 +269,9 @@ def _run_key(logits_fn, params, x: np.ndarray, attack_options: options_lib.Attac
     value = np.asarray(weight)
     digest.update(f"{value.shape}{value.dtype.str}".encode())
     digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
-  digest.update(_stable(dataclasses.asdict(attack_options) | dataclasses.asdict(engine)).encode())
+  fields = {f"{type(o).__name__}.{f.name}": getattr(o, f.name) for o in (attack_options, engine)
+            for f in dataclasses.fields(o)}
+  digest.update(_stable(fields).encode())
   from jsma_jax import __version__
 
   digest.update(f"{jax.__version__}/{__version__}/{jax.default_backend()}/{checked.dtype.str}".encode())
@@ -293,14 +296,33 @@ def _nested_consts(jaxpr) -> list:
   return found
 
 
-def _stable(value: Any) -> str:
-  """A text of ``value`` that is the same in every run (functions by module and name, not address)."""
+def _stable(value: Any, depth: int = 0) -> str:
+  """A text of ``value`` that is the same in every run and changes with it.
+
+  Functions by module, name, bytecode, defaults and closed-over values (not by
+  address); arrays by their bytes. What has no such text (a ``repr`` with an
+  address) makes the key differ from run to run: chunks are then attacked
+  again, never reused wrongly.
+  """
+  if depth > 8:
+    return "..."
+  again = lambda v: _stable(v, depth + 1)
   if isinstance(value, dict):
-    return "{" + ",".join(f"{k}:{_stable(v)}" for k, v in sorted(value.items())) + "}"
+    return "{" + ",".join(f"{k}:{again(v)}" for k, v in sorted(value.items())) + "}"
   if isinstance(value, (tuple, list)):
-    return f"{type(value).__name__}(" + ",".join(_stable(v) for v in value) + ")"
+    return f"{type(value).__name__}(" + ",".join(again(v) for v in value) + ")"
+  if hasattr(value, "shape") and hasattr(value, "dtype"):  # an array (e.g. per-feature bounds): by its bytes
+    value = np.asarray(value)
+    data = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data).hexdigest()
+    return f"array({value.shape},{value.dtype.str},{data})"
   if isinstance(value, functools.partial):
-    return f"partial({_stable(value.func)},{_stable(value.args)},{_stable(value.keywords)})"
+    return f"partial({again(value.func)},{again(value.args)},{again(value.keywords)})"
+  if isinstance(value, types.CodeType):
+    return f"code({hashlib.sha256(value.co_code).hexdigest()},{again(value.co_consts)})"
+  if isinstance(value, types.FunctionType):
+    cells = tuple(c.cell_contents for c in value.__closure__ or ())
+    return (f"{value.__module__}.{value.__qualname__}({again(value.__code__)},{again(value.__defaults__)},"
+            f"{again(cells)})")
   if callable(value) and hasattr(value, "__qualname__"):
     return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
   return repr(value)
@@ -335,7 +357,7 @@ def _load(path: Path, key: str) -> tuple[JSMAResult | None, bool]:
         return None, True
       arrays = {name: f[name] if name in f.files else None for name in _FIELDS}
       return JSMAResult(**arrays, rule=str(f["rule"]), criterion=str(f["criterion"])), True
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # not a chunk file of ours: attack the chunk again
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # not a chunk file of ours: redo it
     return None, True
 
 

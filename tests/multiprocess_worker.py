@@ -15,6 +15,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jsma_jax
@@ -72,6 +73,8 @@ def sharded(process_id: int, out: Path) -> None:
     gt = jax.make_array_from_process_local_data(spec, t[mine])
     result = jsma_jax.jsma_sharded(MODEL, gx, gt, params=PARAMS, mesh=mesh, **OPTIONS)
     saved.update({f"{batch}/{k}": v for k, v in local(result).items()})
+  # the whole result on every process, as docs/distributed.md shows
+  saved["20/gathered"] = multihost_utils.process_allgather(result.x_adv, tiled=True)
   # A batch that does not split over the two processes, given whole to every process: returned replicated.
   x, t = data(19)
   result = jsma_jax.jsma_sharded(MODEL, x, t, params=PARAMS, mesh=mesh, **OPTIONS)

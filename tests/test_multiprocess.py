@@ -112,6 +112,9 @@ def test_sharded_equals_single_process(sharded, batch):
     assert str(saved[f"{batch}/x_adv_spec"]) == ("P()" if batch % 2 else "P('batch',)")
   if batch % 2 == 0:  # each process holds its own half
     np.testing.assert_array_equal(np.sort(np.concatenate(held)), np.arange(batch))
+  if batch == 20:  # and process_allgather brings the whole of it to each
+    for saved in sharded:
+      np.testing.assert_array_equal(saved["20/gathered"], np.asarray(one.x_adv))
   assert 0 < int(one.success.sum()) < batch
 
 

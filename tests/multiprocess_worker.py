@@ -95,6 +95,14 @@ def sharded(process_id: int, out: Path) -> None:
                                                                        mesh=mesh, **OPTIONS)))
   saved["error/nan"] = np.array(error_text(lambda: jsma_jax.jsma_sharded(nan_at_half, g(nan_x), g(t), params=PARAMS,
                                                                          mesh=mesh, **OPTIONS)))
+  # attack_dataset: a bad chunk on process 1 (chunk 1 of 3: rows 4-7) fails the run on both processes
+  bad_x = x[:12].copy()
+  bad_x[5, 0, 0] = 3.0
+  saved["error/dataset"] = np.array(error_text(lambda: jsma_jax.attack_dataset(
+      MODEL, bad_x, t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
+  # ... and so do datasets that differ between the processes
+  saved["error/differ"] = np.array(error_text(lambda: jsma_jax.attack_dataset(
+      MODEL, x[:12] * (1 - process_id / 2), t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
   np.savez(out / f"sharded-{process_id}.npz", **saved)
 
 

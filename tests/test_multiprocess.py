@@ -128,6 +128,20 @@ def test_a_bad_value_on_one_process_raises_on_both(sharded, check, message):
     assert str(saved[f"error/{check}"]).startswith(f"ValueError: {message}"), saved[f"error/{check}"]
 
 
+def test_a_failed_chunk_on_one_process_fails_the_dataset_on_both(sharded):
+  own, other = (str(saved["error/dataset"]) for saved in (sharded[1], sharded[0]))
+  message = "ValueError: x must lie within [clip_min, clip_max] = [0.0, 1.0], got values in [0.0, 3.0]"
+  assert own == message  # process 1 raises its own error ...
+  assert other == "ValueError: process 1 of 2 failed: " + message  # ... and process 0 the same, named
+
+
+def test_datasets_that_differ_between_processes_are_refused(sharded):
+  for saved in sharded:
+    assert str(saved["error/differ"]).startswith("ValueError: x, targets, chunk_size, collect and checkpoint_dir "
+                                                 "must be the same on every process"), saved["error/differ"]
+    assert str(saved["error/differ"]).endswith("processes [1] differ from process 0")
+
+
 def test_interrupted_dataset_resumes_to_the_uninterrupted_result(tmp_path):
   x, t = worker_data.data(45, seed=11)
   chunks = 8  # 45 examples in chunks of 6

@@ -4,8 +4,9 @@ Long work (thousands of attacks, minutes on a CPU) shows its progress; every
 chunk has the same shape, so the attack compiles once. With ``checkpoint_dir``
 every finished chunk is saved at once (written aside, then renamed into place,
 so a file is whole or absent) under a key of what it was made under: its
-inputs, the model and its weights, the options, the versions. A repeated run
-loads the chunks whose key matches and attacks only the rest.
+inputs, the model and its weights, the options, the versions
+(:mod:`jsma_jax._chunk_files`). A repeated run loads the chunks whose key
+matches and attacks only the rest.
 
 Under JAX's multi-controller runtime (``jax.distributed.initialize()``, see
 ``docs/distributed.md``) every process calls :func:`attack_dataset` with the
@@ -23,9 +24,7 @@ import hashlib
 import json
 import math
 import os
-import types
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,8 +32,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jsma_jax import _processes, _validate, batching
-from jsma_jax import model as model_lib
+from jsma_jax import _chunk_files, _processes, _validate, batching
 from jsma_jax import options as options_lib
 from jsma_jax.attack import jsma
 from jsma_jax.distributed import jsma_sharded
@@ -42,7 +40,7 @@ from jsma_jax.types import JSMAResult
 
 Array = jax.Array
 COLLECT = ("all", "process0")
-_FIELDS = ("x_adv", "success", "iterations", "n_changed", "stop_reason", "predicted", "trace")
+_FIELDS = _chunk_files.FIELDS
 
 
 def attack_dataset(
@@ -127,7 +125,7 @@ def attack_dataset(
   try:
     if folder is not None:
       folder.mkdir(parents=True, exist_ok=True)
-      key = _run_key(logits_fn, params, x, attack_options, engine)
+      key = _chunk_files.run_key(logits_fn, params, x, attack_options, engine)
     starts = list(range(0, total, size))
     own = [i for i in range(len(starts)) if i % count == rank]
     share = sum(min(size, total - starts[i]) for i in own)
@@ -140,16 +138,16 @@ def attack_dataset(
         start = starts[i]
         n = min(size, total - start)
         xs, ts = batching.pad_batch((x[start:start + n], targets[start:start + n]), size)
-        chunk_key = None if key is None else _chunk_key(key, start, size, xs[:n], ts[:n])
+        chunk_key = None if key is None else _chunk_files.chunk_key(key, start, size, xs[:n], ts[:n])
         result, loaded = None, False
         if chunk_key is not None:
-          result, found = _load(folder / _name(i), chunk_key)
+          result, found = _chunk_files.load(folder / _chunk_files.name(i), chunk_key)
           loaded, stale = result is not None, stale + (found and result is None)
         if result is None:
           result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=attack_options, engine=engine))
           result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
           if chunk_key is not None:
-            _save(folder / _name(i), chunk_key, result)
+            _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)
         mine[i] = result
         if on_chunk is not None:
           on_chunk(i, loaded)
@@ -249,116 +247,6 @@ def _same_everywhere(x: np.ndarray, targets: np.ndarray, size: int, collect: str
     differ = [int(p) for p in np.flatnonzero((digests != digests[:1]).any(axis=1))]
     raise ValueError(f"x, targets, chunk_size, collect and checkpoint_dir must be the same on every process "
                      f"(each attacks its share of the whole dataset); processes {differ} differ from process 0")
-
-
-# ------------------------------------------------------------------------------ chunk files
-
-
-def _name(index: int) -> str:
-  return f"chunk-{index:06d}.npz"
-
-
-def _run_key(logits_fn, params, x: np.ndarray, attack_options: options_lib.AttackOptions,
-             engine: options_lib.EngineOptions) -> str:
-  """A digest of what every chunk of this run is made under: the model, its weights, the options, versions."""
-  checked, _ = _validate.check_inputs(x[:1], np.zeros(1, np.int32))
-  model = model_lib.prepare_model(logits_fn, params, checked.shape, checked.dtype, precision=engine.precision)
-  digest = hashlib.sha256()
-  digest.update(str(model.fn.jaxpr).encode())
-  for weight in model.weights + _nested_consts(model.fn.jaxpr):
-    value = np.asarray(weight)
-    digest.update(f"{value.shape}{value.dtype.str}".encode())
-    digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
-  fields = {f"{type(o).__name__}.{f.name}": getattr(o, f.name) for o in (attack_options, engine)
-            for f in dataclasses.fields(o)}
-  digest.update(_stable(fields).encode())
-  from jsma_jax import __version__
-
-  digest.update(f"{jax.__version__}/{__version__}/{jax.default_backend()}/{checked.dtype.str}".encode())
-  return digest.hexdigest()
-
-
-def _nested_consts(jaxpr) -> list:
-  """Arrays held inside the sub-jaxprs of ``jaxpr`` (e.g. of a ``custom_jvp``): weights the text does not show."""
-  found, stack = [], [jaxpr]
-  while stack:
-    for eqn in stack.pop().eqns:
-      values = list(eqn.params.values())
-      while values:
-        value = values.pop()
-        if isinstance(value, (tuple, list)):
-          values.extend(value)
-        elif hasattr(value, "jaxpr") and hasattr(value, "consts"):  # a ClosedJaxpr
-          found += [c for c in value.consts if hasattr(c, "shape")]
-          stack.append(value.jaxpr)
-        elif hasattr(value, "eqns"):  # a Jaxpr
-          stack.append(value)
-  return found
-
-
-def _stable(value: Any, depth: int = 0) -> str:
-  """A text of ``value`` that is the same in every run and changes with it.
-
-  Functions by module, name, bytecode, defaults and closed-over values (not by
-  address); arrays by their bytes. What has no such text (a ``repr`` with an
-  address) makes the key differ from run to run: chunks are then attacked
-  again, never reused wrongly.
-  """
-  if depth > 8:
-    return "..."
-  again = lambda v: _stable(v, depth + 1)
-  if isinstance(value, dict):
-    return "{" + ",".join(f"{k}:{again(v)}" for k, v in sorted(value.items())) + "}"
-  if isinstance(value, (tuple, list)):
-    return f"{type(value).__name__}(" + ",".join(again(v) for v in value) + ")"
-  if hasattr(value, "shape") and hasattr(value, "dtype"):  # an array (e.g. per-feature bounds): by its bytes
-    value = np.asarray(value)
-    data = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data).hexdigest()
-    return f"array({value.shape},{value.dtype.str},{data})"
-  if isinstance(value, functools.partial):
-    return f"partial({again(value.func)},{again(value.args)},{again(value.keywords)})"
-  if isinstance(value, types.CodeType):
-    return f"code({hashlib.sha256(value.co_code).hexdigest()},{again(value.co_consts)})"
-  if isinstance(value, types.FunctionType):
-    cells = tuple(c.cell_contents for c in value.__closure__ or ())
-    return (f"{value.__module__}.{value.__qualname__}({again(value.__code__)},{again(value.__defaults__)},"
-            f"{again(cells)})")
-  if callable(value) and hasattr(value, "__qualname__"):
-    return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-  return repr(value)
-
-
-def _chunk_key(run_key: str, start: int, size: int, xs: np.ndarray, ts: np.ndarray) -> str:
-  digest = hashlib.sha256(f"{run_key}/{start}/{size}".encode())
-  for value in (xs, ts):
-    digest.update(f"{value.shape}{value.dtype.str}".encode())
-    digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
-  return digest.hexdigest()
-
-
-def _save(path: Path, key: str, result: JSMAResult) -> None:
-  """Write aside, then rename into place: the file is whole or absent, never half written."""
-  arrays = {name: getattr(result, name) for name in _FIELDS if getattr(result, name) is not None}
-  aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(aside, "wb") as f:
-    np.savez(f, key=np.array(key), rule=np.array(result.rule), criterion=np.array(result.criterion), **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(aside, path)
-
-
-def _load(path: Path, key: str) -> tuple[JSMAResult | None, bool]:
-  """``(result, found)``: the chunk saved at ``path`` if its key is ``key``; ``found`` if a file was there."""
-  if not path.exists():
-    return None, False
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      if str(f["key"]) != key:
-        return None, True
-      arrays = {name: f[name] if name in f.files else None for name in _FIELDS}
-      return JSMAResult(**arrays, rule=str(f["rule"]), criterion=str(f["criterion"])), True
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # not a chunk file of ours: redo it
-    return None, True
 
 
 def _progress(total: int, description: str):

@@ -126,6 +126,16 @@ def test_multi_platform_export_runs_here_and_equals_jsma(cnn):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_serialized_export_round_trips(cnn):
+  pytest.importorskip("flatbuffers")  # jsma-jax[export]
+  params, x, t = cnn
+  fn = jax.jit(lambda x, t: tuple(jsma_jax.jsma(CNN, x, t, params=params, gamma=0.2, platform="cuda")))
+  data = export.export(fn, platforms=("cpu", "cuda"))(x, t).serialize()
+  back = export.deserialize(data)
+  assert back.platforms == ("cpu", "cuda")
+  _same(back.call(x, t), jsma_jax.jsma(CNN, x, t, params=params, gamma=0.2))
+
+
 def test_platform_arguments_are_checked(cnn):
   params, x, t = cnn
   with pytest.raises(TypeError, match=r"platforms must be a tuple .* platforms=\('cuda',\)"):

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsma_jax import _processes
+
 
 def is_concrete(value: Any) -> bool:
   """False for the tracers of a transformation (the user's ``jit``, ``vmap``, ...)."""
@@ -108,12 +110,15 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
 
 
 def check_values(x, targets, num_classes: int, clip_min, clip_max) -> None:
-  """Values of concrete inputs: finite, within the clip range, labels in range."""
+  """Values of concrete inputs: finite, within the clip range, labels in range.
+
+  A global array over several processes is read shard by shard, each process its own,
+  and every process raises the same error (:mod:`jsma_jax._processes`).
+  """
   if is_concrete(x) and is_concrete(clip_min) and is_concrete(clip_max):
-    xv = np.asarray(x)
-    if not np.all(np.isfinite(xv)):
+    finite, lo, hi = _processes.value_range(x)
+    if not finite:
       raise ValueError("x must be finite (it holds NaN or inf)")
-    lo, hi = float(xv.min()), float(xv.max())
     if lo < clip_min or hi > clip_max:
       hint = ""
       if lo >= 0 and 1 < hi <= 255 and clip_max <= 1:
@@ -142,11 +147,11 @@ def warn_targets_already_predicted(targets: Any, predicted: Any) -> None:
 
 def check_labels(name: str, labels: Any, num_classes: int) -> None:
   """Concrete class labels ``[B]`` within ``[0, num_classes)``."""
-  lv = np.asarray(labels)
-  if lv.size and (lv.min() < 0 or lv.max() >= num_classes):
+  _, lo, hi = _processes.value_range(labels)  # each process reads its own shards
+  if lo <= hi and (lo < 0 or hi >= num_classes):
     raise ValueError(
         f"{name} must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-        f"got values in [{lv.min()}, {lv.max()}]"
+        f"got values in [{int(lo)}, {int(hi)}]"
     )
 
 
@@ -230,3 +235,26 @@ def check_mesh(mesh: Any) -> None:
 
   if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
     raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis, got {mesh!r}")
+
+
+def check_host_data(name: str, value: Any) -> None:
+  """Data every process holds whole (NumPy, or a JAX array on this process's devices)."""
+  if isinstance(value, jax.Array) and not is_concrete(value):
+    raise TypeError(f"{name} must be concrete data, got a traced value; call this outside jax.jit")
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    raise ValueError(f"{name} must be the whole dataset on every process (e.g. a NumPy array), got a global "
+                     "array spread over processes; pass its host data (each process attacks its own share)")
+
+
+def check_platforms(platforms: Any) -> tuple[str, ...] | None:
+  """``None`` or a non-empty sequence of distinct platform names JAX lowers for; returned as a tuple."""
+  if platforms is None:
+    return None
+  allowed = ("cpu", "cuda", "rocm", "tpu")
+  if isinstance(platforms, str) or not all(isinstance(p, str) for p in platforms):
+    raise TypeError(f"platforms must be a tuple of platform names from {allowed}, got {platforms!r}; "
+                    "e.g. platforms=('cuda',)")
+  platforms = tuple(platforms)
+  if not platforms or len(set(platforms)) != len(platforms) or not set(platforms) <= set(allowed):
+    raise ValueError(f"platforms must be distinct names from {allowed}, at least one, got {platforms!r}")
+  return platforms

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsma_jax import _processes
 from jsma_jax import _validate
 from jsma_jax import batching
 from jsma_jax import jacobian as jac_lib
@@ -66,14 +67,17 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   _validate.check_model(logits_fn, params, x)  # the output's batch axis, at the batch's own size
   _validate.check_values(x, targets, model.num_classes, options.clip_min, options.clip_max)
   if _validate.is_concrete(x) and not model_lib.is_traced(model.weights):
-    outputs = _outputs(model, x)
-    model_lib.check_outputs(outputs, probabilities=options.probabilities)
+    across = _processes.spans_processes(x)  # a global array: check the rows this process holds
+    rows, local = _processes.local_rows(x) if across else (None, x)
+    outputs = _outputs(model, local)
+    model_lib.check_outputs(outputs, probabilities=options.probabilities, rows=rows, across=across)
     if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
-      model_lib.check_batch_coupling(logits_fn, params, x, outputs)
+      model_lib.check_batch_coupling(logits_fn, params, local, outputs)
       if key is not None and x.shape[0] >= 2:
         _PROBED.add(key)
     if options.rule.targeted and _validate.is_concrete(targets):
-      _validate.warn_targets_already_predicted(targets, outputs.argmax(axis=1))
+      mine = _processes.local_rows(targets)[1] if across else targets
+      _validate.warn_targets_already_predicted(mine, outputs.argmax(axis=1))
   batch = x.shape[0]
   size = batching.bucket_size(batch) if engine.pad_batches else batch
   num_features = math.prod(x.shape[1:])
@@ -109,7 +113,7 @@ def _model(logits_fn, params, x, engine: EngineOptions) -> tuple[model_lib.Prepa
   closures over arrays) is traced on every call, so its current weights are always the
   ones attacked.
   """
-  evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(jax.default_backend()) else None
+  evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(engine.target()) else None
   leaves, treedef = jax.tree.flatten(params)
   key = None
   if params is not None:
@@ -144,9 +148,9 @@ def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray
   """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape)."""
   parts = []
   with jax.ensure_compile_time_eval():  # concrete even when called inside the user's jit
-    for _, n, xs in batching.chunks(x, min(chunk, x.shape[0])):
+    for _, n, xs in batching.chunks(x, max(1, min(chunk, x.shape[0]))):
       parts.append(np.asarray(_forward(model.fn, model.weights, xs))[:n])
-  return np.concatenate(parts)
+  return np.concatenate(parts) if parts else np.zeros((0, model.num_classes))
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "plan"))
@@ -281,6 +285,7 @@ def lower(
     params: Any = None,
     options: AttackOptions | None = None,
     engine: EngineOptions | None = None,
+    platforms: tuple[str, ...] | None = None,
     **overrides: Any,
 ) -> jax.stages.Lowered:
   """The attack :func:`jsma` would run, lowered and not run: for ``.compile().memory_analysis()`` or HLO.
@@ -288,10 +293,16 @@ def lower(
   Args:
     logits_fn, x, targets, params, options, engine, **overrides: as for
       :func:`jsma` (validated the same way).
+    platforms: lower for these platforms (``"cpu"``, ``"cuda"``, ``"rocm"``,
+      ``"tpu"``), which this machine need not have; the attack takes the
+      defaults of the first (``EngineOptions.platform``: its slot count, the
+      rewrite only on ``"cpu"``) unless ``platform`` is given. Default: this
+      machine's backend.
 
   Returns:
     the ``jax.stages.Lowered`` program; ``.as_text()`` is its StableHLO,
-    ``.compile()`` compiles it (``.memory_analysis()``, ``.cost_analysis()``).
+    ``.compile()`` compiles it (``.memory_analysis()``, ``.cost_analysis()``;
+    only for this machine's platform).
 
   Example:
     >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])
@@ -299,10 +310,17 @@ def lower(
     >>> lowered = lower(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2)
     >>> "stablehlo.while" in lowered.as_text()  # the attack's loop
     True
+    >>> for_gpu = lower(f, jnp.zeros((2, 4)), jnp.array([1, 1]), max_iter=2, platforms=("cuda",))
+    >>> "stablehlo.while" in for_gpu.as_text()  # with a GPU's defaults, from this machine
+    True
   """
+  platforms = _validate.check_platforms(platforms)
+  if platforms is not None and "platform" not in overrides and (engine is None or engine.platform is None):
+    overrides = {**overrides, "platform": platforms[0]}
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
-  return _compiled.lower(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
-                         plan=p.plan)
+  traced = _compiled.trace(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
+                           plan=p.plan)
+  return traced.lower(lowering_platforms=platforms)
 
 
 def cache_size() -> int:

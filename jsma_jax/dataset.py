@@ -1,21 +1,46 @@
-"""Attack a whole dataset in chunks of one size, with a progress bar.
+"""Attack a whole dataset in chunks of one size: progress, resumable, over many processes.
 
 Long work (thousands of attacks, minutes on a CPU) shows its progress; every
-chunk has the same shape, so the attack compiles once.
+chunk has the same shape, so the attack compiles once. With ``checkpoint_dir``
+every finished chunk is saved at once (written aside, then renamed into place,
+so a file is whole or absent) under a key of what it was made under: its
+inputs, the model and its weights, the options, the versions
+(:mod:`jsma_jax._chunk_files`). A repeated run loads the chunks whose key
+matches and attacks only the rest.
+
+Under JAX's multi-controller runtime (``jax.distributed.initialize()``, see
+``docs/distributed.md``) every process calls :func:`attack_dataset` with the
+whole dataset; process ``p`` of ``P`` attacks chunks ``p, p + P, p + 2P, ...``
+on its own devices, then the processes exchange their results, one round of
+``P`` chunks at a time, so that each process (or process 0 alone) returns the
+whole result in order. An error on one process is raised on every process.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-from jsma_jax import _validate, batching
+from jsma_jax import _chunk_files, _processes, _validate, batching
+from jsma_jax import options as options_lib
 from jsma_jax.attack import jsma
+from jsma_jax.distributed import jsma_sharded
 from jsma_jax.types import JSMAResult
 
 Array = jax.Array
+COLLECT = ("all", "process0")
+_FIELDS = _chunk_files.FIELDS
 
 
 def attack_dataset(
@@ -27,26 +52,44 @@ def attack_dataset(
     chunk_size: int = 2048,
     progress: bool = True,
     description: str = "jsma",
+    checkpoint_dir: str | os.PathLike | None = None,
+    collect: str = "all",
+    on_chunk: Callable[[int, bool], None] | None = None,
     **options: Any,
-):
+) -> JSMAResult | None:
   """:func:`jsma_jax.jsma` over a whole dataset in chunks of ``chunk_size``, with a progress bar.
 
   Every chunk has the same size (the last one is padded and the padding
   dropped), so the attack compiles once; results are gathered on the host as
   NumPy arrays and equal one :func:`~jsma_jax.jsma` call on the whole set.
+  Across processes (``jax.distributed``), each process attacks its share of
+  the chunks and the results are exchanged (see the module docstring).
 
   Args:
     logits_fn, params: the model, as for :func:`jsma_jax.jsma`.
-    x: ``[B, *shape]`` inputs (NumPy or JAX).
+    x: ``[B, *shape]`` inputs (NumPy or JAX), the whole dataset, the same on
+      every process.
     targets: ``[B]`` int labels.
     chunk_size: examples per compiled call (at most ``B``).
-    progress: show a ``tqdm`` bar (attacks done, successes so far).
+    progress: show a ``tqdm`` bar (attacks done, successes so far); each
+      process shows its own share.
     description: the bar's label.
+    checkpoint_dir: a folder for one file per finished chunk; a run repeated
+      with the same folder (after an interruption on any process) loads the
+      chunks made under the same inputs, model and options and attacks the
+      rest. A folder every process can see lets a run resume with another
+      number of processes; otherwise each process finds its own chunks.
+    collect: ``"all"`` (every process returns the whole result) or
+      ``"process0"`` (process 0 does; the others return ``None``).
+    on_chunk: called as ``on_chunk(index, loaded)`` on the process that owns
+      chunk ``index`` once it is done (and saved), ``loaded`` when it came
+      from ``checkpoint_dir``.
     **options: every option of :func:`jsma_jax.jsma` (``options=``,
       ``engine=`` or single fields).
 
   Returns:
-    :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]``.
+    :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]`` (``None`` on
+    processes other than 0 with ``collect="process0"``).
 
   Example:
     Five attacks in chunks of two (three calls of one compiled size):
@@ -59,27 +102,151 @@ def attack_dataset(
     ('ndarray', (5, 4), [True, True, True, True, True])
   """
   _validate.check_count("chunk_size", chunk_size, minimum=1, optional=False)
+  _validate.check_choice("collect", collect, COLLECT)
+  _validate.check_host_data("x", x)
+  _validate.check_host_data("targets", targets)
   x, targets = np.asarray(x), np.asarray(targets)
   _validate.check_same_batch("x", x, "targets", targets)
+  attack_options, engine = options_lib.resolve(options.pop("options", None), options.pop("engine", None), options)
   total = x.shape[0]
   size = min(chunk_size, total)
-  bar = _progress(total, description) if progress else None
-  parts, wins = [], 0
+  count, rank = jax.process_count(), jax.process_index()
+  across = count > 1
+  if across:  # the same work everywhere, or the exchanges below would not line up
+    _same_everywhere(x, targets, size, collect, checkpoint_dir is not None)
+  engine = dataclasses.replace(engine, pad_batches=False)  # every chunk has the one compiled size already
+  attack = jsma
+  if jax.local_device_count() > 1:  # every chunk over this process's devices
+    attack = functools.partial(jsma_sharded, mesh=Mesh(np.asarray(jax.local_devices()), ("batch",)))
+  folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+  key = None
+  error = None
+  mine: dict[int, JSMAResult] = {}
   try:
-    for start, n, (xs, ts) in batching.chunks((x, targets), size):
-      result = jax.device_get(jsma(logits_fn, xs, ts, params=params, **{**options, "pad_batches": False}))
-      result = jax.tree.map(lambda v: v[:n], result)
-      parts.append(result)
-      wins += int(result.success.sum())
+    if folder is not None:
+      folder.mkdir(parents=True, exist_ok=True)
+      key = _chunk_files.run_key(logits_fn, params, x, attack_options, engine)
+    starts = list(range(0, total, size))
+    own = [i for i in range(len(starts)) if i % count == rank]
+    share = sum(min(size, total - starts[i]) for i in own)
+    label = description if not across else f"{description} [{rank}/{count}]"
+    bar = _progress(share, label) if progress else None
+    wins = done = 0
+    stale = 0
+    try:
+      for i in own:
+        start = starts[i]
+        n = min(size, total - start)
+        xs, ts = batching.pad_batch((x[start:start + n], targets[start:start + n]), size)
+        chunk_key = None if key is None else _chunk_files.chunk_key(key, start, size, xs[:n], ts[:n])
+        result, loaded = None, False
+        if chunk_key is not None:
+          result, found = _chunk_files.load(folder / _chunk_files.name(i), chunk_key)
+          loaded, stale = result is not None, stale + (found and result is None)
+        if result is None:
+          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=attack_options, engine=engine))
+          result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
+          if chunk_key is not None:
+            _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)
+        mine[i] = result
+        if on_chunk is not None:
+          on_chunk(i, loaded)
+        wins, done = wins + int(result.success.sum()), done + n
+        if bar is not None:
+          bar.update(n)
+          bar.set_postfix(success=f"{wins / done:.1%}")
+    finally:
       if bar is not None:
-        bar.update(n)
-        bar.set_postfix(success=f"{wins / (start + n):.1%}")
-  finally:
-    if bar is not None:
-      bar.close()
-  first = parts[0]
-  arrays = [np.concatenate(v) if v[0] is not None else None for v in zip(*parts)]
-  return JSMAResult(*arrays, rule=first.rule, criterion=first.criterion)
+        bar.close()
+    if stale:
+      warnings.warn(f"{stale} chunk file(s) in {folder} were made under other inputs, model or options; "
+                    "they were attacked again and replaced", UserWarning, stacklevel=2)
+  except Exception as e:  # raised on every process below, so that none waits for the others
+    error = e
+  _processes.raise_everywhere(error, across)
+  if not across:
+    parts = [tuple(mine[i]) for i in sorted(mine)]
+  else:
+    parts = _exchange(mine, len(starts), size, collect == "all" or rank == 0)
+  if parts is None:
+    return None
+  arrays = [np.concatenate(v)[:total] if v[0] is not None else None for v in zip(*parts)]
+  return JSMAResult(*arrays, rule=attack_options.rule.name, criterion=attack_options.rule.criterion)
+
+
+def _exchange(mine: dict[int, JSMAResult], chunks: int, size: int, keep: bool) -> list | None:
+  """Every process's chunks, in order, one round of ``P`` chunks at a time (a collective per round).
+
+  Returns the arrays of every chunk (padded to ``size`` rows) in order, or ``None`` when not ``keep``.
+  """
+  count, rank = jax.process_count(), jax.process_index()
+  example = next(iter(mine.values()), None)
+  layout = _layout(example, size)  # agreed by every process (a collective)
+  parts = []
+  for first in range(0, chunks, count):
+    i = first + rank
+    record = _pack(mine[i], layout, size) if i in mine else np.zeros(layout[-1][-1], np.uint8)
+    records = _processes.gather(record, True)
+    if keep:
+      parts += [_unpack(records[j], layout) for j in range(count) if first + j < chunks]
+  return parts if keep else None
+
+
+def _layout(example: JSMAResult | None, size: int) -> list:
+  """``(field, shape, dtype, start, stop)`` of each array in a chunk's packed bytes, agreed by every process.
+
+  A collective: each process sends the shapes and dtypes of its results (a
+  process without a chunk learns them from the others).
+  """
+  text = b"" if example is None else json.dumps(
+      [None if getattr(example, f) is None else [getattr(example, f).shape[1:], getattr(example, f).dtype.str]
+       for f in _FIELDS]).encode()
+  record = np.zeros(1024, np.uint8)
+  record[:len(text)] = np.frombuffer(text, np.uint8)
+  texts = {bytes(r).rstrip(b"\0") for r in _processes.gather(record, True)} - {b""}
+  if len(texts) != 1:
+    raise RuntimeError("the processes' chunk results differ in shape or dtype; "
+                       "call attack_dataset with the same model and options on every process")
+  layout, offset = [], 0
+  for name, spec in zip(_FIELDS, json.loads(texts.pop())):
+    if spec is None:
+      layout.append((name, None, None, offset, offset))
+      continue
+    shape, dtype = (size, *spec[0]), np.dtype(spec[1])
+    stop = offset + math.prod(shape) * dtype.itemsize
+    layout.append((name, shape, dtype, offset, stop))
+    offset = stop
+  return layout
+
+
+def _pack(result: JSMAResult, layout: list, size: int) -> np.ndarray:
+  """A chunk's result arrays as one byte vector (rows padded to ``size``)."""
+  record = np.zeros(layout[-1][-1], np.uint8)
+  for name, shape, dtype, start, stop in layout:
+    if shape is not None:
+      value = batching.pad_batch(np.ascontiguousarray(getattr(result, name), dtype), size)
+      record[start:stop] = value.reshape(-1).view(np.uint8)
+  return record
+
+
+def _unpack(record: np.ndarray, layout: list) -> tuple:
+  """The result arrays of one packed chunk, in field order (``None`` for an absent ``trace``)."""
+  return tuple(None if shape is None else record[start:stop].copy().view(dtype).reshape(shape)
+               for _, shape, dtype, start, stop in layout)
+
+
+def _same_everywhere(x: np.ndarray, targets: np.ndarray, size: int, collect: str, resumable: bool) -> None:
+  """Every process must pass the same dataset and settings: compared by digest (a collective)."""
+  digest = hashlib.sha256()
+  for value in (x, targets):
+    digest.update(f"{value.shape}{value.dtype.str}".encode())
+    digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
+  digest.update(f"{size}/{collect}/{resumable}".encode())
+  digests = _processes.gather(np.frombuffer(digest.digest(), np.uint8), True)
+  if not (digests == digests[:1]).all():
+    differ = [int(p) for p in np.flatnonzero((digests != digests[:1]).any(axis=1))]
+    raise ValueError(f"x, targets, chunk_size, collect and checkpoint_dir must be the same on every process "
+                     f"(each attacks its share of the whole dataset); processes {differ} differ from process 0")
 
 
 def _progress(total: int, description: str):

@@ -6,13 +6,12 @@ attack (refill scheduler included) on its shard with the model's parameters
 replicated, and the results come back as arrays sharded the same way. Results
 equal the single-device ones example for example.
 
-Multi-host (``jax.distributed``): call ``jax.distributed.initialize()`` on
-every host, build the global inputs with
-``jax.make_array_from_process_local_data(NamedSharding(mesh, P("batch")), local)``
-over ``mesh = Mesh(np.asarray(jax.devices()), ("batch",))``, and call
-:func:`jsma_sharded` with that mesh on every host; each host then holds the
-results of its own examples (``result.x_adv.addressable_shards``).
-"""
+Many processes and many hosts (JAX's multi-controller runtime,
+``jax.distributed.initialize()``): every process calls :func:`jsma_sharded`
+with the same global arrays, each holding its own rows; the checks read only
+those rows and every process raises the same error. ``docs/distributed.md``
+shows what each process passes and gets back, with an example that runs on
+one machine as two processes."""
 
 from __future__ import annotations
 
@@ -64,14 +63,19 @@ def jsma_sharded(
 
   Args:
     logits_fn, x, targets, params, options, engine, **overrides: as for
-      :func:`jsma_jax.jsma` (``slots`` is per device).
-    mesh: a one-axis :class:`jax.sharding.Mesh`; all devices by default. The
-      batch is padded (with invalid examples, dropped afterwards) to a
-      multiple of the mesh size.
+      :func:`jsma_jax.jsma` (``slots`` is per device). ``x`` and ``targets``
+      may be global arrays over several processes, sharded along the batch
+      (``jax.make_array_from_process_local_data``); every process then calls
+      this with the same arguments.
+    mesh: a one-axis :class:`jax.sharding.Mesh`; all devices by default (of
+      every process). The batch is padded (with invalid examples, dropped
+      afterwards) to a multiple of the mesh size.
 
   Returns:
     :class:`jsma_jax.JSMAResult`, equal to the single-device result, its
-    arrays sharded along the batch (``NamedSharding(mesh, P(axis))``).
+    arrays sharded along the batch (``NamedSharding(mesh, P(axis))``); each
+    process holds the rows of its devices (``.addressable_shards``). A batch
+    that does not split evenly over the mesh comes back replicated.
 
   Example:
     Over every device of the machine (one CPU here works too):

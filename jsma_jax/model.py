@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core
 
+from jsma_jax import _processes
+
 Evaluate = Callable[..., list]  # (closed_jaxpr, *args) -> list of outputs
 
 _FIX_PARAMS = "pass the params of this model (e.g. from jsma_jax.models.as_logits_fn(model))"
@@ -397,23 +399,36 @@ def check_batch_coupling(logits_fn: Callable, params: Any, x: Any, per_example: 
         "with fixed statistics")
 
 
-def check_outputs(outputs: Any, *, probabilities: bool = False, name: str = "logits_fn") -> None:
+def check_outputs(outputs: Any, *, probabilities: bool = False, name: str = "logits_fn", rows: Any = None,
+                  across: bool = False) -> None:
   """Checks concrete model outputs ``[B, N]``: raises for NaN/inf, warns for (log-)probabilities.
 
   Args:
     outputs: ``[B, N]`` concrete outputs of a forward pass (skip this under a trace).
     probabilities: whether the attack applies a softmax (JSMA-F).
     name: the argument to name in messages.
+    rows: the examples' indices in the whole batch (default ``0 .. B - 1``), when
+      ``outputs`` are this process's part of a batch that spans processes.
+    across: the batch spans processes: every process calls this with its own rows,
+      and they agree (one small collective), so that each raises the same error.
   """
   z = np.asarray(outputs, np.float64)
-  bad = np.flatnonzero(~np.all(np.isfinite(z), axis=1))
-  if bad.size:
-    raise ValueError(f"{name} returned NaN or inf for {bad.size} of {z.shape[0]} examples "
-                     f"(indices {bad[:5].tolist()}{', ...' if bad.size > 5 else ''}); "
+  rows = np.arange(z.shape[0]) if rows is None else np.asarray(rows)
+  bad = rows[~np.all(np.isfinite(z), axis=1)]
+  probs = np.all(z >= 0) and np.allclose(z.sum(axis=1), 1.0, rtol=0, atol=1e-4)
+  logps = np.all(z <= 0) and np.allclose(np.logaddexp.reduce(z, axis=1), 0.0, rtol=0, atol=1e-4)
+  shown = np.full(6, -1, np.int64)
+  shown[:min(6, bad.size)] = bad[:6]
+  records = _processes.gather(np.array([z.shape[0], bad.size, probs, logps, *shown], np.int64), across)
+  total, count = int(records[:, 0].sum()), int(records[:, 1].sum())
+  bad = np.sort(records[:, 4:][records[:, 4:] >= 0])
+  if count:
+    raise ValueError(f"{name} returned NaN or inf for {count} of {total} examples "
+                     f"(indices {bad[:5].tolist()}{', ...' if count > 5 else ''}); "
                      "the attack needs finite logits: check the model and x")
-  if np.all(z >= 0) and np.allclose(z.sum(axis=1), 1.0, rtol=0, atol=1e-4):
+  if records[:, 2].all():
     kind = "probabilities"
-  elif np.all(z <= 0) and np.allclose(np.logaddexp.reduce(z, axis=1), 0.0, rtol=0, atol=1e-4):
+  elif records[:, 3].all():
     kind = "log-probabilities"
   else:
     return

@@ -30,6 +30,7 @@ from jsma_jax.rules import SaliencyRule, jsma_rule
 PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16", "fastest")
 JACOBIAN_MODES = ("auto", "jacfwd", "jacrev", "reduced")
 INITIAL_DOMAINS = ("movable", "all")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu", "gpu")  # "gpu": what jax.default_backend() calls cuda and rocm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,11 @@ class EngineOptions:
       or ``False``.
     jvp_chunk: tangents per forward pass of ``jacobian="jacfwd"`` (its memory
       grows with this, not with ``M``).
+    platform: the platform whose defaults (``slots``, ``rewrite``) the
+      attack takes: ``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"`` (or
+      ``"gpu"``); ``None`` (default): this machine's
+      (``jax.default_backend()``). Set it to lower or export the attack for
+      another platform (:func:`jsma_jax.lower` sets it from ``platforms``).
 
   Example:
     >>> engine = EngineOptions(schedule="lockstep", pad_batches=False)
@@ -149,6 +155,7 @@ class EngineOptions:
   pad_batches: bool = True
   rewrite: str | bool = "auto"
   jvp_chunk: int = JVP_CHUNK
+  platform: str | None = None
 
   def __post_init__(self):
     _validate.check_choice("schedule", self.schedule, tuple(drivers.DRIVERS))
@@ -162,6 +169,12 @@ class EngineOptions:
     if not (self.rewrite == "auto" or isinstance(self.rewrite, bool)):
       raise ValueError(f"rewrite must be 'auto', True or False, got {self.rewrite!r}")
     _validate.check_count("jvp_chunk", self.jvp_chunk, minimum=1, optional=False)
+    if self.platform is not None:
+      _validate.check_choice("platform", self.platform, PLATFORMS)
+
+  def target(self) -> str:
+    """The platform the attack is specialised for: ``platform``, else this machine's default backend."""
+    return self.platform if self.platform is not None else jax.default_backend()
 
   def rewrites(self, backend: str) -> bool:
     """Whether the model is rewritten (:mod:`jsma_jax.rewrite`) on ``backend``."""
@@ -217,7 +230,7 @@ class Plan(NamedTuple):
 def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_features: int, num_rows: int,
               num_classes: int) -> Plan:
   """Resolve every default for a batch of ``batch`` examples of ``M`` features and ``N`` classes."""
-  slots = engine.slots if engine.slots is not None else default_slots()
+  slots = engine.slots if engine.slots is not None else default_slots(engine.target())
   candidates = engine.candidates if engine.candidates is not None else min(num_features, 64)
   return Plan(
       rule=options.rule,
@@ -237,17 +250,22 @@ def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_
   )
 
 
-def default_slots() -> int:
-  """Examples in flight for the refill schedule: enough to fill the device.
+def default_slots(platform: str | None = None) -> int:
+  """Examples in flight for the refill schedule on ``platform`` (default: this machine's backend).
 
   On the CPU, 32 per core the process may use, at least 16 and at most 256.
   On a 2-core CPU (``benchmarks/slots.py``, LeNet, 270 and 2,700 attacks) 64
   slots ran 1.2-1.8x faster than 256 and its first call took 7 s instead of
   13 s: from 128 slots on, the scheduler's narrower tail phase is a second
   compiled copy of the attack step. 16 slots were faster still there (up to
-  1.3x); pass ``slots`` to choose. On accelerators 8192.
+  1.3x); pass ``slots`` to choose. On accelerators 8192 (also when this
+  CPU lowers the attack for one: ``EngineOptions(platform="cuda")``).
+
+  Example:
+    >>> default_slots("cuda"), default_slots("tpu")
+    (8192, 8192)
   """
-  if jax.default_backend() != "cpu":
+  if (platform or jax.default_backend()) != "cpu":
     return 8192
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
   return max(16, min(256, 32 * cores))

@@ -16,7 +16,7 @@ from jsma_jax.models.data import load_embedded_mnist
 from jsma_jax.models.data import load_fashion_mnist
 from jsma_jax.models.data import load_idx
 from jsma_jax.models.data import load_mnist
-from jsma_jax.models.data import read_idx
+from jsma_jax.models.idx import read_idx
 from jsma_jax.models.lenet import LeNet
 from jsma_jax.models.lenet import ModelConfig
 from jsma_jax.models.lenet import SmallCNN

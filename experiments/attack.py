@@ -151,10 +151,11 @@ def main(argv=None) -> dict:
 
   from .attacks import run_batched
   from .inputs import Model
-  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz
+  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
   from .study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
+  writable_folder(config.out)  # before any attack: an unwritable --out fails now, not after them
   net, meta = load_checkpoint(config.checkpoint)
   apply_fn, params = as_logits_fn(net)
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
@@ -194,7 +195,6 @@ def main(argv=None) -> dict:
       "pairs": {"success_rate": metrics.pair_matrix(success, labels, targets, num_classes),
                 "attack_count": metrics.pair_matrix(success, labels, targets, num_classes, reduce="count")},
   }
-  os.makedirs(config.out, exist_ok=True)
   atomic_write_npz(os.path.join(config.out, "attacks.npz"), {
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),

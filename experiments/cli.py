@@ -45,7 +45,27 @@ def main(argv=None) -> int:
       print(f"jsma-jax {argv[0]}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
       return 1
     raise
+  except Exception as e:
+    if not isinstance(e, _explained_errors()):
+      raise
+    print(f"jsma-jax {argv[0]}: error: {e}", file=sys.stderr)
+    return 1
   return 0
+
+
+def _explained_errors() -> tuple[type, ...]:
+  """Errors whose message names the cause and the fix: one line, not a traceback.
+
+  Imported only once a command has failed (so ``--help`` needs the core alone): a
+  checkpoint that cannot be loaded, an output folder that cannot be written.
+  """
+  from .stages import OutputFolderError
+
+  try:
+    from jsma_jax.models import CheckpointError
+  except ImportError:  # without flax, no checkpoint was read
+    return (OutputFolderError,)
+  return (CheckpointError, OutputFolderError)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
   from . import study
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  os.makedirs(config.out, exist_ok=True)
+  stages.writable_folder(config.out)  # before any work: an unwritable --out fails now
   print(f"study: {dataclasses.asdict(config)}", flush=True)
   results, pictures = study.run_study(config, log=lambda s: print(s, flush=True))
   results["command"] = command

@@ -42,6 +42,7 @@ MODELS = {
     "apply": True,
     "checkpoint": True,
     "data": True,
+    "files": True,
     "idx": True,
     "lenet": True,
     "recipe": True,

@@ -7,9 +7,25 @@ writes (a patched writer or ``os.replace`` that raises), never by timing.
 from __future__ import annotations
 
 import ast
+import json
+import os
 from pathlib import Path
 
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
 import jsma_jax.models
+from experiments import cli
+from jsma_jax.models import CheckpointError
+from jsma_jax.models import LeNet
+from jsma_jax.models import load_checkpoint
+from jsma_jax.models import save_checkpoint
+from jsma_jax.models import checkpoint as checkpoint_lib
+from jsma_jax.models import files as files_lib
+from jsma_jax.models.checkpoint import METADATA
+from jsma_jax.models.checkpoint import WEIGHTS
 
 
 # ------------------------------------------------------------------ import structure
@@ -47,3 +63,259 @@ def test_models_modules_import_no_cycle_even_lazily():
   for m in sorted(graph):
     visit(m, [])
   assert "jsma_jax.models.tfds_builders" in graph["jsma_jax.models.data"]  # the lazy import is seen
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+def _weights(model) -> dict:
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
+
+
+def _same_weights(a, b) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(np.array_equal, _weights(a), _weights(b))))
+
+
+def _fails_on(real, predicate, exc=KeyboardInterrupt):
+  """``real``, except that the first call whose arguments satisfy ``predicate`` raises ``exc``
+  (the interruption, injected at an exact point)."""
+  fired = []
+
+  def wrapped(*args, **kwargs):
+    if not fired and predicate(*args):
+      fired.append(args)
+      raise exc(f"injected fault at {args}")
+    return real(*args, **kwargs)
+
+  wrapped.fired = fired
+  return wrapped
+
+
+def _hidden_siblings(path) -> list[str]:
+  parent, name = os.path.split(os.fspath(path))
+  return sorted(e for e in os.listdir(parent) if e.startswith(f".{name}."))
+
+
+@pytest.fixture(scope="module")
+def two_models():
+  """Two LeNets with different weights: the checkpoint saved first, and its replacement."""
+  return LeNet(rngs=nnx.Rngs(0)), LeNet(rngs=nnx.Rngs(1))
+
+
+# -------------------------------------------------- checkpoints: atomic overwrite (26.4)
+
+# Every point between two writes of an overwrite, and which checkpoint must load after it.
+FAULTS = [
+    ("writing weights.msgpack", "atomic", lambda p, *_: p.endswith(WEIGHTS), "old"),
+    ("between weights.msgpack and metadata.json", "atomic", lambda p, *_: p.endswith(METADATA), "old"),
+    ("renaming the old folder aside", "rename", lambda a, b: "." not in os.path.basename(a)[:1], "old"),
+    ("renaming the new folder in", "rename", lambda a, b: ".new-" in os.path.basename(a), "new"),
+    ("removing the old folder", "rmtree", lambda p, *_: ".old-" in os.path.basename(p), "new"),
+]
+
+
+@pytest.mark.parametrize("where, target, predicate, survivor", FAULTS, ids=[f[0] for f in FAULTS])
+def test_interrupted_checkpoint_overwrite_leaves_old_or_new_loadable(
+    tmp_path, monkeypatch, two_models, where, target, predicate, survivor):
+  """A user overwrites a checkpoint and the process dies at ``where``: loading the folder
+  gives the old model or the new one, whole (the SHA-256 check passes), never neither."""
+  old_model, new_model = two_models
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, old_model, {"run": "old"})
+  with open(os.path.join(path, "notes.txt"), "w") as f:  # the user's own file beside it
+    f.write("mine")
+  if target == "atomic":
+    fault = _fails_on(checkpoint_lib.atomic_write_bytes, predicate)
+    monkeypatch.setattr(checkpoint_lib, "atomic_write_bytes", fault)
+  elif target == "rename":
+    fault = _fails_on(os.rename, predicate)
+    monkeypatch.setattr(files_lib.os, "rename", fault)
+  else:
+    fault = _fails_on(files_lib.shutil.rmtree, predicate)
+    monkeypatch.setattr(files_lib.shutil, "rmtree", fault)
+  with pytest.raises(KeyboardInterrupt, match="injected"):
+    save_checkpoint(path, new_model, {"run": "new"})
+  monkeypatch.undo()
+  assert fault.fired, where
+  loaded, meta = load_checkpoint(path)
+  assert meta["run"] == survivor
+  assert _same_weights(loaded, old_model if survivor == "old" else new_model)
+  assert open(os.path.join(path, "notes.txt")).read() == "mine"
+  assert not [e for e in _hidden_siblings(path) if ".old-" in e]  # the swap was finished
+  save_checkpoint(path, new_model, {"run": "again"})  # the next save cleans up after the crash
+  assert _hidden_siblings(path) == []
+  assert load_checkpoint(path)[1]["run"] == "again"
+
+
+def test_overwrite_drops_stale_checkpoint_files_and_keeps_the_users(tmp_path, two_models):
+  """A LeNet saved with its NumPy weights, then overwritten without: no stale weights.npz
+  of the old model is left beside the new one; other files in the folder stay."""
+  old_model, new_model = two_models
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, old_model)
+  (tmp_path / "lenet" / "report.md").write_text("# my notes")
+  save_checkpoint(path, new_model, numpy_weights=False)
+  assert sorted(os.listdir(path)) == [METADATA, "report.md", WEIGHTS]
+  assert _same_weights(load_checkpoint(path)[0], new_model)
+
+
+# ------------------------------------------------ damaged metadata.json (26.9a)
+
+DAMAGE = [
+    ("bad JSON", lambda meta: '{"model": {"arch": "lenet",', "not valid JSON"),
+    ("missing model", lambda meta: json.dumps({k: v for k, v in meta.items() if k != "model"}),
+     "has no key 'model'"),
+    ("missing SHA-256", lambda meta: json.dumps({k: v for k, v in meta.items() if k != "weights_sha256"}),
+     "has no key 'weights_sha256'"),
+    ("a list", lambda meta: "[]", "not a JSON object"),
+    ("wrong model", lambda meta: json.dumps({**meta, "model": {"arch": "lenet", "colour": "red"}}),
+     "is not a model configuration"),
+]
+
+
+@pytest.mark.parametrize("what, damage, message", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_damaged_metadata_names_the_path_the_fault_and_the_fix(tmp_path, two_models, what, damage, message):
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, two_models[0])
+  meta = json.loads((tmp_path / "lenet" / METADATA).read_text())
+  (tmp_path / "lenet" / METADATA).write_text(damage(meta))
+  with pytest.raises(CheckpointError) as info:
+    load_checkpoint(path)
+  text = str(info.value)
+  assert path in text and message in text and ("save it again" in text or "save the checkpoint again" in text)
+  assert isinstance(info.value, ValueError)
+
+
+def test_missing_checkpoint_is_a_file_not_found_error_naming_the_path(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no checkpoint at path"):
+    load_checkpoint(tmp_path / "nothing")
+
+
+def test_cli_prints_one_line_for_a_damaged_checkpoint(tmp_path, two_models, capsys):
+  """``jsma-jax attack`` on a damaged checkpoint: exit status 1 and one line, no traceback."""
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, two_models[0])
+  (tmp_path / "lenet" / METADATA).write_text("{not json")
+  assert cli.main(["attack", "--checkpoint", path, "--out", str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "Traceback" not in err
+  assert err.startswith("jsma-jax attack: error: checkpoint") and path in err and "not valid JSON" in err
+
+
+# ------------------------------------------------- an unwritable --out (26.5)
+
+
+def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_models, monkeypatch, capsys):
+  """``--out`` under a file (a typo): the command stops at once, saying so, and attacks nothing."""
+  from experiments import attacks as attacks_lib
+
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, two_models[0])
+  (tmp_path / "results").write_text("a file, not a folder")
+  out = str(tmp_path / "results" / "attack")
+
+  def no_attack(*args, **kwargs):
+    raise AssertionError("an attack ran before the output folder was checked")
+
+  monkeypatch.setattr(attacks_lib, "run_batched", no_attack)
+  assert cli.main(["attack", "--checkpoint", path, "--out", out, "--sources", "1"]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1
+  assert err.startswith(f"jsma-jax attack: error: --out {out!r} cannot be written")
+
+
+def test_reproduce_and_attack_share_the_one_output_check():
+  """One home for the check: both commands call ``stages.writable_folder``."""
+  import inspect
+
+  from experiments import attack as attack_cli
+  from experiments import reproduce
+
+  for module in (attack_cli, reproduce):
+    assert "writable_folder(config.out)" in inspect.getsource(module.main), module.__name__
+
+
+# ------------------------------------------ stage records that cannot be mixed (26.3)
+
+
+def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monkeypatch):
+  """Config 1 finishes a stage; config 2 rewrites its .npz and dies before its .json;
+  config 1 again: the .npz is not the one its record was written with, so it is redone."""
+  from experiments import stages as stages_lib
+
+  logs = []
+  stages = stages_lib.Stages(str(tmp_path), logs.append)
+  work = lambda value: (lambda: ({"value": value}, {"a": np.full(3, value)}))
+  stages.run("s", {"config": 1}, work(1))
+  json_path, _ = stages.paths("s")
+  fault = _fails_on(stages_lib.atomic_write_json, lambda p, *_: p == json_path)
+  monkeypatch.setattr(stages_lib, "atomic_write_json", fault)
+  with pytest.raises(KeyboardInterrupt):
+    stages_lib.Stages(str(tmp_path), logs.append).run("s", {"config": 2}, work(2))
+  monkeypatch.undo()
+  again = stages_lib.Stages(str(tmp_path), logs.append)
+  summary, arrays = again.run("s", {"config": 1}, work(1))
+  assert again.ran == ["s"] and "is not the one its record was written with" in logs[-3]
+  assert summary == {"value": 1} and arrays["a"].tolist() == [1, 1, 1]
+  assert stages_lib.Stages(str(tmp_path), logs.append).run("s", {"config": 1}, work(1))[1]["a"].tolist() == [1, 1, 1]
+
+
+def test_stage_artefact_replaced_by_another_run_is_redone(tmp_path):
+  """A stage that wrote a checkpoint is redone when the checkpoint was replaced since."""
+  from experiments import stages as stages_lib
+
+  path = str(tmp_path / "models" / "m")
+  models = [LeNet(rngs=nnx.Rngs(0)), LeNet(rngs=nnx.Rngs(1))]
+
+  def work(i):
+    def fn():
+      save_checkpoint(path, models[i], numpy_weights=False)
+      return {"model": i}, None
+    return fn
+
+  logs = []
+  first = stages_lib.Stages(str(tmp_path), logs.append)
+  assert first.run("model", {"k": 0}, work(0), artefacts=[path])[0] == {"model": 0}
+  save_checkpoint(path, models[1], numpy_weights=False)  # another run's model, same folder
+  second = stages_lib.Stages(str(tmp_path), logs.append)
+  second.run("model", {"k": 0}, work(0), artefacts=[path])
+  assert second.ran == ["model"] and "changed since this stage wrote it" in " ".join(logs)
+  assert _same_weights(load_checkpoint(path)[0], models[0])
+  third = stages_lib.Stages(str(tmp_path), logs.append)
+  third.run("model", {"k": 0}, work(0), artefacts=[path])
+  assert third.loaded == ["model"]
+
+
+STUDY = ["--arch", "tiny_mlp", "--activations", "tanh", "--sources", "2", "--ablation-sources", "1",
+         "--variants", "paper", "--pixels", "2,6", "--gamma", "0.01", "--figure-examples", "1",
+         "--batch-size", "8"]
+
+
+@pytest.mark.slow  # three tiny studies: about 30 s alone on 2 cores
+def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch, capsys):
+  """The issue's scenario: study A done; study B (another epoch count) on the same --out
+  replaces models/tiny_mlp_tanh and dies before its stage record; rerunning A retrains
+  A's model instead of attacking B's, and gives A's numbers again."""
+  from experiments import inputs
+  from experiments import reproduce
+  from experiments import stages as stages_lib
+
+  out = str(tmp_path / "study")
+  a, b = STUDY + ["--epochs", "1", "--out", out], STUDY + ["--epochs", "2", "--out", out]
+  first = reproduce.main(a)
+  record = os.path.join(out, "stages", "model_tanh.json")
+  fault = _fails_on(stages_lib.atomic_write_json, lambda p, *_: p == record)
+  monkeypatch.setattr(stages_lib, "atomic_write_json", fault)
+  with pytest.raises(KeyboardInterrupt):
+    reproduce.main(b)
+  monkeypatch.undo()
+  config_b = reproduce.parse_args(b)
+  assert load_checkpoint(inputs.model_path(config_b, "tanh"))[1]["study_model"]["epochs"] == 2
+  capsys.readouterr()
+  again = reproduce.main(a)
+  printed = capsys.readouterr().out
+  assert "[model_tanh] done before" not in printed and "changed since this stage wrote it" in printed
+  config_a = reproduce.parse_args(a)
+  assert load_checkpoint(inputs.model_path(config_a, "tanh"))[1]["study_model"]["epochs"] == 1
+  assert again["rows"][0]["success_rate"] == first["rows"][0]["success_rate"]
+  assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]

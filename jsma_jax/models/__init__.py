@@ -7,6 +7,7 @@ tensorflow-datasets.
 
 from jsma_jax.models.apply import LogitsFn
 from jsma_jax.models.apply import as_logits_fn
+from jsma_jax.models.checkpoint import CheckpointError
 from jsma_jax.models.checkpoint import load_checkpoint
 from jsma_jax.models.checkpoint import load_metadata
 from jsma_jax.models.checkpoint import load_paper_lenet
@@ -33,6 +34,7 @@ from jsma_jax.models.train import make_optimizer
 from jsma_jax.models.train import train
 
 __all__ = [
+    "CheckpointError",
     "LeNet",
     "LogitsFn",
     "ModelConfig",

@@ -260,12 +260,12 @@ def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monk
   assert stages_lib.Stages(str(tmp_path), logs.append).run("s", {"config": 1}, work(1))[1]["a"].tolist() == [1, 1, 1]
 
 
-def test_stage_artefact_replaced_by_another_run_is_redone(tmp_path):
+def test_stage_artefact_replaced_by_another_run_is_redone(tmp_path, two_models):
   """A stage that wrote a checkpoint is redone when the checkpoint was replaced since."""
   from experiments import stages as stages_lib
 
   path = str(tmp_path / "models" / "m")
-  models = [LeNet(rngs=nnx.Rngs(0)), LeNet(rngs=nnx.Rngs(1))]
+  models = two_models
 
   def work(i):
     def fn():
@@ -319,3 +319,112 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   assert load_checkpoint(inputs.model_path(config_a, "tanh"))[1]["study_model"]["epochs"] == 1
   assert again["rows"][0]["success_rate"] == first["rows"][0]["success_rate"]
   assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]
+
+
+# ---------------------------------------------------- training that resumes (24.2)
+
+TIMINGS = {"epoch_seconds", "train_seconds"}
+
+
+def _tiny_recipe(**changes):
+  """Adam on a cosine schedule (the optimiser's step count matters), a held-out sixth."""
+  from jsma_jax.models import Recipe
+  from jsma_jax.models import ModelConfig
+
+  return Recipe(name="tiny", model=ModelConfig(), optimizer="adam", schedule="cosine",
+                learning_rate=3e-3, batch_size=32, epochs=3, split="holdout", eval_batch_size=64,
+                seed=3).replace(**changes)
+
+
+@pytest.fixture(scope="module")
+def digits():
+  from jsma_jax.models import load_mnist
+
+  x, y = load_mnist(split="train")
+  xt, yt = load_mnist(split="test")
+  return (x[::40], y[::40]), (xt[::20], yt[::20])  # 125 training, 50 test digits
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits, tmp_path_factory):
+  from jsma_jax.models import train
+
+  folder = str(tmp_path_factory.mktemp("uninterrupted"))
+  return train(_tiny_recipe(), *digits, checkpoint_dir=folder, print_fn=None), folder
+
+
+@pytest.mark.parametrize("stop", ["after epoch 1 was saved", "while saving epoch 2"])
+def test_interrupted_training_resumes_to_the_uninterrupted_result(digits, uninterrupted, tmp_path,
+                                                                  monkeypatch, stop):
+  """A run stopped between two epochs and started again with the same call ends with the
+  weights and history of the run that was never stopped, bit for bit."""
+  from jsma_jax.models import train
+  from jsma_jax.models import train_state
+
+  (model_a, history_a), _ = uninterrupted
+  folder = str(tmp_path / "run")
+  real = train_state.save
+  epochs_saved = []
+
+  def save_then_die(folder_, ident, epochs_done, *rest):
+    if stop == "while saving epoch 2" and epochs_done == 2:
+      raise KeyboardInterrupt("injected before epoch 2's state was written")
+    real(folder_, ident, epochs_done, *rest)
+    epochs_saved.append(epochs_done)
+    if stop == "after epoch 1 was saved" and epochs_done == 1:
+      raise KeyboardInterrupt("injected after epoch 1's state was written")
+
+  monkeypatch.setattr(train_state, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt, match="injected"):
+    train(_tiny_recipe(), *digits, checkpoint_dir=folder, print_fn=None)
+  monkeypatch.undo()
+  assert epochs_saved == [1]
+  lines = []
+  model_b, history_b = train(_tiny_recipe(), *digits, checkpoint_dir=folder, print_fn=lines.append)
+  assert any("resuming from" in s and "1 of 3 epochs done" in s for s in lines)
+  assert _same_weights(model_a, model_b)
+  assert {k: v for k, v in history_a.items() if k not in TIMINGS} == \
+      {k: v for k, v in history_b.items() if k not in TIMINGS}
+  assert len(history_b["epoch_seconds"]) == 3
+
+
+def test_training_with_a_checkpoint_folder_equals_training_without(digits, uninterrupted):
+  from jsma_jax.models import train
+
+  (model_a, history_a), _ = uninterrupted
+  model, history = train(_tiny_recipe(), *digits, print_fn=None)
+  assert _same_weights(model, model_a)
+  assert history["train_loss"] == history_a["train_loss"]
+
+
+def test_a_finished_run_is_returned_without_training(digits, uninterrupted):
+  from jsma_jax.models import train
+
+  (model_a, history_a), folder = uninterrupted
+  lines = []
+  model, history = train(_tiny_recipe(), *digits, checkpoint_dir=folder, print_fn=lines.append)
+  assert _same_weights(model, model_a) and history["test_accuracy"] == history_a["test_accuracy"]
+  assert not any(s.startswith("epoch ") for s in lines)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"learning_rate": 1e-3}, "recipe.learning_rate"),
+    ({"epochs": 4}, "recipe.epochs"),
+    ({"seed": 4}, "key"),
+], ids=["learning rate", "epochs", "seed"])
+def test_a_partial_run_of_another_recipe_is_refused(digits, uninterrupted, change, named):
+  from jsma_jax.models import train
+
+  _, folder = uninterrupted
+  with pytest.raises(ValueError, match="holds a partial run of another recipe or data") as info:
+    train(_tiny_recipe(**change), *digits, checkpoint_dir=folder, print_fn=None)
+  assert named in str(info.value) and "delete" in str(info.value)
+
+
+def test_a_partial_run_on_other_data_is_refused(digits, uninterrupted):
+  from jsma_jax.models import train
+
+  (x, y), test = digits
+  _, folder = uninterrupted
+  with pytest.raises(ValueError, match="train_data"):
+    train(_tiny_recipe(), (x[:-1], y[:-1]), test, checkpoint_dir=folder, print_fn=None)

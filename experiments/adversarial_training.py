@@ -390,7 +390,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
     key = dict(train_key, variant=name)
     if name == "plain":  # the attack's settings do not touch the plain model
       key = {k: v for k, v in key.items() if k not in ATTACK_FIELDS}
-    histories[name], _ = stages.run(f"train_{name}", key, train_stage)
+    histories[name], _ = stages.run(f"train_{name}", key, train_stage, artefacts=[folder])
     models[name], _ = load_checkpoint(folder)
   accuracy = {name: evaluate(m, test_data) for name, m in models.items()}
   sources = pick_sources(list(models.values()), test_data, config.eval_sources, config.seed)

@@ -57,15 +57,17 @@ def _explained_errors() -> tuple[type, ...]:
   """Errors whose message names the cause and the fix: one line, not a traceback.
 
   Imported only once a command has failed (so ``--help`` needs the core alone): a
-  checkpoint that cannot be loaded, an output folder that cannot be written.
+  checkpoint that cannot be loaded, an output folder that cannot be written, a training
+  state of another run.
   """
-  from .stages import OutputFolderError
-
-  try:
+  try:  # without flax, none of these was raised
     from jsma_jax.models import CheckpointError
-  except ImportError:  # without flax, no checkpoint was read
-    return (OutputFolderError,)
-  return (CheckpointError, OutputFolderError)
+    from jsma_jax.models.train_state import TrainStateError
+
+    from .stages import OutputFolderError
+  except ImportError:
+    return ()
+  return (CheckpointError, OutputFolderError, TrainStateError)
 
 
 if __name__ == "__main__":

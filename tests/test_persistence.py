@@ -7,6 +7,7 @@ writes (a patched writer or ``os.replace`` that raises), never by timing.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -428,3 +429,64 @@ def test_a_partial_run_on_other_data_is_refused(digits, uninterrupted):
   _, folder = uninterrupted
   with pytest.raises(ValueError, match="train_data"):
     train(_tiny_recipe(), (x[:-1], y[:-1]), test, checkpoint_dir=folder, print_fn=None)
+
+
+TRAIN = ["train", "--dataset", "embedded", "--recipe", "theano_tutorial", "--epochs", "2",
+         "--batch-size", "1000"]
+
+
+@pytest.mark.slow  # three short trainings on the 5,000 embedded digits
+def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp_path, monkeypatch, capsys):
+  """``jsma-jax train`` stopped after its first epoch: the same command resumes from
+  there; the same OUT with another learning rate is refused in one line until --force."""
+  from jsma_jax.models import train_state
+
+  out = str(tmp_path / "lenet")
+  real = train_state.save
+
+  def save_then_die(folder, ident, epochs_done, *rest):
+    real(folder, ident, epochs_done, *rest)
+    raise KeyboardInterrupt("injected after epoch 1's state was written")
+
+  monkeypatch.setattr(train_state, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    cli.main(TRAIN + ["--out", out])
+  monkeypatch.undo()
+  assert os.path.isfile(os.path.join(out, train_state.STATE_FILE))
+  assert not os.path.isfile(os.path.join(out, METADATA))
+  capsys.readouterr()
+  assert cli.main(TRAIN + ["--lr", "0.05", "--out", out]) == 1
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "holds a partial run of another recipe" in err
+  assert "recipe.learning_rate 0.1 there, 0.05 here" in err and "--force" in err
+  assert cli.main(TRAIN + ["--out", out]) == 0
+  printed = capsys.readouterr().out
+  assert "1 of 2 epochs done" in printed and "epoch 1/2" not in printed and "epoch 2/2" in printed
+  model, meta = load_checkpoint(out)
+  assert len(meta["history"]["train_loss"]) == 2
+  assert not os.path.isfile(os.path.join(out, train_state.STATE_FILE))
+  with open(os.path.join(out, "results.json")) as f:
+    assert json.load(f)["run"] == meta["run"]
+  assert cli.main(TRAIN + ["--lr", "0.05", "--out", out]) == 0  # a finished run is replaced
+  assert load_checkpoint(out)[1]["recipe"]["learning_rate"] == 0.05
+
+
+def test_train_command_rewrites_reports_it_did_not_finish(tmp_path, monkeypatch, capsys):
+  """Stopped between the checkpoint and its reports: the next run writes the reports of
+  this checkpoint instead of leaving another run's results.json beside it."""
+  from experiments import train_lenet
+
+  out = tmp_path / "lenet"
+  out.mkdir()
+  (out / "results.json").write_text(json.dumps({"run": {"epochs": 99}}))
+  model = LeNet(rngs=nnx.Rngs(0))
+  config, _ = train_lenet.parse_args(TRAIN[1:] + ["--out", str(out)])
+  history = {"train_loss": [1.0, 0.5], "train_accuracy": [0.5, 0.8], "test_accuracy": [0.6, 0.9],
+             "validation_accuracy": [], "epoch_seconds": [1.0, 1.0], "train_seconds": 2.0}
+  save_checkpoint(out, model, {"run": dataclasses.asdict(config), "recipe": config.make_recipe().to_dict(),
+                               "history": history, "test_accuracy": 0.9, "train_seconds": 2.0,
+                               "dataset": {"n_train": 5000, "n_test": 1000}})
+  meta = train_lenet.main(TRAIN[1:] + ["--out", str(out)])
+  assert "already holds this run" in capsys.readouterr().out
+  assert json.loads((out / "results.json").read_text())["run"] == meta["run"]
+  assert "0.9000" in (out / "report.md").read_text()

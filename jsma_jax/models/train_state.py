@@ -30,6 +30,11 @@ STATE_FILE = "train_state.msgpack"
 FORMAT_VERSION = 1
 
 
+class TrainStateError(ValueError):
+  """A ``checkpoint_dir`` whose state cannot be resumed by this run; the message names
+  what differs (or what is damaged) and the fix."""
+
+
 class Resumed(NamedTuple):
   """What a run had done when its state was last written."""
 
@@ -88,7 +93,7 @@ def load(folder: str, ident: dict, params, opt_state) -> Resumed | None:
     params, opt_state: templates (the fresh run's), giving the structure to restore.
 
   Raises:
-    ValueError: the folder holds the state of another run (the message names what
+    TrainStateError: the folder holds the state of another run (the message names what
       differs and the fix), or a state file that cannot be read.
   """
   path = os.path.join(folder, STATE_FILE)
@@ -101,11 +106,11 @@ def load(folder: str, ident: dict, params, opt_state) -> Resumed | None:
     epochs_done = int(doc["epochs_done"])
     history = json.loads(doc["history"])
   except Exception as e:  # msgpack, JSON or missing keys: a damaged file either way
-    raise ValueError(f"checkpoint_dir {folder!r}: {STATE_FILE} cannot be read ({e!r}); delete it "
+    raise TrainStateError(f"checkpoint_dir {folder!r}: {STATE_FILE} cannot be read ({e!r}); delete it "
                      "to train from the start") from None
   wanted = json.loads(json.dumps(ident, sort_keys=True))
   if stored != wanted:
-    raise ValueError(
+    raise TrainStateError(
         f"checkpoint_dir {folder!r} holds a partial run of another recipe or data "
         f"({'; '.join(_differences(stored, wanted))}): pass another checkpoint_dir, or delete "
         f"{path} to start this run from scratch")

@@ -490,3 +490,19 @@ def test_train_command_rewrites_reports_it_did_not_finish(tmp_path, monkeypatch,
   assert "already holds this run" in capsys.readouterr().out
   assert json.loads((out / "results.json").read_text())["run"] == meta["run"]
   assert "0.9000" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # compiles and runs a LeNet's training step
+def test_the_persistence_page_runs_as_written(capsys):
+  """docs/persistence.md: its python blocks, in order, in one namespace."""
+  import re
+
+  page = Path(__file__).resolve().parent.parent / "docs" / "persistence.md"
+  namespace: dict = {"__name__": "docs"}
+  blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S)
+  assert len(blocks) == 3
+  for i, block in enumerate(blocks):
+    exec(compile(block, f"docs/persistence.md python block {i + 1}", "exec"), namespace)
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == "second ['metadata.json', 'weights.msgpack', 'weights.npz']"
+  assert out[1] == "True" and "holds a partial run of another recipe" in out[2]

@@ -116,11 +116,11 @@ def test_interrupted_run_resumes_to_the_same_results(run, tmp_path, monkeypatch)
   original = stages_lib.Stages.run
   calls = []
 
-  def interrupted(self, name, key, fn):
+  def interrupted(self, name, key, fn, **kwargs):
     if len(calls) == 3:
       raise KeyboardInterrupt  # killed in the middle of the 4th stage
     calls.append(name)
-    return original(self, name, key, fn)
+    return original(self, name, key, fn, **kwargs)
 
   monkeypatch.setattr(stages_lib.Stages, "run", interrupted)
   with pytest.raises(KeyboardInterrupt):

@@ -148,6 +148,27 @@ def test_interrupted_checkpoint_overwrite_leaves_old_or_new_loadable(
   assert load_checkpoint(path)[1]["run"] == "again"
 
 
+def test_a_reader_in_the_middle_of_a_swap_loads_the_new_checkpoint(tmp_path, monkeypatch, two_models):
+  """Another process loads the checkpoint between the writer's two renames: it finishes the
+  swap and loads the new model; the writer then completes without error."""
+  old_model, new_model = two_models
+  path = str(tmp_path / "lenet")
+  save_checkpoint(path, old_model, {"run": "old"})
+  real, seen = os.rename, []
+
+  def rename(a, b):
+    if ".new-" in os.path.basename(a) and not seen:
+      seen.append(None)
+      seen[0] = load_checkpoint(path)  # the reader, at the exact point
+    return real(a, b)
+
+  monkeypatch.setattr(files_lib.os, "rename", rename)
+  save_checkpoint(path, new_model, {"run": "new"})
+  monkeypatch.undo()
+  assert seen[0][1]["run"] == "new" and _same_weights(seen[0][0], new_model)
+  assert load_checkpoint(path)[1]["run"] == "new" and _hidden_siblings(path) == []
+
+
 def test_overwrite_drops_stale_checkpoint_files_and_keeps_the_users(tmp_path, two_models):
   """A LeNet saved with its NumPy weights, then overwritten without: no stale weights.npz
   of the old model is left beside the new one; other files in the folder stay."""

@@ -95,8 +95,11 @@ def recover_folder(path: str | os.PathLike) -> None:
   A no-op (one ``listdir`` of the parent) when nothing was interrupted.
   """
   path = os.path.abspath(os.fspath(path))
+  olds = _siblings(path, OLD)
+  if not olds:
+    return
   news = _siblings(path, NEW)
-  for suffix, old in sorted(_siblings(path, OLD).items()):
+  for suffix, old in sorted(olds.items()):
     if not os.path.exists(path):
       # the old folder was renamed aside; the new one was complete before that rename
       source = news.get(suffix, old)
@@ -149,23 +152,31 @@ def replace_folder(path: str | os.PathLike, write: Callable[[str], None], *,
         if entry in own or os.path.lexists(os.path.join(new, entry)):
           continue
         src, dst = os.path.join(path, entry), os.path.join(new, entry)
-        if os.path.isdir(src) and not os.path.islink(src):
+        if os.path.islink(src):
+          os.symlink(os.readlink(src), dst)
+        elif os.path.isdir(src):
           shutil.copytree(src, dst, copy_function=_link_or_copy, symlinks=True)
         else:
           _link_or_copy(src, dst)
     for root, _, files in os.walk(new):
       for f in files:
-        with open(os.path.join(root, f), "rb") as handle:
-          os.fsync(handle.fileno())
+        if not os.path.islink(os.path.join(root, f)):
+          with open(os.path.join(root, f), "rb") as handle:
+            os.fsync(handle.fileno())
       fsync_folder(root)
   except BaseException:
     shutil.rmtree(new, ignore_errors=True)
     raise
   if os.path.isdir(path):
     os.rename(path, old)
-    os.rename(new, path)
+    try:
+      os.rename(new, path)
+    except FileNotFoundError:
+      if not os.path.isdir(path):  # else a reader's recover_folder finished the swap for us
+        raise
     fsync_folder(parent)
-    shutil.rmtree(old)
+    if os.path.exists(old):
+      shutil.rmtree(old)
   else:
     os.rename(new, path)
   fsync_folder(parent)

@@ -132,6 +132,8 @@ class Stages:
     if doc.get("key") != key:
       return "configuration changed", {}
     arrays = {}
+    if doc.get("has_arrays") and "arrays_sha256" not in doc:
+      return "its record predates array digests, so its .npz cannot be checked", {}
     if doc.get("has_arrays"):
       data = None
       if os.path.isfile(npz_path):
@@ -169,8 +171,11 @@ class Stages:
     json_path, npz_path = self.paths(name)
     key = _clean(key)
     if os.path.isfile(json_path) and not force:
-      with open(json_path) as f:
-        doc = json.load(f)
+      try:
+        with open(json_path) as f:
+          doc = json.load(f)
+      except ValueError:  # not JSON (edited by hand?): not a record this run can trust
+        doc = {}
       why, arrays = self._stale(doc, key, npz_path)
       if why is None:
         self.loaded.append(name)

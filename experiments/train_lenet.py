@@ -100,7 +100,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, help="seed of initialisation and shuffling")
   p.add_argument("--out", required=True, default=argparse.SUPPRESS,
                  help="checkpoint folder to write (required), e.g. runs/models/lenet_tanh_mnist")
-  p.add_argument("--force", action="store_true", help="retrain even if OUT is done")
+  p.add_argument("--force", action="store_true",
+                 help="retrain from the start even if OUT is done, discarding any partial run there")
   return p
 
 

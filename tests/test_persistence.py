@@ -527,3 +527,19 @@ def test_the_persistence_page_runs_as_written(capsys):
   out = capsys.readouterr().out.splitlines()
   assert out[0] == "second ['metadata.json', 'weights.msgpack', 'weights.npz']"
   assert out[1] == "True" and "holds a partial run of another recipe" in out[2]
+
+
+@pytest.mark.slow  # two tiny family runs on a LeNet
+def test_family_rerun_on_a_replaced_checkpoint_is_not_answered_from_the_old_model(tmp_path, two_models, capsys):
+  """``jsma-jax family --checkpoint C`` done; C retrained in place; the same command
+  attacks the new model instead of loading the old model's stage."""
+  from experiments import family
+
+  ckpt, out = str(tmp_path / "lenet"), str(tmp_path / "family")
+  argv = ["--checkpoint", ckpt, "--out", out, "--sources", "1", "--variants", "jsma", "--chunk-size", "16"]
+  save_checkpoint(ckpt, two_models[0])
+  family.main(argv)
+  save_checkpoint(ckpt, two_models[1])
+  capsys.readouterr()
+  again = family.main(argv)
+  assert again["stages_loaded"] == [] and "configuration changed" in capsys.readouterr().out

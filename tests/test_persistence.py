@@ -443,6 +443,17 @@ def test_a_partial_run_of_another_recipe_is_refused(digits, uninterrupted, chang
   assert named in str(info.value) and "delete" in str(info.value)
 
 
+def test_a_partial_run_from_other_starting_weights_is_refused(digits, tmp_path):
+  """Fine-tuning a module: the state of a run that started from other weights is refused."""
+  from jsma_jax.models import train
+
+  folder = str(tmp_path / "run")
+  recipe = dict(epochs=1, batch_size=64, split="all", print_fn=None, checkpoint_dir=folder)
+  train(LeNet(rngs=nnx.Rngs(0)), digits[0], **recipe)
+  with pytest.raises(ValueError, match="initial_weights"):
+    train(LeNet(rngs=nnx.Rngs(1)), digits[0], **recipe)
+
+
 def test_a_partial_run_on_other_data_is_refused(digits, uninterrupted):
   from jsma_jax.models import train
 

@@ -22,8 +22,8 @@ from flax import nnx
 
 from jsma_jax import rewrite as rewrite_lib
 from jsma_jax.models.apply import LogitsFn, as_logits_fn
-from jsma_jax.models.lenet import ModelConfig, config_of
 from jsma_jax.models import train_state
+from jsma_jax.models.lenet import ModelConfig, config_of
 from jsma_jax.models.recipe import PRESETS, Recipe, holdout_split, initialise, preset
 
 
@@ -197,7 +197,8 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
       every epoch (:mod:`jsma_jax.models.train_state`). If it already holds the state of
       this same run, training continues from there, and ends with the weights and
       history of an uninterrupted run, bit for bit (timings aside); the state of another
-      recipe, key or data is refused with a ``ValueError`` naming what differs.
+      recipe, key, data or starting weights is refused with a ``TrainStateError`` (a
+      ``ValueError``) naming what differs.
     **overrides: recipe fields to change (``epochs=3``, ``batch_size=64``,
       ``activation="relu"``, ...), validated by :class:`Recipe`.
 
@@ -206,7 +207,7 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
     ``train_accuracy`` (running, over the epoch), ``validation_accuracy`` (with
     ``split="holdout"``), ``test_accuracy`` (with ``test_data``), ``epoch_seconds``, and
     ``recipe`` (``Recipe.to_dict()``), ``n_train``, ``n_validation``, ``train_seconds``
-    and ``steps``.
+    (summed over the sittings of a resumed run) and ``steps``.
 
   Example:
     A LeNet, one epoch over 313 digits (every 16th) in batches of 64, so 4
@@ -255,7 +256,7 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
   if checkpoint_dir is not None:
     checkpoint_dir = os.fspath(checkpoint_dir)
     ident = train_state.identity(recipe.to_dict(), type(model).__name__, key, rewrite,
-                                 train_data, test_data)
+                                 train_data, test_data, params)
     resumed = train_state.load(checkpoint_dir, ident, params, opt_state)
     if resumed is not None:
       first_epoch, params, opt_state, history = resumed

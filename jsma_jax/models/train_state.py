@@ -5,12 +5,12 @@ there after every epoch: the weights, the optimiser's state (its step count driv
 schedules), the epochs done and the history, and the run's *identity*: the recipe, the
 model's type, the PRNG key (which fixes the initialisation and every epoch's data order,
 ``fold_in(shuffle_key, epoch)``), whether the rewrite is on, and digests of the training
-and test data. A later call with the same identity continues from the last finished
-epoch and ends with the weights and history of an uninterrupted run, bit for bit; a call
-with another identity is refused, naming what differs. The file is one msgpack document
-(Flax serialisation, raw little-endian buffers), replaced atomically
-(:func:`jsma_jax.models.files.atomic_write_bytes`): an interruption loses at most the
-epoch in progress.
+data, the test data and the starting weights. A later call with the same identity
+continues from the last finished epoch and ends with the weights and history of an
+uninterrupted run, bit for bit; a call with another identity is refused, naming what
+differs. The file is one msgpack document (Flax serialisation, raw little-endian
+buffers), replaced atomically (:func:`jsma_jax.models.files.atomic_write_bytes`): an
+interruption loses at most the epoch in progress.
 """
 
 from __future__ import annotations
@@ -56,12 +56,27 @@ def data_digest(data: tuple[np.ndarray, np.ndarray] | None) -> str | None:
   return digest.hexdigest()
 
 
+def weights_digest(params) -> str:
+  """SHA-256 of a pytree of arrays: its structure, and each leaf's shape, dtype and bytes."""
+  digest = hashlib.sha256(str(jax.tree.structure(params)).encode())
+  for leaf in jax.tree.leaves(jax.device_get(params)):
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f"{leaf.shape}{leaf.dtype.str}".encode())
+    digest.update(leaf.data)
+  return digest.hexdigest()
+
+
 def identity(recipe: dict, model_type: str, key: jax.Array, rewrite: bool,
-             train_data, test_data) -> dict:
-  """What a run's result depends on; a state is resumed only under the same identity."""
+             train_data, test_data, initial_params) -> dict:
+  """What a run's result depends on; a state is resumed only under the same identity.
+
+  ``initial_params``: the weights training starts from (a module given to ``train`` is
+  trained from its own weights, which the key does not fix).
+  """
   return {"recipe": recipe, "model_type": model_type,
           "key": np.asarray(jax.random.key_data(key)).tolist(), "rewrite": bool(rewrite),
-          "train_data": data_digest(train_data), "test_data": data_digest(test_data)}
+          "train_data": data_digest(train_data), "test_data": data_digest(test_data),
+          "initial_weights": weights_digest(initial_params)}
 
 
 def _differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:

@@ -378,7 +378,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
   train_data, test_data = _load_data(config)
   log(f"MNIST ({config.source}): {len(train_data[1])} train, {len(test_data[1])} test digits")
   train_key = {k: getattr(config, k) for k in TRAIN_FIELDS}
-  models, histories = {}, {}
+  models, histories, digests = {}, {}, {}
   for name in ("plain", "adversarial"):
     folder = os.path.join(config.out, "models", name)
 
@@ -390,12 +390,13 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict:
     key = dict(train_key, variant=name)
     if name == "plain":  # the attack's settings do not touch the plain model
       key = {k: v for k, v in key.items() if k not in ATTACK_FIELDS}
-    histories[name], _ = stages.run(f"train_{name}", key, train_stage)
-    models[name], _ = load_checkpoint(folder)
+    histories[name], _ = stages.run(f"train_{name}", key, train_stage, artefacts=[folder])
+    models[name], meta = load_checkpoint(folder)
+    digests[name] = meta["weights_sha256"]
   accuracy = {name: evaluate(m, test_data) for name, m in models.items()}
   sources = pick_sources(list(models.values()), test_data, config.eval_sources, config.seed)
   eval_key = {**train_key, **{k: getattr(config, k) for k in EVAL_FIELDS}, "sources": sources.tolist()}
-  attacks = {name: stages.run(f"attack_{name}", {**eval_key, "variant": name},
+  attacks = {name: stages.run(f"attack_{name}", {**eval_key, "variant": name, "weights_sha256": digests[name]},
                               lambda m=m, name=name: (attack_model(config, m, test_data, sources, name), None))[0]
              for name, m in models.items()}
   results = {

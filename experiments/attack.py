@@ -200,10 +200,11 @@ def main(argv=None) -> dict:
 
   from .attacks import run_batched
   from .inputs import Model
-  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz
+  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
   from .study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
+  writable_folder(config.out)  # before any attack: an unwritable --out fails now, not after them
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
   net, meta = cli_args.load_model(config.checkpoint)
@@ -246,7 +247,6 @@ def main(argv=None) -> dict:
       "pairs": {"success_rate": metrics.pair_matrix(success, labels, targets, num_classes),
                 "attack_count": metrics.pair_matrix(success, labels, targets, num_classes, reduce="count")},
   }
-  os.makedirs(config.out, exist_ok=True)
   atomic_write_npz(os.path.join(config.out, "attacks.npz"), {
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),

@@ -55,7 +55,29 @@ def run(command: str, argv) -> int:
       print(f"jsma-jax {command}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
       return 1
     raise
+  except Exception as e:
+    if not isinstance(e, _explained_errors()):
+      raise
+    print(f"jsma-jax {argv[0]}: error: {e}", file=sys.stderr)
+    return 1
   return 0
+
+
+def _explained_errors() -> tuple[type, ...]:
+  """Errors whose message names the cause and the fix: one line, not a traceback.
+
+  Imported only once a command has failed (so ``--help`` needs the core alone): a
+  checkpoint that cannot be loaded, an output folder that cannot be written, a training
+  state of another run.
+  """
+  try:  # without flax, none of these was raised
+    from jsma_jax.models import CheckpointError
+    from jsma_jax.models.train_state import TrainStateError
+
+    from .stages import OutputFolderError
+  except ImportError:
+    return ()
+  return (CheckpointError, OutputFolderError, TrainStateError)
 
 
 if __name__ == "__main__":

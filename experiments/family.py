@@ -246,6 +246,7 @@ def main(argv=None) -> dict:
   print(f"{PROG}: {len(idx)} sources, {len(config.variants)} variants", flush=True)
   stages = Stages(config.out)
   key = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("out", "variants", "chunk_size")}
+  key["weights_sha256"] = meta["weights_sha256"]  # the model itself, not only its path
   rows = []
   for name in config.variants:
     summary, _ = stages.run(f"variant_{name}", {**key, "variant": name},

@@ -219,17 +219,35 @@ def model_stage(config: StudyConfig, stages: Stages, data: Data, activation: str
     info["accuracy"] = {s: evaluate(apply_fn, tuple(data[s]), params=params) for s in SPLITS}
     return info, None
 
-  info, _ = stages.run(f"model_{activation}", key, work)
-  apply_fn, params = load_model(config, activation)
-  return Model(activation, apply_fn, params, info, key)
+  # the checkpoint's digests are part of the stage's record: a copy another run replaced
+  # makes the stage run again instead of being attacked
+  name, path = f"model_{activation}", model_path(config, activation)
+  info, _ = stages.run(name, key, work, artefacts=[path])
+  try:
+    apply_fn, params, sha = load_model(config, activation, key)
+  except ValueError as e:  # replaced between the check and the load
+    stages.log(f"[{name}] {e}: redoing")
+    info, _ = stages.run(name, key, work, artefacts=[path], force=True)
+    apply_fn, params, sha = load_model(config, activation, key)
+  # attacks are keyed by the weights they ran on, not only by how they were made
+  return Model(activation, apply_fn, params, info, {**key, "weights_sha256": sha})
 
 
-def load_model(config: StudyConfig, activation: str) -> tuple[Callable, Any]:
-  """``(apply_fn, params)`` of a model a study saved under ``out/models``."""
+def load_model(config: StudyConfig, activation: str, key: dict | None = None) -> tuple[Callable, Any, str]:
+  """``(apply_fn, params, weights_sha256)`` of a model a study saved under ``out/models``.
+
+  Raises:
+    ValueError: with ``key``, if the checkpoint was saved for another configuration.
+  """
+  import json
+
   from jsma_jax.models import as_logits_fn, load_checkpoint
 
   if config.arch == "tiny_mlp":
     _tiny_mlp_class()  # its architecture name must be known to load it
-  model, _ = load_checkpoint(model_path(config, activation))
+  path = model_path(config, activation)
+  model, meta = load_checkpoint(path)
+  if key is not None and meta.get("study_model") != json.loads(json.dumps(key)):
+    raise ValueError(f"{path} was saved for the model {meta.get('study_model')}, not {key}")
   apply_fn, params = as_logits_fn(model)
-  return apply_fn, jax.tree.map(jnp.asarray, params)
+  return apply_fn, jax.tree.map(jnp.asarray, params), meta["weights_sha256"]

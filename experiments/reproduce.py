@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
   if config.checkpoint_dir is not None:
     cli_args.require_folder(config.checkpoint_dir, "--checkpoint-dir", "lenet_<activation>_mnist checkpoints")
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  os.makedirs(config.out, exist_ok=True)
+  stages.writable_folder(config.out)  # before any work: an unwritable --out fails now
   print(f"study: {dataclasses.asdict(config)}", flush=True)
   results, pictures = study.run_study(config, log=lambda s: print(s, flush=True))
   results["command"] = command

@@ -18,7 +18,9 @@ paper LeNet (``theano_tutorial`` at 30 epochs), or one of ``jsma_jax.models.RECI
 (``theano_tutorial``, ``adam_cosine``, ``pytorch_sgd``); the other options change its
 fields. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
 ``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
-OUT already holds a checkpoint of the same configuration is not redone (``--force``).
+OUT already holds a checkpoint of the same configuration is not redone (``--force``);
+an interrupted run resumes from its last finished epoch when the same command is run
+again (the state is kept in OUT as ``train_state.msgpack`` until the run completes).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, help=f"seed of initialisation and shuffling {recipe}")
   p.add_argument("--out", default=d.out, help="checkpoint folder to write")
   p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
-                 help="retrain even if OUT holds this run")
+                 help="retrain from the start even if OUT is done, discarding any partial run there")
   return p
 
 
@@ -146,18 +148,68 @@ def _plot(history, path):
   training_curves(history, path)
 
 
+def _write_reports(out: str, meta: dict) -> None:
+  """``results.json``, ``training.png`` and ``report.md`` of a saved run, from its metadata
+  alone (each written atomically; ``results.json``, whose ``run`` says which run they
+  describe, last)."""
+  from jsma_jax.models import Recipe
+
+  from .stages import atomic_write_bytes
+  history, dataset, sw = meta["history"], meta["dataset"], meta["software"]
+  recipe = Recipe.from_dict(meta["recipe"])
+  _plot(history, os.path.join(out, "training.png"))
+  report = (
+      f"# LeNet ({recipe.activation}) on {meta['run']['name']} ({meta['run']['source']})\n\n"
+      f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
+      f"test images ({dataset['n_train']} training images)\n"
+      f"- recipe `{recipe.name}`: {recipe.describe()}, seed {recipe.seed}\n"
+      f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
+      f"({sw['device']}, {sw.get('cpu_count', os.cpu_count())} CPU cores visible)\n"
+      f"- per-epoch test accuracy: "
+      f"{', '.join(f'{a:.4f}' for a in history['test_accuracy'])}\n"
+      f"- JAX {sw['jax']}, Flax {sw['flax']}, optax {sw['optax']}\n\n"
+      f"![training](training.png)\n")
+  atomic_write_bytes(os.path.join(out, "report.md"), report.encode())
+  results = {k: meta[k] for k in ("run", "dataset", "test_accuracy", "train_seconds", "history",
+                                  "software")}
+  atomic_write_bytes(os.path.join(out, "results.json"), json.dumps(results, indent=2).encode())
+
+
+def _reports_describe(out: str, run: dict) -> bool:
+  try:
+    with open(os.path.join(out, "results.json")) as f:
+      return json.load(f).get("run") == run and all(
+          os.path.isfile(os.path.join(out, n)) for n in ("report.md", "training.png"))
+  except (OSError, ValueError):
+    return False
+
+
 def main(argv=None) -> dict:
-  """Trains the LeNet of a command line and writes its checkpoint folder; returns its metadata."""
+  """Trains the LeNet of a command line and writes its checkpoint folder; returns its metadata.
+
+  The run's state is saved in OUT after every epoch (``train_state.msgpack``): the same
+  command, stopped and run again, resumes from the last finished epoch and ends with the
+  weights of an uninterrupted run. A partial run of another configuration in OUT is
+  refused (``--force`` discards it).
+  """
   config, force = parse_args(argv)  # before the imports below, so that --help needs the core only
   from jsma_jax.models import checkpoint as ckpt_lib
+  from jsma_jax.models import train_state
   from jsma_jax.models.data import load_dataset
   from jsma_jax.models.train import train
 
+  from .stages import writable_folder
+
+  writable_folder(config.out)
   config_dict = dataclasses.asdict(config)
-  meta_path = os.path.join(config.out, ckpt_lib.METADATA)
-  if not force and os.path.isfile(meta_path):
+  state_path = os.path.join(config.out, train_state.STATE_FILE)
+  if force and os.path.isfile(state_path):
+    os.remove(state_path)
+  if not force and os.path.isfile(os.path.join(config.out, ckpt_lib.METADATA)):
     meta = ckpt_lib.load_metadata(config.out)
     if meta.get("run") == config_dict:
+      if not _reports_describe(config.out, config_dict):  # stopped after the checkpoint
+        _write_reports(config.out, meta)
       print(f"{config.out} already holds this run (test accuracy "
             f"{meta['test_accuracy']:.4f}); use --force to retrain")
       return meta
@@ -179,7 +231,10 @@ def main(argv=None) -> dict:
   recipe = config.make_recipe()
   if config.source == "embedded" and recipe.split == "holdout":
     train_data = _every_sixth_last(*train_data)
-  model, history = train(recipe, train_data, test_data)
+  try:
+    model, history = train(recipe, train_data, test_data, checkpoint_dir=config.out)
+  except train_state.TrainStateError as e:
+    raise train_state.TrainStateError(f"{e} ({PROG} --force does that)") from None
   dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
              "n_train": len(train_data[1]), "n_test": len(test_data[1])}
   if config.source == "embedded":
@@ -195,24 +250,10 @@ def main(argv=None) -> dict:
           "command": " ".join([PROG]
                               + (sys.argv[1:] if argv is None else list(argv)))}
   ckpt_lib.save_checkpoint(config.out, model, meta)
+  if os.path.isfile(state_path):  # the run is complete: its checkpoint replaces the state
+    os.remove(state_path)
   meta = ckpt_lib.load_metadata(config.out)
-  with open(os.path.join(config.out, "results.json"), "w") as f:
-    json.dump({k: meta[k] for k in ("run", "dataset", "test_accuracy", "train_seconds",
-                                    "history", "software")}, f, indent=2)
-  _plot(history, os.path.join(config.out, "training.png"))
-  sw = meta["software"]
-  with open(os.path.join(config.out, "report.md"), "w") as f:
-    f.write(
-        f"# LeNet ({recipe.activation}) on {config.name} ({config.source})\n\n"
-        f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
-        f"test images ({dataset['n_train']} training images)\n"
-        f"- recipe `{recipe.name}`: {recipe.describe()}, seed {recipe.seed}\n"
-        f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
-        f"({sw['device']}, {os.cpu_count()} CPU cores visible)\n"
-        f"- per-epoch test accuracy: "
-        f"{', '.join(f'{a:.4f}' for a in history['test_accuracy'])}\n"
-        f"- JAX {sw['jax']}, Flax {sw['flax']}, optax {sw['optax']}\n\n"
-        f"![training](training.png)\n")
+  _write_reports(config.out, meta)
   print(f"saved to {config.out}: test accuracy {meta['test_accuracy']:.4f}, "
         f"{history['train_seconds']:.0f} s")
   return meta

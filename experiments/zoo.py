@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from typing import Callable, NamedTuple
@@ -105,7 +106,11 @@ class Trained(NamedTuple):
 
 
 def train_stage(recipe, data, out: str, log: Callable[[str], None]) -> Trained:
-  """Trains ``recipe`` on all MNIST training images unless ``out/models/<name>`` holds it."""
+  """Trains ``recipe`` on all MNIST training images unless ``out/models/<name>`` holds it.
+
+  Training resumes from ``out/training/<name>`` (the state after each finished epoch)
+  when an earlier run was stopped; the folder is removed once the checkpoint is saved.
+  """
   from jsma_jax.models import Recipe, load_metadata, save_checkpoint, train
 
   path = os.path.join(out, "models", recipe.name)
@@ -116,7 +121,9 @@ def train_stage(recipe, data, out: str, log: Callable[[str], None]) -> Trained:
       return Trained(recipe, path, _info(meta))
     log(f"[model {recipe.name}] recipe changed: retraining")
   (x, y), test = data
-  model, hist = train(recipe, (x, y), test, print_fn=log)
+  # the state after each epoch, so that a long recipe spans several sittings
+  progress = os.path.join(out, "training", recipe.name)
+  model, hist = train(recipe, (x, y), test, print_fn=log, checkpoint_dir=progress)
   meta = {"recipe": recipe.to_dict(), "history": hist, "dataset": {
       "name": "mnist", "source": "idx", "n_train": hist["n_train"],
       "n_validation": hist["n_validation"], "n_test": len(test[1])},
@@ -124,6 +131,7 @@ def train_stage(recipe, data, out: str, log: Callable[[str], None]) -> Trained:
       "validation_accuracy": (hist["validation_accuracy"] or [None])[-1],
       "train_seconds": hist["train_seconds"], "command": PROG}
   save_checkpoint(path, model, meta)
+  shutil.rmtree(progress, ignore_errors=True)  # complete: the checkpoint replaces the state
   return Trained(recipe, path, _info(load_metadata(path)))
 
 
@@ -166,8 +174,10 @@ def main(argv=None) -> dict:
   cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; the zoo trains on full MNIST")
   from jsma_jax.models import load_mnist
 
+  from .stages import writable_folder
+
   log = lambda s: print(s, flush=True)
-  os.makedirs(config.out, exist_ok=True)
+  writable_folder(config.out)
   t0 = time.perf_counter()
   train_set = load_mnist("idx", data_dir=config.data_dir, split="train")
   test_set = load_mnist("idx", data_dir=config.data_dir, split="test")

@@ -42,6 +42,8 @@ MODELS = {
     "apply": True,
     "checkpoint": True,
     "data": True,
+    "files": True,
+    "idx": True,
     "lenet": True,
     "recipe": True,
     "train": True,

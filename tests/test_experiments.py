@@ -88,7 +88,7 @@ def test_internal_consistency(run):
 def test_budget_sweep_agrees_with_separate_runs(run):
   out, res = run
   config = reproduce.parse_args(TINY + ["--out", out])
-  apply_fn, params = inputs.load_model(config, "tanh")
+  apply_fn, params, _ = inputs.load_model(config, "tanh")
   arr = np.load(os.path.join(out, "stages", "attack_tanh_paper_test_c000.npz"))
   data = inputs.load_data(config)
   x_all, y_all = data["test"]
@@ -116,11 +116,11 @@ def test_interrupted_run_resumes_to_the_same_results(run, tmp_path, monkeypatch)
   original = stages_lib.Stages.run
   calls = []
 
-  def interrupted(self, name, key, fn):
+  def interrupted(self, name, key, fn, **kwargs):
     if len(calls) == 3:
       raise KeyboardInterrupt  # killed in the middle of the 4th stage
     calls.append(name)
-    return original(self, name, key, fn)
+    return original(self, name, key, fn, **kwargs)
 
   monkeypatch.setattr(stages_lib.Stages, "run", interrupted)
   with pytest.raises(KeyboardInterrupt):

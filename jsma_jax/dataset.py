@@ -43,7 +43,8 @@ def attack_dataset(
     progress: show a ``tqdm`` bar (attacks done, successes so far).
     description: the bar's label.
     **options: every option of :func:`jsma_jax.jsma` (``options=``,
-      ``engine=`` or single fields).
+      ``engine=`` or single fields); per-example bounds or masks
+      (``[B, *shape]``) are chunked with ``x``.
 
   Returns:
     :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]``.
@@ -64,10 +65,11 @@ def attack_dataset(
   total = x.shape[0]
   size = min(chunk_size, total)
   bar = _progress(total, description) if progress else None
+  per_example = _per_example_options(options, x)
   parts, wins = [], 0
   try:
-    for start, n, (xs, ts) in batching.chunks((x, targets), size):
-      result = jax.device_get(jsma(logits_fn, xs, ts, params=params, **{**options, "pad_batches": False}))
+    for start, n, (xs, ts, rows) in batching.chunks((x, targets, per_example), size):
+      result = jax.device_get(jsma(logits_fn, xs, ts, params=params, **{**options, **rows, "pad_batches": False}))
       result = jax.tree.map(lambda v: v[:n], result)
       parts.append(result)
       wins += int(result.success.sum())
@@ -80,6 +82,19 @@ def attack_dataset(
   first = parts[0]
   arrays = [np.concatenate(v) if v[0] is not None else None for v in zip(*parts)]
   return JSMAResult(*arrays, rule=first.rule, criterion=first.criterion)
+
+
+def _per_example_options(options: dict, x: np.ndarray) -> dict:
+  """The options given per example (``[B, *shape]`` bounds or mask), to be chunked with ``x``.
+
+  They may come as keywords or as fields of ``options=AttackOptions(...)``.
+  """
+  fields = dict(options)
+  if fields.get("options") is not None:
+    fields = {**{k: getattr(fields["options"], k) for k in ("clip_min", "clip_max", "mask")}, **fields}
+  return {k: np.asarray(v) for k, v in fields.items()
+          if k in ("clip_min", "clip_max", "mask") and v is not None and np.ndim(v) == x.ndim
+          and np.shape(v)[0] == x.shape[0] and x.shape[0] > 1}
 
 
 def _progress(total: int, description: str):

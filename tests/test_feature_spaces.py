@@ -292,3 +292,31 @@ def test_tjsma_ties_do_not_depend_on_the_engine():
   with jax.disable_jit():
     eager = run(x[:1], t[:1], slots=1)
   np.testing.assert_array_equal(eager, choices[17][:1])
+
+
+def test_docs_page_python_blocks_run(capsys):
+  """docs/feature-spaces.md: every python block runs as written, in order, and prints what it says."""
+  import pathlib
+  import re
+
+  page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "feature-spaces.md"
+  blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S)
+  assert len(blocks) >= 4
+  namespace: dict = {"__name__": "docs"}
+  for i, block in enumerate(blocks):
+    exec(compile(block, f"feature-spaces.md python block {i + 1}", "exec"), namespace)
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].endswith("True True") and lines[1].startswith("False") and lines[-1] == "True"
+  assert lines[2].endswith("True True") and "True" in lines[2].split("]")[0]  # some app evaded, additions only
+
+
+def test_attack_dataset_chunks_per_example_bounds_and_mask():
+  params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.mlp_params(3, SHAPE, N))
+  lo, hi, x, mask = _space(CASES["tjsma-pairs-example-bounds-mask-fractional"], 4)
+  lo, hi, x = (np.asarray(v, np.float32) for v in (lo, hi, x))
+  t = np.array([0, 1, 2, 3, 0])
+  kw = dict(params=params, theta=0.5, gamma=0.6, mask=mask, slots=2)
+  whole = jsma(toy_models.apply_mlp_tanh, x, t, clip_min=lo, clip_max=hi, **kw)
+  chunked = jsma_jax.attack_dataset(toy_models.apply_mlp_tanh, x, t, chunk_size=2, progress=False,
+                                    options=jsma_jax.AttackOptions(clip_min=lo, clip_max=hi), **kw)
+  np.testing.assert_array_equal(chunked.x_adv, np.asarray(whole.x_adv))

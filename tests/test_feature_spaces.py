@@ -320,3 +320,18 @@ def test_attack_dataset_chunks_per_example_bounds_and_mask():
   chunked = jsma_jax.attack_dataset(toy_models.apply_mlp_tanh, x, t, chunk_size=2, progress=False,
                                     options=jsma_jax.AttackOptions(clip_min=lo, clip_max=hi), **kw)
   np.testing.assert_array_equal(chunked.x_adv, np.asarray(whole.x_adv))
+
+
+@pytest.mark.slow
+def test_tabular_example_runs(tmp_path):
+  """experiments/tabular.py end to end, briefly trained: bounds from the data, immutable columns never change."""
+  pytest.importorskip("sklearn")
+  pytest.importorskip("flax")
+  from experiments import tabular
+
+  record = tabular.run_all(tabular.Config(steps=60), tmp_path)
+  assert (tmp_path / "report.md").exists() and (tmp_path / "results.json").exists()
+  assert record["model"]["test_accuracy"] > 0.8
+  for row in record["attacks"].values():
+    assert row["immutable_changed"] == 0 and row["attacks"] > 0
+  assert max(row["success_rate"] for row in record["attacks"].values()) > 0

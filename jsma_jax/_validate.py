@@ -127,7 +127,8 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
   hi = _canonical("clip_max", clip_max, x.shape, "the upper bound of every feature")
   mask = np.ones((1, 1), bool) if mask is None else _canonical("mask", mask, x.shape, "True where a feature may change")
   if all(is_concrete(v) for v in (lo, hi)):
-    lv, hv = np.asarray(lo), np.asarray(hi)
+    dtype = x.dtype if is_concrete(x) else np.float64
+    lv, hv = np.asarray(lo, dtype), np.asarray(hi, dtype)  # compared as the attack compares them, in x's dtype
     bad = np.broadcast_to(lv > hv, np.broadcast_shapes(lv.shape, hv.shape))
     if np.any(bad):
       example, feature = np.unravel_index(int(np.argmax(bad)), bad.shape)

@@ -145,9 +145,12 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
         example, feature = np.unravel_index(int(np.argmax(outside)), outside.shape)
         low = lv[min(example, lv.shape[0] - 1), min(feature, lv.shape[1] - 1)]
         high = hv[min(example, hv.shape[0] - 1), min(feature, hv.shape[1] - 1)]
+        hint = "clip x, or widen the bounds"
+        if xv.min() >= 0 and 1 < xv.max() <= 255 and hv.max() <= 1:
+          hint = "images in [0, 255]? divide x by 255, or pass clip_max=255.0 (and a theta on that scale)"
         raise ValueError(
             f"x must lie within [clip_min, clip_max]; example {example}, {_where(feature_shape, feature)} is "
-            f"{xv[example, feature]}, outside [{low}, {high}] (clip x, or widen the bounds)"
+            f"{xv[example, feature]}, outside [{low}, {high}] ({hint})"
         )
   if is_concrete(mask):
     counts = np.asarray(mask).sum(axis=1) * (math.prod(feature_shape) if np.shape(mask)[1] == 1 else 1)
@@ -185,9 +188,20 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     x = np.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    fix = ("; for 8-bit images use x.astype(np.float32) / 255 (values in [0, 1], the paper's box), or "
+           "x.astype(np.float32) with clip_max=255.0" if jnp.issubdtype(x.dtype, jnp.integer) else
+           "; convert it with x.astype(np.float32)")
+    raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}{fix}")
+  if jnp.finfo(x.dtype).bits < 32:
+    # Refused rather than upcast: the attack compares products of derivatives, and at 8 to 11 bits
+    # of mantissa most of them tie, so rounding would choose the features; an upcast behind the
+    # user's back would also compile a second program and return another dtype than given.
+    raise TypeError(f"x must be float32 or float64, got {x.dtype}: JSMA ranks features by products of "
+                    f"derivatives, which {x.dtype} rounds into ties, so rounding would pick the features; "
+                    "pass x.astype(jnp.float32) (the model may still compute in low precision inside)")
   if x.ndim < 2:
-    raise ValueError(f"x must be a batch [B, *feature_shape] with at least one feature axis, got shape {x.shape}")
+    raise ValueError(f"x must be a batch [B, *feature_shape] with at least one feature axis, got shape {x.shape}; "
+                     f"for one example, add the batch axis: x[None]")
   if x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
     raise ValueError(f"x must hold at least one example with at least one feature, got shape {x.shape}")
   if isinstance(x, np.ndarray) and x.dtype == np.float64 and not jax.config.jax_enable_x64:
@@ -197,7 +211,11 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
   if not jnp.issubdtype(targets.dtype, jnp.integer):
     raise TypeError(f"targets must be an integer array, got dtype {targets.dtype}")
   if targets.shape != (x.shape[0],):
-    raise ValueError(f"targets must have shape [B] = ({x.shape[0]},) to match x, got {targets.shape}")
+    hint = ""
+    if targets.size == 1 and x.shape[0] > 1:
+      hint = (f"; if x {tuple(x.shape)} is ONE example without its batch axis, add it: x[None] and "
+              "targets as a [1] array")
+    raise ValueError(f"targets must have shape [B] = ({x.shape[0]},) to match x, got {targets.shape}{hint}")
   return x, targets
 
 
@@ -209,6 +227,21 @@ def check_values(x, targets, num_classes: int) -> None:
       raise ValueError("x must be finite (it holds NaN or inf)")
   if is_concrete(targets):
     check_labels("targets", targets, num_classes)
+
+
+def warn_targets_already_predicted(targets: Any, predicted: Any) -> None:
+  """Warns when most targets are what the model predicts already: the labels-as-targets mistake."""
+  same = int(np.sum(np.asarray(targets) == np.asarray(predicted)))
+  total = int(np.size(targets))
+  if total and 2 * same > total:
+    import warnings
+
+    warnings.warn(
+        f"targets equal the model's current prediction for {same} of {total} examples: those count as successes "
+        "at once, with nothing changed (0 iterations, L0 0). If these are the true labels, pass target classes "
+        "instead (jsma_jax.all_other_targets(x, labels, num_classes) or jsma_jax.random_targets(key, labels, "
+        "num_classes)), or attack without targets with rule=jsma_jax.untargeted_rule() and the labels",
+        UserWarning, stacklevel=4)
 
 
 def check_labels(name: str, labels: Any, num_classes: int) -> None:

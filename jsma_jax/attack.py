@@ -15,6 +15,7 @@ import collections
 import contextlib
 import functools
 import math
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -29,10 +30,13 @@ from jsma_jax import rewrite as rewrite_lib
 from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
 from jsma_jax import scheduler as _scheduler  # noqa: F401  (registers the "refill" driver)
 from jsma_jax.drivers import Problem, get_driver
-from jsma_jax.options import AttackOptions, EngineOptions, Plan, make_plan, resolve
+from jsma_jax.options import DEFAULT_GAMMA, AttackOptions, EngineOptions, Plan, make_plan, resolve
 from jsma_jax.types import AttackState, JSMAResult, StopReason
 
 Array = jax.Array
+
+
+LONG_BUDGET = 10_000  # iterations per example past which a budget set by gamma alone is announced
 
 
 class Prepared(NamedTuple):
@@ -59,13 +63,20 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   """
   options, engine = resolve(options, engine, overrides)
   x, targets = _validate.check_inputs(x, targets)
-  model = _model(logits_fn, params, x, engine)
+  model, key = _model(logits_fn, params, x, engine)
   _validate.check_model(logits_fn, params, x)  # the output's batch axis, at the batch's own size
   _validate.check_values(x, targets, model.num_classes)
   lo, hi, mask = _validate.check_feature_space(x, options.clip_min, options.clip_max, options.mask,
                                                need=2 if options.pairwise else 1)
   if _validate.is_concrete(x) and not model_lib.is_traced(model.weights):
-    model_lib.check_outputs(_outputs(model, x), probabilities=options.probabilities)
+    outputs = _outputs(model, x)
+    model_lib.check_outputs(outputs, probabilities=options.probabilities)
+    if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
+      model_lib.check_batch_coupling(logits_fn, params, x, outputs)
+      if key is not None and x.shape[0] >= 2:
+        _PROBED.add(key)
+    if options.rule.targeted and _validate.is_concrete(targets):
+      _validate.warn_targets_already_predicted(targets, outputs.argmax(axis=1))
   batch = x.shape[0]
   size = batching.bucket_size(batch) if engine.pad_batches else batch
   num_features = math.prod(x.shape[1:])
@@ -73,6 +84,13 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   num_rows = jax.eval_shape(lambda: rule.cotangents(jnp.zeros(model.num_classes, x.dtype), jnp.int32(0))).shape[0]
   plan = make_plan(options, engine, batch=size, num_features=num_features, num_rows=num_rows,
                    num_classes=model.num_classes)
+  if options.max_iter is None and options.max_changes is None and plan.max_iter > LONG_BUDGET:
+    warnings.warn(
+        f"gamma={options.gamma if options.gamma is not None else DEFAULT_GAMMA} allows {plan.max_iter:,} "
+        f"iterations per example on these {num_features:,} features: each iteration differentiates the model, so "
+        f"an attack that does not succeed early may run for hours with nothing said; pass max_changes= (changed "
+        f"features), max_iter= (iterations) or a smaller gamma= for the budget you mean",
+        UserWarning, stacklevel=3)
   x, targets = batching.pad_batch((x, jnp.asarray(targets).astype(jnp.int32)), size)
   lo, hi, mask = (batching.pad_batch(v, size) if v.shape[0] > 1 else v for v in (lo, hi, mask))
   return Prepared(model.fn, model.weights, x, targets, options.theta, lo, hi, plan, batch, mask)
@@ -80,22 +98,28 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
 
 _PURE = collections.OrderedDict()  # (logits_fn, params structure, x spec, engine) -> JaxprModel, for pure functions
 _PURE_SIZE = 64
+_PROBED = set()  # keys of _PURE whose model was checked for batch coupling on >= 2 examples
 
 
-def _model(logits_fn, params, x, engine: EngineOptions) -> model_lib.PreparedModel:
-  """The user's model as a static jaxpr and its weights (:func:`jsma_jax.model.prepare_model`).
+def _model(logits_fn, params, x, engine: EngineOptions) -> tuple[model_lib.PreparedModel, Any]:
+  """The user's model as a static jaxpr and its weights (:func:`jsma_jax.model.prepare_model`), and its cache key.
 
-  A function given with ``params=`` whose trace holds no array but those of ``params``
-  is pure: its jaxpr is kept (at most ``_PURE_SIZE`` of them) and reused with the new
-  ``params``, so it is traced once, like a function passed to ``jax.jit``. Everything
-  else (modules, closures over arrays) is traced on every call, so its current
-  weights are always the ones attacked.
+  The key is None unless the model is a pure function whose trace is kept (see below).
+
+  A function given with ``params=`` whose trace holds no array but the leaves of
+  ``params`` (traced as abstract inputs, as ``jax.jit`` traces its arguments) is pure:
+  its jaxpr is kept (at most ``_PURE_SIZE`` of them) and reused with the new ``params``,
+  so it is traced once, like a function passed to ``jax.jit``, and every call uses the
+  current value of every leaf (Python numbers included). Everything else (modules,
+  closures over arrays) is traced on every call, so its current weights are always the
+  ones attacked.
   """
   evaluate = rewrite_lib.eval_jaxpr_loop_friendly if engine.rewrites(jax.default_backend()) else None
   leaves, treedef = jax.tree.flatten(params)
   key = None
   if params is not None:
-    avals = tuple((np.shape(v), str(getattr(v, "dtype", None) or np.asarray(v).dtype)) for v in leaves)
+    avals = tuple((np.shape(v), str(getattr(v, "dtype", None) or np.asarray(v).dtype), type(v).__name__)
+                  for v in leaves)
     try:
       key = (logits_fn, treedef, avals, x.shape[1:], str(x.dtype), engine.precision, evaluate)
       hash(key)
@@ -104,16 +128,16 @@ def _model(logits_fn, params, x, engine: EngineOptions) -> model_lib.PreparedMod
   if key is not None and key in _PURE:
     fn, order, num_classes = _PURE[key]
     _PURE.move_to_end(key)
-    return model_lib.PreparedModel(fn, [leaves[i] for i in order], num_classes)
+    weights = [model_lib.as_weight(leaves[i], var) for i, var in zip(order, fn.jaxpr.constvars)]
+    return model_lib.PreparedModel(fn, weights, num_classes, order), key
   model = model_lib.prepare_model(logits_fn, params, x.shape, x.dtype, evaluate=evaluate,
                                   precision=engine.precision)
-  where = {id(v): i for i, v in enumerate(leaves)}
-  order = [where.get(id(w)) for w in model.weights]
-  if key is not None and None not in order:  # every weight is a leaf of params: nothing hidden
-    _PURE[key] = (model.fn, order, model.num_classes)
+  if key is not None and model.leaf_order is not None:  # every weight is a leaf of params: nothing hidden
+    _PURE[key] = (model.fn, model.leaf_order, model.num_classes)
     while len(_PURE) > _PURE_SIZE:
-      _PURE.popitem(last=False)
-  return model
+      _PROBED.discard(_PURE.popitem(last=False)[0])
+    return model, key
+  return model, None
 
 
 @functools.partial(jax.jit, static_argnames=("fn",))
@@ -163,9 +187,12 @@ def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch,
   x_flat = x.reshape(x.shape[0], -1)
   valid = (
       (jnp.arange(x.shape[0]) < batch)  # not padding
+      # theta and the bounds traced by the caller's jit: checked here, per example (see _validate)
+      & jnp.isfinite(theta) & (theta != 0)
+      & jnp.all(jnp.isfinite(clip_min) & jnp.isfinite(clip_max) & (clip_min <= clip_max), axis=1)
+      & jnp.any(clip_min < clip_max, axis=1)  # some feature can move
       & (labels >= 0) & (labels < plan.num_classes)
       & jnp.all(jnp.isfinite(x_flat) & (x_flat >= clip_min) & (x_flat <= clip_max), axis=1)
-      & jnp.all(clip_min <= clip_max, axis=1)
   )
   return Problem(f, plan, x_flat, labels, valid, theta, clip_min, clip_max, mask)
 

@@ -100,11 +100,17 @@ class PreparedModel(NamedTuple):
     fn: hashable static :class:`JaxprModel`, called as ``fn(weights, x)``.
     weights: list of arrays, the model's current weights (data, never baked in).
     num_classes: ``N``, the width of the outputs.
+    leaf_order: when ``params`` was traced as abstract inputs (as ``jax.jit`` traces its
+      arguments) and its leaves are all the weights: which leaf each weight is
+      (``weights[i] is leaves[leaf_order[i]]``, leaves the model does not use left out);
+      the same ``fn`` then serves any ``params`` of the same structure, shapes and dtypes.
+      None otherwise.
   """
 
   fn: JaxprModel
   weights: list
   num_classes: int
+  leaf_order: tuple | None = None
 
 
 def _accepts(fn: Callable, count: int) -> bool | None:
@@ -135,9 +141,31 @@ def _check_call_convention(logits_fn: Callable, has_params: bool) -> None:
     raise TypeError(f"logits_fn takes two arguments (params, x) but params= was not given; {_FIX_TWO_ARGS}")
 
 
-def _explain(error: Exception, call: str, has_params: bool, spec) -> Exception:
+def _layout_hint(model: Callable, spec) -> str | None:
+  """If ``model`` fails on ``spec`` but traces with its channel axis moved, the fix to say."""
+  if len(spec.shape) != 4:
+    return None
+  moves = {(0, 2, 3, 1): ("NCHW", "NHWC", "x.transpose(0, 2, 3, 1)"),
+           (0, 3, 1, 2): ("NHWC", "NCHW", "x.transpose(0, 3, 1, 2)")}
+  for order, (given, wanted, fix) in moves.items():
+    shape = tuple(spec.shape[i] for i in order)
+    if shape == tuple(spec.shape):
+      continue
+    try:
+      jax.eval_shape(model, jax.ShapeDtypeStruct(shape, spec.dtype))
+    except Exception:  # the user's code: any failure means this layout is not it either
+      continue
+    return (f"x looks like {given} {list(spec.shape[1:])} per example while the model takes {wanted} "
+            f"{list(shape[1:])}; fix: pass {fix}")
+  return None
+
+
+def _explain(error: Exception, call: str, has_params: bool, spec, model: Callable | None = None) -> Exception:
   """The library's error for an exception raised while tracing the model."""
   name, text = type(error).__name__, (str(error).splitlines() or [""])[0].rstrip(".")
+  hint = _layout_hint(model, spec) if model is not None else None
+  if hint is not None:
+    return ValueError(f"{call} failed on x of shape {spec.shape} ({name}: {text}): {hint}")
   if name in _INFERENCE_ERRORS or "Cannot mutate" in text:
     return ValueError(f"{call} failed: {text}; {_FIX_INFERENCE}")
   if name == "TypeError" and re.search(r"takes \d+ positional arguments? but \d+ were given", text) and has_params:
@@ -229,16 +257,37 @@ def prepare_model(
   _check_call_convention(logits_fn, has_params)
   spec = jax.ShapeDtypeStruct((1, *tuple(x_shape)[1:]), dtype)
   call = "logits_fn(params, x)" if has_params else "logits_fn(x)"
-  # A fresh function each call: make_jaxpr caches traces by function identity (stale consts).
-  model = (lambda x: logits_fn(params, x)) if has_params else (lambda x: logits_fn(x))
   context = contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
   with context:
-    try:
-      closed, out = jax.make_jaxpr(model, return_shape=True)(spec)
-    except Exception as error:  # the user's code: any exception, explained
-      raise _explain(error, call, has_params, spec) from error
+    if has_params:
+      # params traced as abstract inputs, as jax.jit traces its arguments: a Python number in
+      # params stays data (never a literal of the trace) and two leaves that are one array
+      # object stay two weights.
+      leaves, treedef = jax.tree.flatten(params)
+      try:
+        closed, out = jax.make_jaxpr(lambda ls, x: logits_fn(treedef.unflatten(ls), x),
+                                     return_shape=True)(leaves, spec)
+      except Exception as error:  # the user's code: any exception, explained
+        raise _explain(error, call, has_params, spec, lambda x: logits_fn(params, x)) from error
+    else:
+      leaves = None
+      # A fresh function each call: make_jaxpr caches traces by function identity (stale consts).
+      model = lambda x: logits_fn(x)
+      try:
+        closed, out = jax.make_jaxpr(model, return_shape=True)(spec)
+      except Exception as error:  # the user's code: any exception, explained
+        raise _explain(error, call, has_params, spec, model) from error
+    order = None
+    if leaves is not None:
+      closed, order = _params_to_consts(closed, len(leaves))
     if any(consts for _, consts in _sub_jaxprs(closed.jaxpr)):  # e.g. a jax.jit inside the model
-      closed = jax.make_jaxpr(lambda x: _inline_jit(closed.jaxpr, closed.consts, x))(spec)
+      inputs = closed.jaxpr.constvars[:len(order)] if order is not None else []
+      n_in = len(inputs)
+      closed = jax.make_jaxpr(lambda ls, x: _inline_jit(closed.jaxpr, list(ls) + closed.consts[n_in:], x))(
+          [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type) for v in inputs], spec)
+      closed, again = _params_to_consts(closed, n_in)
+      order = None if order is None else tuple(order[i] for i in again)
+  _check_host_callbacks(closed.jaxpr, call)
   if not isinstance(out, jax.ShapeDtypeStruct):
     raise ValueError(f"{call} must return one array of logits [B, num_classes], "
                      f"got a pytree {jax.tree.structure(out)}")
@@ -247,14 +296,105 @@ def prepare_model(
                      f"on one example (x of shape {spec.shape}) it returned shape {out.shape}")
   if not jnp.issubdtype(out.dtype, jnp.floating):
     raise ValueError(f"{call} must return floating-point logits, got dtype {out.dtype}")
-  weights = []
-  for var, const in zip(closed.jaxpr.constvars, closed.consts):
+  n_used = len(order) if order is not None else 0
+  weights = [as_weight(leaves[i], var) for i, var in zip(order or (), closed.jaxpr.constvars)]
+  for var, const in zip(closed.jaxpr.constvars[n_used:], closed.consts[n_used:]):
     if not isinstance(const, (jax.Array, np.ndarray, np.generic)):
       raise TypeError(f"logits_fn closes over a {type(const).__name__}, not an array")
     weights.append(const if isinstance(const, jax.Array) else jnp.asarray(const, var.aval.dtype))
-  fn = JaxprModel(closed.jaxpr, tuple(spec.shape[1:]), dtype, evaluate or eval_closed_jaxpr,
-                  _nested_arrays(closed.jaxpr))
-  return PreparedModel(fn, weights, int(out.shape[1]))
+  nested = _nested_arrays(closed.jaxpr)
+  fn = JaxprModel(closed.jaxpr, tuple(spec.shape[1:]), dtype, evaluate or eval_closed_jaxpr, nested)
+  pure = order is not None and len(weights) == n_used and not nested  # nothing but params
+  return PreparedModel(fn, weights, int(out.shape[1]), order if pure else None)
+
+
+def as_weight(leaf: Any, var: core.Var) -> Any:
+  """A leaf of ``params`` as the weight its constvar ``var`` takes (a Python number becomes an array)."""
+  if isinstance(leaf, jax.Array) and leaf.dtype == var.aval.dtype:
+    return leaf
+  return jnp.asarray(leaf, var.aval.dtype)
+
+
+def _params_to_consts(closed: core.ClosedJaxpr, n: int) -> tuple[core.ClosedJaxpr, tuple]:
+  """``closed`` with those of its first ``n`` inputs (the params' leaves) that it uses made constvars.
+
+  They come first, in the order the model first uses them (the order in which a trace that
+  closes over them would hold them, so a module and its pure function trace alike); the
+  consts of the result hold ``None`` for them: the caller passes the weights. Returns the
+  jaxpr and, for each of those constvars, the index of its input.
+  """
+  jaxpr = closed.jaxpr
+  leaf_vars, first = list(jaxpr.invars[:n]), {}
+  index = {v: i for i, v in enumerate(leaf_vars)}
+  for sub in [jaxpr]:
+    for eqn in sub.eqns:
+      for v in eqn.invars:
+        if isinstance(v, core.Var) and v in index and v not in first:
+          first[v] = len(first)
+  for v in jaxpr.outvars:
+    if isinstance(v, core.Var) and v in index and v not in first:
+      first[v] = len(first)
+  used = sorted(first, key=first.get)
+  debug = jaxpr.debug_info
+  if debug is not None and debug.arg_names is not None:
+    debug = debug._replace(arg_names=tuple(debug.arg_names[n:]))
+  moved = jaxpr.replace(constvars=used + list(jaxpr.constvars), invars=list(jaxpr.invars[n:]), debug_info=debug)
+  return core.ClosedJaxpr(moved, [None] * len(used) + list(closed.consts)), tuple(index[v] for v in used)
+
+
+_CALLBACKS = ("pure_callback", "io_callback")
+
+
+def _check_host_callbacks(jaxpr: core.Jaxpr, call: str) -> None:
+  """A model that calls host code must still be differentiable and batchable by the attack."""
+  found = [e.primitive.name for sub in [jaxpr] + [s for s, _ in _sub_jaxprs(jaxpr)] for e in sub.eqns
+           if e.primitive.name in _CALLBACKS]
+  if not found:
+    return
+  spec = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in jaxpr.invars]
+  weights = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type) for v in jaxpr.constvars]
+  one = lambda w, x: jax.core.eval_jaxpr(jaxpr, w, x)[0]
+  probe = lambda w, xs: jax.vmap(lambda x: jax.jacfwd(lambda v: one(w, v))(x))(xs)
+  try:
+    jax.eval_shape(probe, weights, jax.ShapeDtypeStruct((2, *spec[0].shape), spec[0].dtype))
+  except Exception as error:
+    text = (str(error).splitlines() or [""])[0].rstrip(".")
+    raise ValueError(
+        f"{call} calls host code (jax.{found[0]}), which the attack cannot use: JSMA differentiates the model "
+        f"with respect to x (the forward derivative) and evaluates it on many examples at once (vmap), "
+        f"which this callback does not allow ({type(error).__name__}: {text}); "
+        "fix: write the model in JAX operations, or give the callback a derivative (jax.custom_jvp) "
+        "and a vmap_method (jax.pure_callback(..., vmap_method='sequential'))") from error
+
+
+def check_batch_coupling(logits_fn: Callable, params: Any, x: Any, per_example: np.ndarray, *, probe: int = 8) -> None:
+  """Raises if the model's output for one example depends on the other examples of its batch.
+
+  The attack evaluates the model on each example alone (``vmap`` over batches of one), as
+  a model in inference mode is meant to be used. A model that normalises by batch
+  statistics (a BatchNorm in training mode, ``(x - x.mean(0)) / x.std(0)``) gives other
+  logits on the batch: its attack would report a prediction, and successes, the model on
+  the batch does not make. Compares the model on the first ``probe`` examples of ``x``
+  (concrete) with ``per_example``, their outputs one at a time.
+  """
+  n = min(probe, x.shape[0])
+  if n < 2:
+    return
+  with jax.ensure_compile_time_eval():
+    batched = logits_fn(x[:n]) if params is None else logits_fn(params, x[:n])
+  batched = np.asarray(batched, np.float64)
+  alone = np.asarray(per_example[:n], np.float64)
+  scale = max(1.0, float(np.max(np.abs(alone))))
+  gap = float(np.max(np.abs(batched - alone)))
+  if gap > 1e-3 * scale:
+    call = "logits_fn(x)" if params is None else "logits_fn(params, x)"
+    raise ValueError(
+        f"{call} couples the examples of a batch: its logits for one example change with the other examples "
+        f"(up to {gap:.3g} apart on the first {n} examples of x, batched vs one at a time), e.g. a BatchNorm in "
+        "training mode or a normalisation by batch statistics. The attack evaluates every example alone, so it "
+        "would report predictions the model on the batch does not make; fix: put the model in inference mode "
+        "(Linen: apply(variables, x, train=False) / use_running_average=True; NNX: model.eval()), or normalise "
+        "with fixed statistics")
 
 
 def check_outputs(outputs: Any, *, probabilities: bool = False, name: str = "logits_fn") -> None:

@@ -160,13 +160,33 @@ def rounded(values: Array, token: Array) -> Array:
   return lax.bitcast_convert_type(lax.bitcast_convert_type(values, bits) & ones, values.dtype)
 
 
+def power_of_two_normalised(a: Array, b: Array) -> tuple[Array, Array]:
+  """``a`` and ``b`` ``[S, K, M]`` scaled per example by one power of two, their largest finite magnitude in [0.5, 1).
+
+  A score is a product of two derivatives, so a model whose logits are scaled by ``c``
+  scores ``c ** 2`` times as much: at ``c = 1e20`` the products overflow float32 to ``inf``
+  and at ``c = 1e-22`` they underflow to 0, and the search would then decide by index. JSMA's
+  choices do not depend on ``c`` (the signs and the order of the scores do not), and a
+  multiplication by a power of two is exact in floating point (short of the subnormals), so
+  the order of every sum and product of the maps is the same as without it, bit for bit.
+  """
+  mag = jnp.maximum(jnp.abs(a), jnp.abs(b))
+  biggest = jnp.max(jnp.where(jnp.isfinite(mag), mag, 0), axis=(1, 2), keepdims=True)  # [S, 1, 1]
+  _, exponent = jnp.frexp(biggest)
+  info = jnp.finfo(a.dtype)
+  exponent = jnp.clip(exponent, -(info.maxexp - 1), -info.minexp)  # the factor stays a normal number
+  factor = jnp.ldexp(jnp.ones_like(biggest), -exponent)
+  return a * factor, b * factor
+
+
 def choose(plan: Plan, maps: Maps, domain: Array, active: Array) -> Decision:
   """The exact best choice of every example ``[S]`` over its ``K`` oriented maps ``[S, K, M]``.
 
   Rows of inactive examples may get any choice.
   """
   size, k, m = maps.a.shape
-  a, b, d = (v.reshape(size * k, m) for v in (maps.a, maps.b, domain))
+  a, b = power_of_two_normalised(maps.a, maps.b)
+  a, b, d = (v.reshape(size * k, m) for v in (a, b, domain))
   if plan.pairwise:
     chunk = max(1, min(plan.slots // 8, size // 8))
     flat = pair_search.best_pairs(
@@ -189,8 +209,8 @@ def advance(
 ) -> AttackState:
   """Decide whether one example stops, else apply the chosen change.
 
-  Stop checks, in order: non-finite model outputs or derivatives, the rule's
-  success criterion, budget spent, domain exhausted, nothing admissible.
+  Stop checks, in order: non-finite model outputs, the rule's success
+  criterion, non-finite derivatives, budget spent, domain exhausted, nothing admissible.
   Otherwise move the chosen feature(s) by ``|theta|`` in the choice's
   direction, clip to the example's bounds ``lo``, ``hi`` (``[M]`` or ``[1]``),
   and remove the ones that saturated in that direction from the domain. A
@@ -200,13 +220,14 @@ def advance(
   need = 2 if plan.pairwise else 1
   reason = jnp.select(
       [
+          ~jnp.all(jnp.isfinite(outputs)),
+          plan.rule.success(outputs, label),  # finite outputs that meet the criterion: a success, whatever the derivatives
           ~finite,
-          plan.rule.success(outputs, label),
           state.iteration >= plan.max_iter,
           jnp.sum(state.domain) < need,
           choice.score == -jnp.inf,
       ],
-      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED,
+      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.NON_FINITE, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED,
        StopReason.NO_ADMISSIBLE],
       StopReason.RUNNING,
   ).astype(jnp.int32)

@@ -242,3 +242,146 @@ def test_numpy_float64_input_gives_no_warning():
     warnings.simplefilter("error")
     r = jsma(f, np.asarray(x, np.float64), np.asarray(t), params=p, gamma=0.5)
   assert r.x_adv.dtype == jnp.float32
+
+
+# ------------------------------------------------- round two (issue 26): the attack core
+
+
+def _linear(seed=7, m=12, n=N):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(m, n)), jnp.float32)
+
+
+def test_a_python_number_in_params_is_data_not_a_constant_of_the_trace():
+  w = _linear()
+  apply = lambda p, x: (x.reshape(x.shape[0], -1) @ p["w"]) * p["scale"]
+  x, t = _inputs()
+  jsma(apply, x, t, params={"w": w, "scale": 1.0}, gamma=0.5)
+  r = jsma(apply, x, t, params={"w": w, "scale": -1.0}, gamma=0.5)
+  fresh = jsma(lambda p, x: apply(p, x), x, t, params={"w": w, "scale": -1.0}, gamma=0.5)  # never seen before
+  np.testing.assert_array_equal(r.x_adv, fresh.x_adv)
+  np.testing.assert_array_equal(r.predicted, jnp.argmax(apply({"w": w, "scale": -1.0}, r.x_adv), axis=1))
+
+
+def test_two_leaves_made_as_one_array_stay_two_weights():
+  w = _linear()
+  apply = lambda p, x: x.reshape(x.shape[0], -1) @ p["w"] + p["b1"] + 2.0 * p["b2"]
+  x, t = _inputs()
+  zeros = jnp.zeros(N)
+  jsma(apply, x, t, params={"w": w, "b1": zeros, "b2": zeros}, gamma=0.5)  # one object at the first call
+  new = {"w": w, "b1": jnp.zeros(N).at[3].set(50.0), "b2": zeros}  # the model now predicts 3
+  r = jsma(apply, x, t, params=new, gamma=0.5)
+  assert set(np.asarray(r.predicted).tolist()) == {3}
+  np.testing.assert_array_equal(r.success, t == 3)
+
+
+def test_linen_batchnorm_in_training_mode_is_refused_with_the_fix():
+  class BN(linen.Module):
+    @linen.compact
+    def __call__(self, x, train):
+      h = linen.BatchNorm(use_running_average=not train)(linen.Dense(16)(x.reshape(x.shape[0], -1)))
+      return linen.Dense(N)(jnp.tanh(h))
+
+  module, (x, t) = BN(), _inputs()
+  variables = module.init(jax.random.key(0), x, train=False)
+  train_mode = lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"])[0]
+  with pytest.raises(ValueError, match="couples the examples of a batch.*inference mode"):
+    jsma(train_mode, x, t, params=variables, gamma=0.5)
+  r = jsma(lambda v, x: module.apply(v, x, train=False), x, t, params=variables, gamma=0.5)  # the fix
+  assert r.x_adv.shape == x.shape
+
+
+def test_normalising_by_batch_statistics_is_refused():
+  w = _linear()
+  coupled = lambda x: ((x - x.mean(0)) / (x.std(0) + 1e-3)).reshape(x.shape[0], -1) @ w
+  x, t = _inputs()
+  with pytest.raises(ValueError, match="couples the examples"):
+    jsma(coupled, x, t, gamma=0.5)
+
+
+@pytest.mark.parametrize("scale", [2.0 ** 66, 2.0 ** -75, 1e20, 1e-22])
+@pytest.mark.parametrize("pairwise", [True, False])
+def test_choices_do_not_depend_on_the_scale_of_the_logits(scale, pairwise):
+  # Scores are products of two derivatives: at 2 ** 66 they overflow float32, at 2 ** -75 they underflow.
+  w = _linear(seed=3)
+  x, t = _inputs(n=8, seed=4)
+  f = lambda x: x.reshape(x.shape[0], -1) @ w
+  base = jsma(f, x, t, gamma=0.5, pairwise=pairwise)
+  scaled = jsma(lambda x: f(x) * scale, x, t, gamma=0.5, pairwise=pairwise)
+  np.testing.assert_array_equal(scaled.x_adv, base.x_adv)
+  np.testing.assert_array_equal(scaled.stop_reason, base.stop_reason)
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf")])
+def test_an_invalid_theta_under_a_trace_is_invalid_input_with_x_unchanged(bad):
+  f, p, _ = _model_and_params()
+  x, t = _inputs()
+  r = jax.jit(lambda theta: jsma(f, x, t, params=p, gamma=0.5, theta=theta))(jnp.float32(bad))
+  assert set(np.asarray(r.stop_reason).tolist()) == {StopReason.INVALID_INPUT}
+  np.testing.assert_array_equal(r.x_adv, x)
+  assert not np.any(r.success)
+
+
+def test_bounds_crossed_under_a_trace_are_invalid_input():
+  f, p, _ = _model_and_params()
+  x, t = _inputs()
+  r = jax.jit(lambda lo, hi: jsma(f, x, t, params=p, gamma=0.5, clip_min=lo, clip_max=hi))(jnp.float32(1.0),
+                                                                                            jnp.float32(0.5))
+  assert set(np.asarray(r.stop_reason).tolist()) == {StopReason.INVALID_INPUT}
+
+
+def test_finite_outputs_at_the_target_succeed_even_with_infinite_derivatives():
+  v = _linear(seed=9)
+  f = lambda x: jnp.sqrt(x.reshape(x.shape[0], -1)) @ v  # d sqrt(x)/dx is inf at x = 0
+  x, _ = _inputs(n=6)
+  x = x.at[:, 0].set(0.0)
+  predicted = jnp.argmax(f(x), axis=1)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # targets == predictions on purpose
+    r = jsma(f, x, predicted, gamma=0.5)
+  assert set(np.asarray(r.stop_reason).tolist()) == {StopReason.SUCCESS}
+  assert np.all(r.success)
+  elsewhere = (predicted + 1) % N  # not there yet: the infinite derivative stops it, as NON_FINITE
+  r = jsma(f, x, elsewhere, gamma=0.5)
+  assert set(np.asarray(r.stop_reason).tolist()) == {StopReason.NON_FINITE}
+
+
+@pytest.mark.parametrize("kind", ["pure_callback", "io_callback"])
+def test_a_model_calling_host_code_is_refused_before_compiling(kind):
+  from jax.experimental import io_callback
+
+  w = _linear()
+  callback = jax.pure_callback if kind == "pure_callback" else io_callback
+  f = lambda x: callback(np.tanh, jax.ShapeDtypeStruct(x.shape, x.dtype), x).reshape(x.shape[0], -1) @ w
+  x, t = _inputs()
+  before = jsma_jax.cache_size()
+  with pytest.raises(ValueError, match=f"calls host code \\(jax.{kind}\\).*fix: write the model in JAX"):
+    jsma(f, x, t, gamma=0.5)
+  assert jsma_jax.cache_size() == before
+
+
+def test_a_host_callback_with_a_derivative_and_a_vmap_method_is_attacked():
+  w = _linear()
+
+  @jax.custom_jvp
+  def host_tanh(v):
+    return jax.pure_callback(np.tanh, jax.ShapeDtypeStruct(v.shape, v.dtype), v, vmap_method="sequential")
+
+  host_tanh.defjvp(lambda primals, tangents: (host_tanh(primals[0]), tangents[0] * (1 - host_tanh(primals[0]) ** 2)))
+  x, t = _inputs()
+  r = jsma(lambda x: host_tanh(x.reshape(x.shape[0], -1)) @ w, x, t, gamma=0.5)
+  plain = jsma(lambda x: jnp.tanh(x.reshape(x.shape[0], -1)) @ w, x, t, gamma=0.5)
+  np.testing.assert_array_equal(r.success, plain.success)
+
+
+def test_a_budget_of_hours_is_announced():
+  w = jnp.ones((3 * 128 * 128, 2), jnp.float32)
+  f = lambda x: x.reshape(x.shape[0], -1) @ w
+  x, t = jnp.zeros((1, 128, 128, 3)), jnp.array([1])
+  opts = jsma_jax.AttackOptions()
+  lowered = lambda **kw: jsma_jax.lower(f, x, t, **kw)
+  with pytest.warns(UserWarning, match="allows 12,288 iterations per example.*pass max_iter="):
+    lowered(gamma=0.5)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    lowered(gamma=0.5, max_iter=20)  # a budget given in iterations is the one meant
+    assert opts.budget(784) == 56  # MNIST's default budget stays quiet

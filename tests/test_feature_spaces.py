@@ -166,6 +166,7 @@ def test_per_example_space_same_as_one_example_at_a_time_and_no_recompile():
   assert jsma_jax.cache_size() == compiled
 
 
+@pytest.mark.slow
 def test_mask_composes_with_every_rule_and_sharded():
   """A masked-out feature never changes (any rule, either direction); jsma_sharded splits per-example masks."""
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.mlp_params(7, SHAPE, N))
@@ -294,6 +295,7 @@ def test_tjsma_ties_do_not_depend_on_the_engine():
   np.testing.assert_array_equal(eager, choices[17][:1])
 
 
+@pytest.mark.slow
 def test_docs_page_python_blocks_run(capsys):
   """docs/feature-spaces.md: every python block runs as written, in order, and prints what it says."""
   import pathlib

@@ -88,8 +88,8 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
     warnings.warn(
         f"gamma={options.gamma if options.gamma is not None else DEFAULT_GAMMA} allows {plan.max_iter:,} "
         f"iterations per example on these {num_features:,} features: each iteration differentiates the model, so "
-        f"an attack that does not succeed early may run for hours with nothing said; pass max_changes= (changed "
-        f"features), max_iter= (iterations) or a smaller gamma= for the budget you mean",
+        f"an attack that does not succeed early may run for hours with nothing said; pass max_iter= (iterations), "
+        f"max_changes= (changed features) or a smaller gamma= for the budget you mean",
         UserWarning, stacklevel=3)
   x, targets = batching.pad_batch((x, jnp.asarray(targets).astype(jnp.int32)), size)
   lo, hi, mask = (batching.pad_batch(v, size) if v.shape[0] > 1 else v for v in (lo, hi, mask))

@@ -269,6 +269,8 @@ def test_traced_bounds_mark_invalid_examples():
 # ------------------------------------------------------------------------------ TJSMA's exact ties
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:targets equal the model's current prediction")
 def test_tjsma_ties_do_not_depend_on_the_engine():
   """Features 5 and 10 duplicated: pairs (5, q) and (q, 10) tie exactly; the lowest flat index wins, whatever
   the slots, the schedule, or jit (a fused multiply-add in the pair search once broke such ties)."""

@@ -40,18 +40,137 @@ def check_scalar(name: str, value: Any, *, traced_ok: bool = False) -> Any:
   return value
 
 
-def check_hyperparameters(theta, gamma, clip_min, clip_max) -> tuple[Any, float, Any, Any]:
+def check_hyperparameters(theta, gamma, clip_min, clip_max) -> tuple[Any, float | None, Any, Any]:
   theta = check_scalar("theta", theta, traced_ok=True)
-  gamma = check_scalar("gamma", gamma)
-  clip_min = check_scalar("clip_min", clip_min, traced_ok=True)
-  clip_max = check_scalar("clip_max", clip_max, traced_ok=True)
+  if gamma is not None:
+    gamma = check_scalar("gamma", gamma)
+    if not 0 < gamma <= 1:
+      raise ValueError(f"gamma must lie in (0, 1] (a fraction of the features), got {gamma}")
+  clip_min = check_bound("clip_min", clip_min)
+  clip_max = check_bound("clip_max", clip_max)
   if is_concrete(theta) and theta == 0:
     raise ValueError("theta must be non-zero (positive increases features, negative decreases)")
-  if not 0 < gamma <= 1:
-    raise ValueError(f"gamma must lie in (0, 1] (a fraction of the features), got {gamma}")
-  if is_concrete(clip_min) and is_concrete(clip_max) and not clip_min < clip_max:
+  scalars = np.ndim(clip_min) == 0 and np.ndim(clip_max) == 0
+  if scalars and is_concrete(clip_min) and is_concrete(clip_max) and not clip_min < clip_max:
     raise ValueError(f"clip_min must be below clip_max, got clip_min={clip_min}, clip_max={clip_max}")
   return theta, gamma, clip_min, clip_max
+
+
+def check_bound(name: str, value: Any) -> Any:
+  """A clip bound: a real scalar (returned as a float), or a float array of per-feature (per-example) bounds.
+
+  Arrays are kept as they are (NumPy or JAX); their shape is checked against
+  ``x`` by :func:`check_feature_space`.
+  """
+  if np.ndim(value) == 0 and not isinstance(value, (list, tuple)):
+    return check_scalar(name, value, traced_ok=True)
+  if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+    value = np.asarray(value)
+  if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)) \
+      or jnp.issubdtype(value.dtype, jnp.bool_):
+    raise TypeError(f"{name} must be a real number or an array of real numbers, got dtype {value.dtype}")
+  if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
+    raise ValueError(f"{name} must be finite everywhere (it holds NaN or inf)")
+  return value
+
+
+def check_mask(mask: Any) -> Any:
+  """The attack's mask of modifiable features: ``None`` or a bool array (its shape is checked against ``x`` later)."""
+  if mask is None:
+    return None
+  if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
+    mask = np.asarray(mask)
+  if mask.dtype != np.bool_:
+    raise TypeError(
+        f"mask must be a bool array (True: the feature may change), got dtype {mask.dtype}; "
+        "pass e.g. mask=(x == 0) or mask.astype(bool)"
+    )
+  return mask
+
+
+def _canonical(name: str, value: Any, x_shape: tuple, what: str) -> Any:
+  """``value`` as ``[1, 1]`` (scalar), ``[1, M]`` (one per feature) or ``[B, M]`` (one per example and feature)."""
+  batch, feature_shape = x_shape[0], tuple(x_shape[1:])
+  m = math.prod(feature_shape)
+  shape = tuple(np.shape(value))
+  xp = np if isinstance(value, np.ndarray) or np.isscalar(value) else jnp
+  if shape == ():
+    return xp.reshape(xp.asarray(value), (1, 1))
+  if len(shape) <= len(feature_shape) and _broadcastable(shape, feature_shape):
+    return xp.reshape(xp.broadcast_to(value, feature_shape), (1, m))
+  if len(shape) == len(x_shape) and shape[0] in (1, batch) and _broadcastable(shape[1:], feature_shape):
+    return xp.reshape(xp.broadcast_to(value, (shape[0],) + feature_shape), (shape[0], m))
+  raise ValueError(
+      f"{name} must be {what}: a scalar, an array broadcastable to one example's shape {feature_shape}, "
+      f"or one per example {(batch,) + feature_shape}; got shape {shape}"
+  )
+
+
+def _broadcastable(shape: tuple, to: tuple) -> bool:
+  return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(shape[::-1], to[::-1]))
+
+
+def _where(feature_shape: tuple, flat_index: int) -> str:
+  index = np.unravel_index(flat_index, feature_shape)
+  return f"feature {tuple(int(i) for i in index) if len(feature_shape) > 1 else int(index[0])}"
+
+
+def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need: int) -> tuple[Any, Any, Any]:
+  """Bounds and mask against ``x`` ``[B, *shape]``: shapes, ``lo <= hi``, ``x`` within, enough features in the mask.
+
+  Returns the bounds and the mask as ``[1, 1]``, ``[1, M]`` or ``[B, M]``
+  arrays (``mask=None``: ``[1, 1]`` True), the attack's data. Value checks run
+  on concrete arrays only; under a trace the attack marks offending examples
+  ``StopReason.INVALID_INPUT``. The first offending example and feature are
+  named.
+  """
+  feature_shape = tuple(x.shape[1:])
+  lo = _canonical("clip_min", clip_min, x.shape, "the lower bound of every feature")
+  hi = _canonical("clip_max", clip_max, x.shape, "the upper bound of every feature")
+  mask = np.ones((1, 1), bool) if mask is None else _canonical("mask", mask, x.shape, "True where a feature may change")
+  if all(is_concrete(v) for v in (lo, hi)):
+    dtype = x.dtype if is_concrete(x) else np.float64
+    lv, hv = np.asarray(lo, dtype), np.asarray(hi, dtype)  # compared as the attack compares them, in x's dtype
+    bad = np.broadcast_to(lv > hv, np.broadcast_shapes(lv.shape, hv.shape))
+    if np.any(bad):
+      example, feature = np.unravel_index(int(np.argmax(bad)), bad.shape)
+      per = f"example {example}, " if bad.shape[0] > 1 else ""
+      raise ValueError(
+          f"clip_min must not exceed clip_max anywhere; at {per}{_where(feature_shape, feature if bad.shape[1] > 1 else 0)} "
+          f"clip_min={lv[min(example, lv.shape[0] - 1), min(feature, lv.shape[1] - 1)]} > "
+          f"clip_max={hv[min(example, hv.shape[0] - 1), min(feature, hv.shape[1] - 1)]}"
+      )
+    if is_concrete(x):
+      # A global array over several processes: each reads its own rows, and all raise alike.
+      across = _processes.spans_processes(x)
+      index, xv = _processes.local_rows(x)
+      xv = xv.reshape(xv.shape[0], -1)
+      lr = lv[index] if lv.shape[0] > 1 else lv
+      hr = hv[index] if hv.shape[0] > 1 else hv
+      outside = (xv < lr) | (xv > hr)
+      error = None
+      if np.any(outside) and np.all(np.isfinite(xv)):
+        row, feature = np.unravel_index(int(np.argmax(outside)), outside.shape)
+        low = lr[min(row, lr.shape[0] - 1), min(feature, lr.shape[1] - 1)]
+        high = hr[min(row, hr.shape[0] - 1), min(feature, hr.shape[1] - 1)]
+        hint = "clip x, or widen the bounds"
+        if xv.min() >= 0 and 1 < xv.max() <= 255 and hr.max() <= 1:
+          hint = "images in [0, 255]? divide x by 255, or pass clip_max=255.0 (and a theta on that scale)"
+        error = ValueError(
+            f"x must lie within [clip_min, clip_max]; example {int(index[row])}, {_where(feature_shape, feature)} "
+            f"is {xv[row, feature]}, outside [{low}, {high}] ({hint})"
+        )
+      _processes.raise_everywhere(error, across)
+  if is_concrete(mask):
+    counts = np.asarray(mask).sum(axis=1) * (math.prod(feature_shape) if np.shape(mask)[1] == 1 else 1)
+    if counts.min() < need:
+      example = int(np.argmin(counts))
+      per = f" of example {example}" if np.shape(mask)[0] > 1 else ""
+      raise ValueError(
+          f"mask must leave at least {need} modifiable feature(s) per example (a {'pair' if need == 2 else 'single'}"
+          f"-feature step changes {need}); the mask{per} leaves {int(counts[example])}"
+      )
+  return lo, hi, mask
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -109,23 +228,16 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
   return x, targets
 
 
-def check_values(x, targets, num_classes: int, clip_min, clip_max) -> None:
-  """Values of concrete inputs: finite, within the clip range, labels in range.
+def check_values(x, targets, num_classes: int) -> None:
+  """Values of concrete inputs: ``x`` finite, labels in range (the bounds: :func:`check_feature_space`).
 
   A global array over several processes is read shard by shard, each process its own,
   and every process raises the same error (:mod:`jsma_jax._processes`).
   """
-  if is_concrete(x) and is_concrete(clip_min) and is_concrete(clip_max):
-    finite, lo, hi = _processes.value_range(x)
+  if is_concrete(x):
+    finite, _, _ = _processes.value_range(x)
     if not finite:
       raise ValueError("x must be finite (it holds NaN or inf)")
-    if lo < clip_min or hi > clip_max:
-      hint = ""
-      if lo >= 0 and 1 < hi <= 255 and clip_max <= 1:
-        hint = "; images in [0, 255]? divide x by 255, or pass clip_max=255.0 (and a theta on that scale)"
-      raise ValueError(
-          f"x must lie within [clip_min, clip_max] = [{clip_min}, {clip_max}], got values in [{lo}, {hi}]{hint}"
-      )
   if is_concrete(targets):
     check_labels("targets", targets, num_classes)
 

@@ -31,7 +31,7 @@ from jsma_jax import rewrite as rewrite_lib
 from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
 from jsma_jax import scheduler as _scheduler  # noqa: F401  (registers the "refill" driver)
 from jsma_jax.drivers import Problem, get_driver
-from jsma_jax.options import AttackOptions, EngineOptions, Plan, make_plan, resolve
+from jsma_jax.options import DEFAULT_GAMMA, AttackOptions, EngineOptions, Plan, make_plan, resolve
 from jsma_jax.types import AttackState, JSMAResult, StopReason
 
 Array = jax.Array
@@ -48,10 +48,11 @@ class Prepared(NamedTuple):
   x: Array  # [B', *shape], padded to the bucket
   labels: Array  # [B'] int32
   theta: Any
-  clip_min: Any
-  clip_max: Any
+  clip_min: Any  # [B' | 1, M | 1] (see _validate.check_feature_space)
+  clip_max: Any  # [B' | 1, M | 1]
   plan: Plan  # static
   batch: int  # B, the examples asked for
+  mask: Any = None  # [B' | 1, M | 1] bool
 
 
 def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine: EngineOptions | None,
@@ -65,7 +66,9 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   x, targets = _validate.check_inputs(x, targets)
   model, key = _model(logits_fn, params, x, engine)
   _validate.check_model(logits_fn, params, x)  # the output's batch axis, at the batch's own size
-  _validate.check_values(x, targets, model.num_classes, options.clip_min, options.clip_max)
+  _validate.check_values(x, targets, model.num_classes)
+  lo, hi, mask = _validate.check_feature_space(x, options.clip_min, options.clip_max, options.mask,
+                                               need=2 if options.pairwise else 1)
   if _validate.is_concrete(x) and not model_lib.is_traced(model.weights):
     across = _processes.spans_processes(x)  # a global array: check the rows this process holds
     rows, local = _processes.local_rows(x) if across else (None, x)
@@ -85,14 +88,16 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
   num_rows = jax.eval_shape(lambda: rule.cotangents(jnp.zeros(model.num_classes, x.dtype), jnp.int32(0))).shape[0]
   plan = make_plan(options, engine, batch=size, num_features=num_features, num_rows=num_rows,
                    num_classes=model.num_classes)
-  if options.max_iter is None and plan.max_iter > LONG_BUDGET:
+  if options.max_iter is None and options.max_changes is None and plan.max_iter > LONG_BUDGET:
     warnings.warn(
-        f"gamma={options.gamma} allows {plan.max_iter:,} iterations per example on these {num_features:,} "
-        f"features: each iteration differentiates the model, so an attack that does not succeed early may run "
-        f"for hours with nothing said; pass max_iter= (iterations) or a smaller gamma= for the budget you mean",
+        f"gamma={options.gamma if options.gamma is not None else DEFAULT_GAMMA} allows {plan.max_iter:,} "
+        f"iterations per example on these {num_features:,} features: each iteration differentiates the model, so "
+        f"an attack that does not succeed early may run for hours with nothing said; pass max_iter= (iterations), "
+        f"max_changes= (changed features) or a smaller gamma= for the budget you mean",
         UserWarning, stacklevel=3)
   x, targets = batching.pad_batch((x, jnp.asarray(targets).astype(jnp.int32)), size)
-  return Prepared(model.fn, model.weights, x, targets, options.theta, options.clip_min, options.clip_max, plan, batch)
+  lo, hi, mask = (batching.pad_batch(v, size) if v.shape[0] > 1 else v for v in (lo, hi, mask))
+  return Prepared(model.fn, model.weights, x, targets, options.theta, lo, hi, plan, batch, mask)
 
 
 _PURE = collections.OrderedDict()  # (logits_fn, params structure, x spec, engine) -> JaxprModel, for pure functions
@@ -154,37 +159,46 @@ def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "plan"))
-def _compiled(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, *, plan: Plan) -> JSMAResult:
+def _compiled(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, mask, *, plan: Plan) -> JSMAResult:
   # The precision applies to the model's matmuls and convolutions, and to their derivatives, as they are traced.
   precision = contextlib.nullcontext() if plan.precision is None else jax.default_matmul_precision(plan.precision)
   with precision:
-    return attack_batch(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan)
+    return attack_batch(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan, mask)
 
 
-def attack_batch(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan: Plan) -> JSMAResult:
+def attack_batch(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan: Plan, mask=None) -> JSMAResult:
   """The traced attack of a batch whose first ``batch`` examples are real (the rest is padding)."""
-  problem = make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan)
+  problem = make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan, mask)
   final = get_driver(plan.schedule)(problem)
   return finalize(plan, x, final)
 
 
-def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan: Plan) -> Problem:
-  """The :class:`~jsma_jax.drivers.Problem` a driver runs, from the arguments of a prepared call (traceable)."""
+def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch, plan: Plan, mask=None) -> Problem:
+  """The :class:`~jsma_jax.drivers.Problem` a driver runs, from the arguments of a prepared call (traceable).
+
+  ``clip_min``, ``clip_max`` and ``mask`` are ``[B | 1, M | 1]`` (or scalars), as
+  :func:`jsma_jax._validate.check_feature_space` returns them; ``mask=None``: all features.
+  """
   # The attack's result is a constant of the model's parameters and inputs: gradients through it are zero.
   params, x = jax.lax.stop_gradient((params, x))
   out = jac_lib.output_fn(logits_fn, params, has_params=True, probabilities=plan.probabilities)
   shape = x.shape[1:]
   f = lambda v: out(v.reshape((1,) + shape))[0]
-  theta, clip_min, clip_max = (jnp.asarray(v, x.dtype) for v in (theta, clip_min, clip_max))
+  as_rows = lambda v: v.reshape(1, 1) if v.ndim == 0 else v
+  theta = jnp.asarray(theta, x.dtype)
+  clip_min, clip_max = (as_rows(jnp.asarray(v, x.dtype)) for v in (clip_min, clip_max))
+  mask = jnp.ones((1, 1), bool) if mask is None else as_rows(jnp.asarray(mask, bool))
   x_flat = x.reshape(x.shape[0], -1)
   valid = (
       (jnp.arange(x.shape[0]) < batch)  # not padding
-      # theta and the bounds traced by the caller's jit: checked here, per batch (see _validate)
-      & jnp.isfinite(theta) & (theta != 0) & jnp.isfinite(clip_min) & jnp.isfinite(clip_max) & (clip_min < clip_max)
+      # theta and the bounds traced by the caller's jit: checked here, per example (see _validate)
+      & jnp.isfinite(theta) & (theta != 0)
+      & jnp.all(jnp.isfinite(clip_min) & jnp.isfinite(clip_max) & (clip_min <= clip_max), axis=1)
+      & jnp.any(clip_min < clip_max, axis=1)  # some feature can move
       & (labels >= 0) & (labels < plan.num_classes)
       & jnp.all(jnp.isfinite(x_flat) & (x_flat >= clip_min) & (x_flat <= clip_max), axis=1)
   )
-  return Problem(f, plan, x_flat, labels, valid, theta, clip_min, clip_max)
+  return Problem(f, plan, x_flat, labels, valid, theta, clip_min, clip_max, mask)
 
 
 def finalize(plan: Plan, x: Array, final: AttackState) -> JSMAResult:
@@ -234,14 +248,17 @@ def jsma(
       ``logits_fn(params, x)`` when ``params`` is given (new weights then never
       recompile), else ``logits_fn(x)``. Must be hashable; pass the same
       function object to reuse the compiled attack.
-    x: ``[B, *shape]`` float inputs within ``[clip_min, clip_max]``.
+    x: ``[B, *shape]`` float inputs within ``[clip_min, clip_max]`` (per feature
+      and example when the bounds are arrays).
     targets: ``[B]`` int labels: target classes (see :mod:`jsma_jax.targets`),
       or the source classes for an untargeted rule.
     params: optional pytree of model parameters, traced as data.
     options: :class:`~jsma_jax.options.AttackOptions`, the attack's
       hyperparameters (``theta``, ``gamma``, ``clip_min``, ``clip_max``,
       ``pairwise``, ``probabilities``, ``initial_domain``, ``max_iter``,
-      ``rule``, ``record_trace``); the paper's by default.
+      ``rule``, ``record_trace``, ``mask``, ``max_changes``); the paper's by
+      default. The bounds may be per feature or per example, and ``mask``
+      restricts the features that may change (docs/feature-spaces.md).
     engine: :class:`~jsma_jax.options.EngineOptions`, how it runs
       (``schedule``, ``slots``, ``candidates``, ``region``, ``jacobian``,
       ``precision``, ``pad_batches``).
@@ -273,7 +290,8 @@ def jsma(
     ['SUCCESS', 'SUCCESS']
   """
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
-  result = _compiled(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch, plan=p.plan)
+  result = _compiled(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch, p.mask,
+                     plan=p.plan)
   return result if p.x.shape[0] == p.batch else jax.tree.map(lambda v: v[: p.batch], result)
 
 
@@ -318,7 +336,7 @@ def lower(
   if platforms is not None and "platform" not in overrides and (engine is None or engine.platform is None):
     overrides = {**overrides, "platform": platforms[0]}
   p = prepare(logits_fn, x, targets, params, options, engine, overrides)
-  traced = _compiled.trace(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch,
+  traced = _compiled.trace(p.logits_fn, p.params, p.x, p.labels, p.theta, p.clip_min, p.clip_max, p.batch, p.mask,
                            plan=p.plan)
   return traced.lower(lowering_platforms=platforms)
 

@@ -74,7 +74,7 @@ def robustness_curve(
     >>> curve.budgets.tolist(), curve.success_rate.tolist()
     ([2, 4], [1.0, 1.0])
   """
-  _validate.check_not_given("robustness_curve", jsma_options, ("gamma", "max_iter", "record_trace"))
+  _validate.check_not_given("robustness_curve", jsma_options, ("gamma", "max_iter", "max_changes", "record_trace"))
   pairwise = bool(jsma_options.get("pairwise", True))
   budgets = _validate.check_budgets(budgets, pairwise=pairwise)
   iters = metrics.pixels_to_iterations(budgets, pairwise=pairwise)

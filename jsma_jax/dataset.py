@@ -85,7 +85,8 @@ def attack_dataset(
       chunk ``index`` once it is done (and saved), ``loaded`` when it came
       from ``checkpoint_dir``.
     **options: every option of :func:`jsma_jax.jsma` (``options=``,
-      ``engine=`` or single fields).
+      ``engine=`` or single fields); per-example bounds or masks
+      (``[B, *shape]``) are chunked with ``x``.
 
   Returns:
     :class:`~jsma_jax.JSMAResult` of NumPy arrays, ``[B, ...]`` (``None`` on
@@ -119,6 +120,7 @@ def attack_dataset(
   if jax.local_device_count() > 1:  # every chunk over this process's devices
     attack = functools.partial(jsma_sharded, mesh=Mesh(np.asarray(jax.local_devices()), ("batch",)))
   folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+  per_example = _per_example_options(attack_options, x)  # [B, *shape] bounds or mask: chunked with x
   key = None
   error = None
   mine: dict[int, JSMAResult] = {}
@@ -137,14 +139,17 @@ def attack_dataset(
       for i in own:
         start = starts[i]
         n = min(size, total - start)
-        xs, ts = batching.pad_batch((x[start:start + n], targets[start:start + n]), size)
+        xs, ts, rows = batching.pad_batch(
+            (x[start:start + n], targets[start:start + n], {k: v[start:start + n] for k, v in per_example.items()}),
+            size)
+        chunk_options = dataclasses.replace(attack_options, **rows) if rows else attack_options
         chunk_key = None if key is None else _chunk_files.chunk_key(key, start, size, xs[:n], ts[:n])
         result, loaded = None, False
         if chunk_key is not None:
           result, found = _chunk_files.load(folder / _chunk_files.name(i), chunk_key)
           loaded, stale = result is not None, stale + (found and result is None)
         if result is None:
-          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=attack_options, engine=engine))
+          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=chunk_options, engine=engine))
           result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
           if chunk_key is not None:
             _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)
@@ -247,6 +252,13 @@ def _same_everywhere(x: np.ndarray, targets: np.ndarray, size: int, collect: str
     differ = [int(p) for p in np.flatnonzero((digests != digests[:1]).any(axis=1))]
     raise ValueError(f"x, targets, chunk_size, collect and checkpoint_dir must be the same on every process "
                      f"(each attacks its share of the whole dataset); processes {differ} differ from process 0")
+
+
+def _per_example_options(options, x: np.ndarray) -> dict:
+  """The fields of ``options`` (an ``AttackOptions``) given per example (``[B, *shape]`` bounds or mask)."""
+  fields = {k: getattr(options, k) for k in ("clip_min", "clip_max", "mask")}
+  return {k: np.asarray(v) for k, v in fields.items()
+          if v is not None and np.ndim(v) == x.ndim and np.shape(v)[0] == x.shape[0] and x.shape[0] > 1}
 
 
 def _progress(total: int, description: str):

@@ -31,20 +31,22 @@ Array = jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "plan", "mesh"))
-def _sharded(logits_fn, params, x, targets, theta, clip_min, clip_max, batch, *, plan: Plan, mesh: Mesh):
+def _sharded(logits_fn, params, x, targets, theta, clip_min, clip_max, batch, mask, *, plan: Plan, mesh: Mesh):
   axis = mesh.axis_names[0]
   local_size = x.shape[0] // mesh.devices.size
 
-  def local(params, x, targets):
+  def local(params, x, targets, clip_min, clip_max, mask):
     # Each device attacks its shard; its examples' global indices tell padding from real examples.
     first = jax.lax.axis_index(axis) * local_size
-    return attack.attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, batch - first, plan)
+    return attack.attack_batch(logits_fn, params, x, targets, theta, clip_min, clip_max, batch - first, plan, mask)
 
   spec = P(axis)
+  per_example = lambda v: spec if v.shape[0] > 1 else P()  # per-example bounds and mask split with the batch
   out_specs = JSMAResult(spec, spec, spec, spec, spec, spec, spec if plan.record_trace else None,
                          rule=plan.rule.name, criterion=plan.rule.criterion)
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(), spec, spec), out_specs=out_specs, check_vma=False)(
-      params, x, targets
+  in_specs = (P(), spec, spec, per_example(clip_min), per_example(clip_max), per_example(mask))
+  return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(
+      params, x, targets, clip_min, clip_max, mask
   )
 
 
@@ -98,9 +100,10 @@ def jsma_sharded(
   local = size // n
   plan = p.plan._replace(slots=min(p.plan.slots, local))
   x, labels = batching.pad_batch((p.x, p.labels), size)
+  lo, hi, mask = (jnp.asarray(batching.pad_batch(v, size) if v.shape[0] > 1 else v) for v in (p.clip_min, p.clip_max, p.mask))
   sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
   x, labels = jax.device_put(x, sharding), jax.device_put(labels, sharding)
-  result = _sharded(p.logits_fn, p.params, x, labels, p.theta, p.clip_min, p.clip_max, batch, plan=plan, mesh=mesh)
+  result = _sharded(p.logits_fn, p.params, x, labels, p.theta, lo, hi, batch, mask, plan=plan, mesh=mesh)
   if size == batch:
     return result
   # Drop the padding and keep the documented sharding: re-shard the first `batch` rows (a multiple of n when

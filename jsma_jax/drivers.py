@@ -33,11 +33,15 @@ class Problem(NamedTuple):
 
   ``f`` is the model on one flat example, ``[M] -> [N]``; ``plan`` the static
   :class:`~jsma_jax.options.Plan`; the other fields are arrays (shapes in the
-  comments below). :func:`jsma_jax.step` takes it with a state.
+  comments below). The bounds and the mask are ``[B, M]`` (one per example and
+  feature), ``[1, M]`` (one per feature, shared by the batch) or ``[1, 1]``
+  (one for all); a driver that holds examples in slots gives
+  :func:`jsma_jax.step` their batch indices (``example=``) so that each slot
+  reads its own. :func:`jsma_jax.step` takes it with a state.
 
   Example:
     >>> Problem._fields
-    ('f', 'plan', 'x', 'labels', 'valid', 'theta', 'clip_min', 'clip_max')
+    ('f', 'plan', 'x', 'labels', 'valid', 'theta', 'clip_min', 'clip_max', 'mask')
   """
 
   f: Callable[[Array], Array]  # one flat example [M] -> outputs [N]
@@ -46,8 +50,9 @@ class Problem(NamedTuple):
   labels: Array  # [B] int32 targets (targeted rules) or source classes
   valid: Array  # [B] bool: False marks an invalid (or padding) example, never attacked
   theta: Array  # [] step size
-  clip_min: Array  # []
-  clip_max: Array  # []
+  clip_min: Array  # [B | 1, M | 1] lower bounds (a scalar [] is read as [1, 1])
+  clip_max: Array  # [B | 1, M | 1] upper bounds
+  mask: Array | None = None  # [B | 1, M | 1] bool, features that may change; None: all
 
 
 Driver = Callable[[Problem], AttackState]
@@ -72,7 +77,7 @@ def register_driver(name: str) -> Callable[[Driver], Driver]:
     >>> from jsma_jax.step import initial_states
     >>> @register_driver("doc-lockstep")
     ... def doc_lockstep(problem):
-    ...   state = initial_states(problem, problem.x, problem.valid)
+    ...   state = initial_states(problem, problem.x, problem.valid)  # the slots are the batch, in order
     ...   body = lambda s: step(problem, s, problem.x, problem.labels)[0]
     ...   running = lambda s: jnp.any(s.reason == StopReason.RUNNING)
     ...   return jax.lax.while_loop(running, body, state)

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jsma_jax import saliency
+from jsma_jax.options import changes_to_iterations
 from jsma_jax.types import StopReason
 
 # ----------------------------------------------------------------- success and L0
@@ -219,8 +220,7 @@ def pixels_to_iterations(pixels: Any, *, pairwise: bool = True) -> np.ndarray:
     >>> pixels_to_iterations([2, 11, 112]).tolist(), pixels_to_iterations([11], pairwise=False).tolist()
     ([1, 5, 56], [11])
   """
-  pixels = np.asarray(pixels, np.int64)
-  return pixels // 2 if pairwise else pixels
+  return changes_to_iterations(np.asarray(pixels, np.int64), pairwise=pairwise)
 
 
 # ------------------------------------------------------------- per-pair matrices

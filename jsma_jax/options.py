@@ -31,6 +31,7 @@ PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat1
 JACOBIAN_MODES = ("auto", "jacfwd", "jacrev", "reduced")
 INITIAL_DOMAINS = ("movable", "all")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu", "gpu")  # "gpu": what jax.default_backend() calls cuda and rocm
+DEFAULT_GAMMA = 0.145  # the paper's maximum distortion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +42,26 @@ class AttackOptions:
     theta: change per step; ``> 0`` increases features, ``< 0`` decreases
       (its magnitude only, for rules that choose the direction per step).
     gamma: maximum distortion as a fraction of the ``M`` features; the budget
-      is :func:`max_iterations`.
-    clip_min, clip_max: bounds of the input domain.
+      is :func:`max_iterations` (``None``: 0.145, the paper's, unless
+      ``max_changes`` or ``max_iter`` sets the budget).
+    clip_min, clip_max: bounds of the input domain: scalars, arrays
+      broadcastable to one example's shape (per feature: a standardised
+      image's per-channel box, a table's per-column range), or one per example
+      ``[B, *shape]``. They are data: new values never recompile.
+    mask: which features may change (bool, ``True``: modifiable), broadcastable
+      to one example's shape or one per example ``[B, *shape]``; ``None``: all.
+      A feature outside it is never changed by any rule, in either direction
+      (it is left out of the search domain ``Gamma`` from the start, whatever
+      ``initial_domain``).
     pairwise: Algorithm 3 (pairs, the paper's MNIST attack) or Algorithm 1.
     probabilities: differentiate the softmax (JSMA-F), not the logits (JSMA-Z).
     initial_domain: ``"movable"`` (features that can still move in a direction
       the rule uses) or ``"all"`` (the paper's literal Algorithm 2).
-    max_iter: override the budget derived from ``gamma``.
+    max_iter: override the budget derived from ``gamma``, in iterations.
+    max_changes: the budget as an L0 count of changed features (e.g. 20 at
+      ``M = 545,333``): ``max_changes // 2`` pair iterations,
+      ``max_changes`` single-feature ones; with ``gamma`` too, both must give
+      the same budget. Not with ``max_iter``.
     rule: a :class:`~jsma_jax.rules.SaliencyRule`; the paper's by default.
     record_trace: also return the L0 distortion after every iteration.
 
@@ -55,13 +69,15 @@ class AttackOptions:
     >>> options = AttackOptions(theta=-1.0, pairwise=False)  # decreasing, single features
     >>> options.budget(784), options.rule.name  # floor(784 * 0.145)
     (113, 'jsma')
+    >>> AttackOptions(max_changes=20).budget(545_333)  # 10 pair iterations, at most 20 features changed
+    10
     >>> AttackOptions(gamma=2.0)
     Traceback (most recent call last):
     ValueError: gamma must lie in (0, 1] (a fraction of the features), got 2.0
   """
 
   theta: Any = 1.0
-  gamma: float = 0.145
+  gamma: float | None = None
   clip_min: Any = 0.0
   clip_max: Any = 1.0
   pairwise: bool = True
@@ -70,29 +86,58 @@ class AttackOptions:
   max_iter: int | None = None
   rule: SaliencyRule | None = None
   record_trace: bool = False
+  mask: Any = None
+  max_changes: int | None = None
 
   def __post_init__(self):
     theta, gamma, lo, hi = _validate.check_hyperparameters(self.theta, self.gamma, self.clip_min, self.clip_max)
     for name, value in (("theta", theta), ("gamma", gamma), ("clip_min", lo), ("clip_max", hi)):
       object.__setattr__(self, name, value)
+    object.__setattr__(self, "mask", _validate.check_mask(self.mask))
     for name in ("pairwise", "probabilities", "record_trace"):
       _validate.check_bool(name, getattr(self, name))
     _validate.check_choice("initial_domain", self.initial_domain, INITIAL_DOMAINS)
     _validate.check_count("max_iter", self.max_iter, minimum=1)
+    _validate.check_count("max_changes", self.max_changes, minimum=1, what=" (changed features)")
+    if self.max_changes is not None:
+      if self.max_iter is not None:
+        raise ValueError(
+            f"give the budget once: max_iter={self.max_iter} (iterations) or max_changes={self.max_changes} "
+            "(changed features), not both"
+        )
+      if changes_to_iterations(self.max_changes, pairwise=self.pairwise) < 1:
+        raise ValueError(f"max_changes={self.max_changes} allows no pair iteration (a pair changes 2 features); "
+                         "pass max_changes >= 2, or pairwise=False")
     if self.rule is None:
       object.__setattr__(self, "rule", jsma_rule())
     elif not isinstance(self.rule, SaliencyRule):
       raise TypeError(f"rule must be a jsma_jax.SaliencyRule, got {type(self.rule).__name__}")
 
   def budget(self, num_features: int) -> int:
-    """Iterations allowed on ``M`` features: ``max_iter``, or the one ``gamma`` gives."""
+    """Iterations allowed on ``M`` features: the one home of the budget's resolution.
+
+    ``max_changes`` (changed features), else ``max_iter``, else ``gamma``
+    (0.145 when not given). ``gamma`` given with ``max_changes`` must give the
+    same number of iterations on these ``M`` features (``ValueError`` if not);
+    ``max_iter`` overrides ``gamma``.
+    """
+    if self.max_changes is not None:
+      budget = changes_to_iterations(self.max_changes, pairwise=self.pairwise)
+      if self.gamma is not None and max_iterations(num_features, self.gamma, pairwise=self.pairwise) != budget:
+        from_gamma = max_iterations(num_features, self.gamma, pairwise=self.pairwise)
+        raise ValueError(
+            f"gamma={self.gamma} and max_changes={self.max_changes} disagree on {num_features} features "
+            f"({from_gamma} against {budget} {'pair ' if self.pairwise else ''}iterations); give only one of them"
+        )
+      return budget
     if self.max_iter is not None:
       return int(self.max_iter)
-    budget = max_iterations(num_features, self.gamma, pairwise=self.pairwise)
+    gamma = DEFAULT_GAMMA if self.gamma is None else self.gamma
+    budget = max_iterations(num_features, gamma, pairwise=self.pairwise)
     if budget < 1:
       raise ValueError(
-          f"gamma={self.gamma} allows no iteration on {num_features} features "
-          f"(floor(M * gamma{' / 2' if self.pairwise else ''}) = 0); raise gamma"
+          f"gamma={gamma} allows no iteration on {num_features} features "
+          f"(floor(M * gamma{' / 2' if self.pairwise else ''}) = 0); raise gamma, or give max_changes"
       )
     return budget
 
@@ -269,6 +314,19 @@ def default_slots(platform: str | None = None) -> int:
     return 8192
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
   return max(16, min(256, 32 * cores))
+
+
+def changes_to_iterations(changes: Any, *, pairwise: bool = True) -> Any:
+  """An L0 budget in changed features as iterations: ``changes // 2`` for pairs, ``changes`` else.
+
+  A pair iteration changes at most two features, so the attack never changes
+  more than ``changes``; an odd budget counts as the even one below it.
+
+  Example:
+    >>> changes_to_iterations(20), changes_to_iterations(11), changes_to_iterations(11, pairwise=False)
+    (10, 5, 11)
+  """
+  return changes // 2 if pairwise else changes
 
 
 def max_iterations(num_features: int, gamma: float, *, pairwise: bool = True) -> int:

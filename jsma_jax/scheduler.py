@@ -61,7 +61,7 @@ def refill(problem: Problem) -> AttackState:
 
   def load(example: Array) -> AttackState:
     take = lambda v: jnp.take(v, example, axis=0, mode="clip")
-    return step_lib.initial_states(problem, take(x), take(problem.valid))
+    return step_lib.initial_states(problem, take(x), take(problem.valid), example)
 
   first = jnp.arange(slots, dtype=jnp.int32)
   trace_len = problem.plan.max_iter + 1 if problem.plan.record_trace else 0
@@ -78,7 +78,7 @@ def refill(problem: Problem) -> AttackState:
     active = c.example < size
     x0 = jnp.take(x, c.example, axis=0, mode="clip")
     target = jnp.take(targets, c.example, mode="clip")
-    state, _ = step_lib.step(problem, c.state, x0, target)
+    state, _ = step_lib.step(problem, c.state, x0, target, c.example)
 
     done = active & (state.reason != StopReason.RUNNING)
     where = jnp.where(done, c.example, size)  # size: dropped by the scatters

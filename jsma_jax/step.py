@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jsma_jax import _validate
 from jsma_jax import jacobian as jac_lib
@@ -51,16 +52,54 @@ class StepInfo(NamedTuple):
   choice: Decision  # [S]
 
 
-def initial_states(problem: Problem, x0: Array, valid: Array) -> AttackState:
-  """The states of examples ``x0`` ``[S, M]`` before their first iteration."""
+class FeatureSpace(NamedTuple):
+  """Where the features of the examples held may go: their bounds and mask, ``[S | 1, M | 1]`` each."""
+
+  clip_min: Array
+  clip_max: Array
+  mask: Array  # bool, True where a feature may change
+
+
+def feature_space(problem: Problem, size: int, example: Array | None = None) -> FeatureSpace:
+  """The bounds and mask of the ``size`` examples held (``example``: their ``[S]`` batch indices).
+
+  ``example=None`` means the examples held are the batch, in order. Shared
+  bounds (``[1, ...]``) are returned as they are, to broadcast.
+  """
+
+  def rows(name, v):
+    v = jnp.asarray(v)
+    v = v.reshape(1, 1) if v.ndim == 0 else v.reshape(1, -1) if v.ndim == 1 else v
+    if v.shape[0] == 1:
+      return v
+    if example is not None:
+      return jnp.take(v, example, axis=0, mode="clip")
+    if v.shape[0] != size:
+      raise ValueError(f"problem.{name} holds {v.shape[0]} examples' values for {size} examples held: "
+                       "pass example= (their batch indices)")
+    return v
+
+  mask = jnp.ones((1, 1), bool) if problem.mask is None else problem.mask
+  return FeatureSpace(rows("clip_min", problem.clip_min), rows("clip_max", problem.clip_max), rows("mask", mask))
+
+
+def initial_states(problem: Problem, x0: Array, valid: Array, example: Array | None = None) -> AttackState:
+  """The states of examples ``x0`` ``[S, M]`` before their first iteration.
+
+  The initial domain is ``initial_domain``'s (``"movable"``: the features that
+  can move in a direction the rule uses, per feature's bounds; ``"all"``), in
+  both cases within the mask. ``example``: the batch indices of ``x0``'s
+  examples (``None``: ``x0`` is the batch).
+  """
   plan = problem.plan
-  lo, hi = problem.clip_min, problem.clip_max
+  lo, hi, mask = feature_space(problem, x0.shape[0], example)
   if plan.initial_domain == "all":
     domain = jnp.ones(x0.shape, bool)
   elif plan.rule.directions == "both":
     domain = (x0 < hi) | (x0 > lo)
   else:
     domain = jnp.where(problem.theta > 0, x0 < hi, x0 > lo)
+  domain = domain & mask
   size = x0.shape[0]
   trace_len = plan.max_iter + 1 if plan.record_trace else 0
   return AttackState(
@@ -81,16 +120,44 @@ def derivatives(problem: Problem, x: Array, label: Array) -> tuple[Array, Array]
                           jvp_chunk=problem.plan.jvp_chunk)
 
 
-def rule_maps(problem: Problem, state: AttackState, rows: Array, outputs: Array, label: Array) -> tuple[Maps, Array]:
-  """The rule's maps for one example, oriented to their directions, and their domains ``[K, M]``."""
+def rule_maps(problem: Problem, state: AttackState, rows: Array, outputs: Array, label: Array, lo: Array,
+              hi: Array) -> tuple[Maps, Array]:
+  """The rule's maps for one example, oriented to their directions, and their domains ``[K, M]``.
+
+  ``lo``, ``hi``: the example's bounds, ``[M]`` or ``[1]``. A map's domain is
+  always within the state's (so the mask holds whatever the rule returns).
+  """
   plan = problem.plan
-  view = StepView(state.x, state.domain, state.last, problem.theta, problem.clip_min, problem.clip_max)
+  m = state.x.shape[0]
+  view = StepView(state.x, state.domain, state.last, problem.theta, jnp.broadcast_to(lo, (m,)),
+                  jnp.broadcast_to(hi, (m,)))
   maps = plan.rule.maps(rows, outputs, label, view)
-  _validate.check_rule_maps(plan.rule.name, maps, state.x.shape[0])
+  _validate.check_rule_maps(plan.rule.name, maps, m)
   up = maps.increase[:, None]
-  domain = jnp.broadcast_to(state.domain, maps.a.shape) if maps.domain is None else maps.domain
+  domain = jnp.broadcast_to(state.domain, maps.a.shape) if maps.domain is None else maps.domain & state.domain
   oriented = Maps(jnp.where(up, maps.a, -maps.a), jnp.where(up, maps.b, -maps.b), maps.increase)
   return oriented, domain
+
+
+def rounded(values: Array, token: Array) -> Array:
+  """``values``, each rounded to its dtype before any consumer reads it (bit-identical whatever is fused).
+
+  XLA fuses cheap producers into their consumers: a rule's products (TJSMA's
+  ``room_i * dZ/dx_i``) were recomputed inside the pair search's reduction,
+  where ``alpha = a_p + a_q`` reads them, and LLVM contracted the product and
+  the sum into one fused multiply-add (``vfmadd``, one rounding instead of
+  two) wherever its vectorisation of that program allowed. Exact ties
+  between pairs then depended on the program (the number of slots) and on
+  the CPU (FMA or not), unlike the eager step. ``lax.optimization_barrier``
+  does not stop it (XLA:CPU removes barriers before fusing), so the values
+  pass through an integer ``and`` with an all-ones word the compiler cannot
+  know (from ``token``, int32 counts ``>= 0``): a product must then be rounded
+  and stored as a value of its dtype before the sums read it.
+  """
+  bits = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(values.dtype).itemsize]
+  shift = (jnp.max(token) >> 31).astype(bits)  # 0: counts are never negative, which XLA cannot prove
+  ones = jnp.asarray(jnp.iinfo(bits).max, bits) >> shift
+  return lax.bitcast_convert_type(lax.bitcast_convert_type(values, bits) & ones, values.dtype)
 
 
 def power_of_two_normalised(a: Array, b: Array) -> tuple[Array, Array]:
@@ -137,18 +204,19 @@ def choose(plan: Plan, maps: Maps, domain: Array, active: Array) -> Decision:
 
 
 def advance(
-    problem: Problem, state: AttackState, outputs: Array, finite: Array, choice: Decision, x0: Array, label: Array
+    problem: Problem, state: AttackState, outputs: Array, finite: Array, choice: Decision, x0: Array, label: Array,
+    lo: Array, hi: Array,
 ) -> AttackState:
   """Decide whether one example stops, else apply the chosen change.
 
   Stop checks, in order: non-finite model outputs, the rule's success
   criterion, non-finite derivatives, budget spent, domain exhausted, nothing admissible.
   Otherwise move the chosen feature(s) by ``|theta|`` in the choice's
-  direction, clip, and remove the ones that saturated in that direction from
-  the domain. A stopped example is left unchanged.
+  direction, clip to the example's bounds ``lo``, ``hi`` (``[M]`` or ``[1]``),
+  and remove the ones that saturated in that direction from the domain. A
+  stopped example is left unchanged.
   """
   plan = problem.plan
-  lo, hi = problem.clip_min, problem.clip_max
   need = 2 if plan.pairwise else 1
   reason = jnp.select(
       [
@@ -189,14 +257,17 @@ def advance(
   )
 
 
-def step(problem: Problem, state: AttackState, x0: Array, label: Array) -> tuple[AttackState, StepInfo]:
+def step(problem: Problem, state: AttackState, x0: Array, label: Array,
+         example: Array | None = None) -> tuple[AttackState, StepInfo]:
   """One iteration for the ``S`` examples of ``state``; a no-op for the stopped ones.
 
   Args:
-    problem: the batch's :class:`~jsma_jax.drivers.Problem` (model, plan, theta, bounds).
+    problem: the batch's :class:`~jsma_jax.drivers.Problem` (model, plan, theta, bounds, mask).
     state: :class:`~jsma_jax.types.AttackState` with fields ``[S, ...]``.
     x0: ``[S, M]`` the original inputs of the examples held.
     label: ``[S]`` their labels (targets, or sources for untargeted rules).
+    example: ``[S]`` int, the batch index of each example held, for per-example
+      bounds (``None``: the examples held are the batch, in order).
 
   Returns:
     ``(new state, StepInfo)``.
@@ -221,11 +292,16 @@ def step(problem: Problem, state: AttackState, x0: Array, label: Array) -> tuple
     ('SUCCESS', [1])
   """
   running = state.reason == StopReason.RUNNING
+  size = state.x.shape[0]
+  space = feature_space(problem, size, example)
+  lo, hi = (jnp.broadcast_to(v, (size, v.shape[1])) for v in (space.clip_min, space.clip_max))
   outputs, rows = jax.vmap(lambda v, t: derivatives(problem, v, t))(state.x, label)
-  maps, domain = jax.vmap(lambda s, r, o, t: rule_maps(problem, s, r, o, t))(state, rows, outputs, label)
+  maps, domain = jax.vmap(lambda s, r, o, t, l, h: rule_maps(problem, s, r, o, t, l, h))(
+      state, rows, outputs, label, lo, hi)
+  maps = maps._replace(a=rounded(maps.a, state.iteration), b=rounded(maps.b, state.iteration))
   finite = jnp.all(jnp.isfinite(outputs), axis=1) & jnp.all(jnp.isfinite(rows), axis=(1, 2))
   choice = choose(problem.plan, maps, domain, running & finite)
-  new = jax.vmap(lambda s, o, ok, c, v, t: advance(problem, s, o, ok, c, v, t))(
-      state, outputs, finite, choice, x0, label
+  new = jax.vmap(lambda s, o, ok, c, v, t, l, h: advance(problem, s, o, ok, c, v, t, l, h))(
+      state, outputs, finite, choice, x0, label, lo, hi
   )
   return new, StepInfo(running, outputs, maps, domain, choice)

@@ -33,7 +33,7 @@ class StopReason(enum.IntEnum):
   NO_ADMISSIBLE = 3  # no admissible pair (feature) left in the search domain
   DOMAIN_EXHAUSTED = 4  # fewer than 2 (1 for single features) features left to change
   NON_FINITE = 5  # the model's outputs or their derivatives hold NaN or inf
-  INVALID_INPUT = 6  # seen only under a trace: label out of range, x outside the clip range or not finite
+  INVALID_INPUT = 6  # seen only under a trace: label out of range, x outside its bounds or not finite, lo > hi
   REACHED_TARGET = 1  # alias of SUCCESS for the targeted rules (argmax == target)
 
 
@@ -96,7 +96,7 @@ class StepView(NamedTuple):
 
   Example:
     >>> view = StepView(jnp.zeros(4), jnp.ones(4, bool), jnp.zeros(4, jnp.int8), jnp.float32(1.0),
-    ...                 jnp.float32(0.0), jnp.float32(1.0))
+    ...                 jnp.zeros(4), jnp.ones(4))
     >>> (view.clip_max - view.x).tolist()  # room left in the increasing direction (TJSMA's weights)
     [1.0, 1.0, 1.0, 1.0]
   """
@@ -105,8 +105,8 @@ class StepView(NamedTuple):
   domain: Array  # [M] bool search domain (Gamma)
   last: Array  # [M] int8 sign of each feature's last change (0: never changed)
   theta: Array  # [] the step size as given (its sign is the paper's direction)
-  clip_min: Array  # []
-  clip_max: Array  # []
+  clip_min: Array  # [M] the example's lower bound of each feature
+  clip_max: Array  # [M] its upper bound of each feature
 
 
 class AttackState(NamedTuple):

@@ -84,16 +84,22 @@ def reference_jsma(
     pairwise: bool = True,
     initial_domain: str = "movable",
     max_iter: int | None = None,
+    mask=None,
 ) -> RefResult:
   """Run the attack on one example.
 
   Args:
     model: ``x_flat [M] -> (outputs [N], jacobian [N, M])`` in float64.
     x: one example (any shape), values within the clip bounds.
+    clip_min, clip_max: scalars or one bound per feature (x's shape).
+    mask: optional bool per feature (x's shape): features outside it never change.
   """
   x0 = np.asarray(x, np.float64).reshape(-1)
   xs = x0.copy()
   m = xs.size
+  lo = [float(v) for v in np.broadcast_to(np.asarray(clip_min, np.float64), np.shape(x)).reshape(-1)]
+  hi = [float(v) for v in np.broadcast_to(np.asarray(clip_max, np.float64), np.shape(x)).reshape(-1)]
+  allowed = [True] * m if mask is None else [bool(v) for v in np.broadcast_to(mask, np.shape(x)).reshape(-1)]
   increase = theta > 0
   if max_iter is None:
     from fractions import Fraction
@@ -103,9 +109,10 @@ def reference_jsma(
   if initial_domain == "all":
     domain = [True] * m
   elif increase:
-    domain = [bool(v < clip_max) for v in xs]
+    domain = [bool(xs[i] < hi[i]) for i in range(m)]
   else:
-    domain = [bool(v > clip_min) for v in xs]
+    domain = [bool(xs[i] > lo[i]) for i in range(m)]
+  domain = [d and ok for d, ok in zip(domain, allowed)]
   need = 2 if pairwise else 1
   iteration = 0
   trace = [0]
@@ -128,8 +135,8 @@ def reference_jsma(
       break
     _, p, q = best
     for i in {p, q}:
-      xs[i] = min(max(xs[i] + theta, clip_min), clip_max)
-      if (increase and xs[i] >= clip_max) or (not increase and xs[i] <= clip_min):
+      xs[i] = min(max(xs[i] + theta, lo[i]), hi[i])
+      if (increase and xs[i] >= hi[i]) or (not increase and xs[i] <= lo[i]):
         domain[i] = False
     iteration += 1
     trace.append(int(np.sum(xs != x0)))

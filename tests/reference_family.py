@@ -67,7 +67,7 @@ def tjsma_choice(outputs, J, target, xs, domain, last, theta, lo, hi, pairwise):
   del last
   n, m = J.shape
   probs = _softmax(outputs)
-  room = [(hi - xs[i]) if theta > 0 else (xs[i] - lo) for i in range(m)]
+  room = [(hi[i] - xs[i]) if theta > 0 else (xs[i] - lo[i]) for i in range(m)]
   a = np.array([room[i] * J[target, i] for i in range(m)])
   b = np.zeros(m)
   for i in range(m):
@@ -111,7 +111,7 @@ def maximal_choice(outputs, J, source, xs, domain, last, theta, lo, hi, pairwise
       if j != c:
         beta_term += J[j]
     for up in (True, False):
-      allowed = [domain[i] and (xs[i] < hi if up else xs[i] > lo) and (last[i] >= 0 if up else last[i] <= 0)
+      allowed = [domain[i] and (xs[i] < hi[i] if up else xs[i] > lo[i]) and (last[i] >= 0 if up else last[i] <= 0)
                  for i in range(m)]
       # the move's direction is sign(alpha) for c != source, -sign(alpha) for the source
       alpha_positive = up if c != source else not up
@@ -129,22 +129,29 @@ CHOICES = {"tjsma": tjsma_choice, "untargeted": untargeted_choice, "maximal": ma
 
 
 def reference_family(variant, model, x, label, *, theta, gamma, clip_min=0.0, clip_max=1.0, pairwise=True,
-                     initial_domain="movable", max_iter=None) -> RefResult:
-  """Run ``variant`` on one example; ``model: x_flat [M] -> (outputs [N], J [N, M])`` in float64."""
+                     initial_domain="movable", max_iter=None, mask=None) -> RefResult:
+  """Run ``variant`` on one example; ``model: x_flat [M] -> (outputs [N], J [N, M])`` in float64.
+
+  ``clip_min``, ``clip_max``: scalars or one bound per feature (x's shape);
+  ``mask``: optional bool per feature, the features that may change at all.
+  """
   choose = CHOICES[variant]
   x0 = np.asarray(x, np.float64).reshape(-1)
   xs = x0.copy()
   m = xs.size
-  lo, hi = clip_min, clip_max
+  lo = [float(v) for v in np.broadcast_to(np.asarray(clip_min, np.float64), np.shape(x)).reshape(-1)]
+  hi = [float(v) for v in np.broadcast_to(np.asarray(clip_max, np.float64), np.shape(x)).reshape(-1)]
+  allowed = [True] * m if mask is None else [bool(v) for v in np.broadcast_to(mask, np.shape(x)).reshape(-1)]
   if max_iter is None:
     exact = Fraction(repr(float(gamma))) * m
     max_iter = math.floor(exact / 2) if pairwise else math.floor(exact)
   if initial_domain == "all":
     domain = [True] * m
   elif variant == "maximal":  # moves either way: any feature that can move at all
-    domain = [bool(v < hi or v > lo) for v in xs]
+    domain = [bool(xs[i] < hi[i] or xs[i] > lo[i]) for i in range(m)]
   else:
-    domain = [bool(v < hi) if theta > 0 else bool(v > lo) for v in xs]
+    domain = [bool(xs[i] < hi[i]) if theta > 0 else bool(xs[i] > lo[i]) for i in range(m)]
+  domain = [d and ok for d, ok in zip(domain, allowed)]
   last = [0] * m
   need = 2 if pairwise else 1
   iteration, trace = 0, [0]
@@ -167,9 +174,9 @@ def reference_family(variant, model, x, label, *, theta, gamma, clip_min=0.0, cl
     _, p, q, up = best
     step = abs(theta) if up else -abs(theta)
     for i in {p, q}:
-      xs[i] = min(max(xs[i] + step, lo), hi)
+      xs[i] = min(max(xs[i] + step, lo[i]), hi[i])
       last[i] = 1 if up else -1
-      if (up and xs[i] >= hi) or (not up and xs[i] <= lo):
+      if (up and xs[i] >= hi[i]) or (not up and xs[i] <= lo[i]):
         domain[i] = False
     iteration += 1
     trace.append(int(np.sum(xs != x0)))

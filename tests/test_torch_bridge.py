@@ -9,6 +9,7 @@ model of the same weights, and as AdverTorch where it is installed.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -300,13 +301,14 @@ def test_same_attack_same_answer_as_the_jax_native_lenet(mnist_attacks):
 
 @pytest.mark.slow
 def test_same_answer_as_advertorch(mnist_attacks):
-  pytest.importorskip("advertorch")
+  if importlib.util.find_spec("advertorch") is None:  # peers imports it, with its shims for torch 2.13
+    pytest.skip("AdverTorch is not installed (benchmarks/setup_env.sh installs it)")
   sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
   import peers
 
   _, twin, weights = _paper_lenet_twin()
   x, t = mnist_attacks
-  x, t = x[:9], t[:9]  # one digit: AdverTorch is slow
+  x, t = x[:3], t[:3]  # AdverTorch is slow (about 20 s per attack on a loaded 2-core CPU)
   ours = peers.run_advertorch(weights, x, t, batch_size=9, warmup=0)
   apply_fn, params = from_torch(twin, x.transpose(0, 3, 1, 2))
   bridge = jsma_jax.jsma(apply_fn, jnp.asarray(x.transpose(0, 3, 1, 2)), jnp.asarray(t), params=params,

@@ -282,12 +282,13 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
       raise ValueError(f"module: torch.export.export(module, (example_input[:1],)) failed: "
                        f"{type(error).__name__}: {first}. The bridge converts what torch.export can trace "
                        "(no data-dependent Python control flow)") from error
+  reference = program.module() if exported else module  # what the conversion is checked against
   program = program.run_decompositions()
   apply_fn = _convert(program, tuple(x1.shape[1:]))
   params = {n: _array(program.state_dict[n]) for n in apply_fn.param_names}
   if check:
     with torch.no_grad():
-      want = (program.module() if exported else module)(x1.to(next(iter(program.state_dict.values()), x1).device))
+      want = reference(x1.to(next(iter(program.state_dict.values()), x1).device))
     got = np.asarray(jax.jit(apply_fn)(params, _array(x1)))
     want = want.detach().cpu().float().numpy() if isinstance(want, torch.Tensor) else None
     if want is None or want.shape != got.shape:

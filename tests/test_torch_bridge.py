@@ -315,3 +315,35 @@ def test_same_answer_as_advertorch(mnist_attacks):
                          initial_domain="all")
   same = np.all(np.asarray(bridge.x_adv).transpose(0, 2, 3, 1) == ours["x_adv"], axis=(1, 2, 3))
   assert same.sum() >= len(x) - 1, f"x_adv identical to AdverTorch's on {same.sum()}/{len(x)} attacks"
+
+
+def test_docs_pytorch_page_runs(capsys):
+  """docs/pytorch.md's python blocks, in order, in one namespace, as a user would paste them."""
+  import re
+
+  text = (Path(__file__).resolve().parent.parent / "docs" / "pytorch.md").read_text()
+  blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+  assert len(blocks) >= 3
+  namespace: dict = {"__name__": "docs_pytorch"}
+  for i, block in enumerate(blocks):
+    exec(compile(block, f"docs/pytorch.md python block {i + 1}", "exec"), namespace)
+  out = capsys.readouterr().out.split("\n")
+  assert out[-2] == "True"  # the .pt2 round trip matched the module
+
+
+def test_command_line_attacks_a_torch_export_file(tmp_path):
+  """``jsma-jax attack --checkpoint model.pt2``: a saved PyTorch program on the NHWC digits."""
+  pytest.importorskip("jsma_jax.models")
+  from experiments import attack as attack_cli
+
+  module = _seeded(_head((1, 28, 28), nn.Conv2d(1, 4, 5, stride=3), nn.ReLU()))
+  batch = torch.export.Dim("batch", min=1)
+  program = torch.export.export(module, (torch.zeros(2, 1, 28, 28),), dynamic_shapes={"x": {0: batch}})
+  torch.export.save(program, tmp_path / "tiny.pt2")
+  out = tmp_path / "run"
+  res = attack_cli.main(["--checkpoint", str(tmp_path / "tiny.pt2"), "--out", str(out), "--sources", "2",
+                         "--include-misclassified", "--targets", "random", "--max-iter", "3"])
+  assert res["summary"]["n"] == 2 and res["dataset"]["num_classes"] == 5
+  assert res["model"]["arch"] == "torch.export program tiny.pt2 (NCHW)"
+  saved = np.load(out / "attacks.npz")
+  assert saved["x_adv"].shape == (2, 28, 28, 1) and (saved["n_changed"] <= 6).all()

@@ -48,8 +48,12 @@ Supported layers (each tested against torch, logits and input gradients, in
 additions. ``jsma_jax._aten.supported()`` lists the operators.
 
 Example:
-  >>> apply_fn, params = from_torch(model.eval(), torch.zeros(1, 1, 28, 28))
-  >>> result = jsma_jax.jsma(apply_fn, x_nchw, targets, params=params)
+  >>> import jsma_jax, torch
+  >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, 3))
+  >>> apply_fn, params = from_torch(model.eval(), torch.zeros(1, 1, 4, 4))
+  >>> result = jsma_jax.jsma(apply_fn, np.full((2, 1, 4, 4), 0.5, np.float32), np.array([0, 2]), params=params)
+  >>> result.x_adv.shape  # NCHW, as the module takes it
+  (2, 1, 4, 4)
 """
 
 from __future__ import annotations
@@ -256,8 +260,11 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
       names it), or ``torch.export`` fails on the module.
 
   Example:
-    >>> apply_fn, params = from_torch(model.eval(), torch.zeros(1, 1, 28, 28))
-    >>> result = jsma_jax.jsma(apply_fn, x_nchw, targets, params=params)
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    >>> apply_fn, params = from_torch(model, torch.zeros(1, 2, 2))
+    >>> sorted(params), apply_fn(params, jnp.zeros((5, 2, 2))).shape
+    (['1.bias', '1.weight'], (5, 3))
   """
   exported = isinstance(module, torch.export.ExportedProgram)
   if not exported and not isinstance(module, torch.nn.Module):

@@ -347,3 +347,12 @@ def test_command_line_attacks_a_torch_export_file(tmp_path):
   assert res["model"]["arch"] == "torch.export program tiny.pt2 (NCHW)"
   saved = np.load(out / "attacks.npz")
   assert saved["x_adv"].shape == (2, 28, 28, 1) and (saved["n_changed"] <= 6).all()
+
+
+def test_docstring_examples():
+  import doctest
+
+  import jsma_jax.torch as bridge
+
+  failed, attempted = doctest.testmod(bridge, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+  assert attempted >= 8 and failed == 0

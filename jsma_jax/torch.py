@@ -59,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -152,8 +153,8 @@ def _where(node) -> str:
   files = [i for i, line in enumerate(trace) if line.startswith("File ")]
   if files:
     i = files[-1]
-    place = trace[i].split('"')
-    source = f"{os.path.basename(place[1])}:{place[2].split(',')[1].split()[-1]}" if len(place) > 2 else trace[i]
+    place = re.match(r'File "(.*)", line (\d+)', trace[i])  # File "path", line N, in forward
+    source = f"{os.path.basename(place[1])}:{place[2]}" if place else trace[i]
     layer += f" at {source}" + (f" `{trace[i + 1]}`" if i + 1 < len(trace) else "")
   return layer
 

@@ -135,7 +135,9 @@ def avg_pool(x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad
   """Average pool: a window sum over zero padding, divided as torch divides it."""
   shape = x.shape
   x, lead, kernel, stride, padding, _, pads = _pool_geometry(x, kernel, stride, padding, 1, ceil_mode)
-  total = lax.reduce_window(x, jnp.array(0, x.dtype), lax.add, (1,) * lead + kernel, (1,) * lead + stride,
+  # a concrete NumPy zero makes this the reduce_window_sum primitive; a traced zero would give the
+  # generic reduce_window, which JAX cannot differentiate in reverse mode
+  total = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1,) * lead + kernel, (1,) * lead + stride,
                             [(0, 0)] * lead + [(lo, max(hi, 0)) for lo, hi in pads])
   if divisor_override:
     return total / divisor_override

@@ -58,8 +58,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -137,6 +139,14 @@ class TorchModel:
         raise ValueError(f"jsma_jax.torch could not convert {step.where}: {step.op}: "
                          f"{type(error).__name__}: {error}") from error
     return env[self._output]
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+  """Silences torch 2.13's own deprecation notice about its pytree internals during an export."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+    yield
 
 
 def _where(node) -> str:
@@ -284,14 +294,16 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
                        "or with a dynamic batch (dynamic_shapes={'x': {0: torch.export.Dim('batch')}})")
   else:
     try:
-      program = torch.export.export(module, (x1,), strict=False)
+      with _quiet_torch():
+        program = torch.export.export(module, (x1,), strict=False)
     except Exception as error:  # the user's module: any exception, explained
       first = (str(error).strip().splitlines() or [""])[0]
       raise ValueError(f"module: torch.export.export(module, (example_input[:1],)) failed: "
                        f"{type(error).__name__}: {first}. The bridge converts what torch.export can trace "
                        "(no data-dependent Python control flow)") from error
   reference = program.module() if exported else module  # what the conversion is checked against
-  program = program.run_decompositions()
+  with _quiet_torch():
+    program = program.run_decompositions()
   apply_fn = _convert(program, tuple(x1.shape[1:]))
   params = {n: _array(program.state_dict[n]) for n in apply_fn.param_names}
   if check:

@@ -58,7 +58,10 @@ Contenders: ``jsma-jax`` (default: refill scheduler, pruned exact search),
 reference), ``jsma-jax-rewrite-off`` (``rewrite=False``: the model as traced, without
 ``jsma_jax.rewrite``; its ``x_adv`` are compared with ``jsma-jax``'s; this and lockstep are
 timed ``--slow-repeats`` times), ``jsma-jax-all-domain`` (the paper's literal domain, AdverTorch's setting),
-``jsma-jax-tf32`` (the model's matmuls and convolutions in TensorFloat32, not true
+``jsma-jax-torch`` and ``jsma-jax-torch-all-domain`` (issue 22: the peers' PyTorch model of
+the same weights, ``peers.torch_model``, converted by ``jsma_jax.torch.from_torch`` and
+attacked in NCHW; conversion time apart; ``x_adv`` compared with the JAX-native runs' and
+AdverTorch's), ``jsma-jax-tf32`` (the model's matmuls and convolutions in TensorFloat32, not true
 float32: only differs on GPUs with tensor cores; its choices are compared with
 ``jsma-jax``'s), ``advertorch``, ``torchattacks``, ``art``. The peers run on CUDA when
 torch sees a GPU (batch ``--peer-batch``, default 1,000 there and 32 on a CPU), with TF32
@@ -99,6 +102,9 @@ JAX_CONTENDERS = {
     "jsma-jax-all-domain": {"initial_domain": "all"},
     "jsma-jax-tf32": {"precision": "tensorfloat32"},
     "jsma-jax-rewrite-off": {"rewrite": False},
+    # issue 22: the peers' own PyTorch model converted by jsma_jax.torch (NCHW), same settings
+    "jsma-jax-torch": {"bridge": True},
+    "jsma-jax-torch-all-domain": {"bridge": True, "initial_domain": "all"},
 }
 SLOW_CONTENDERS = ("jsma-jax-lockstep", "jsma-jax-rewrite-off")  # timed --slow-repeats times
 PEERS = ("advertorch", "torchattacks", "art")
@@ -206,8 +212,16 @@ def worker_jax(name: str, kind: str, checkpoint: str, io: Path, x: np.ndarray, t
 
   import jsma_jax
 
-  apply_fn, params = jax_model(kind, checkpoint, io / "weights.npz")
   options = dict(JAX_CONTENDERS[name])
+  bridge = options.pop("bridge", False)
+  convert_seconds = None
+  if bridge:  # the peers' torch model through jsma_jax.torch, attacked in its own layout (NCHW)
+    start = time.perf_counter()
+    apply_fn, params = torch_bridge_model(io / "weights.npz", x.shape[1:])
+    convert_seconds = time.perf_counter() - start
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+  else:
+    apply_fn, params = jax_model(kind, checkpoint, io / "weights.npz")
   if slots is not None and options.get("schedule") != "lockstep":
     options["slots"] = slots
   x, t = jnp.asarray(x), jnp.asarray(t, jnp.int32)
@@ -222,8 +236,10 @@ def worker_jax(name: str, kind: str, checkpoint: str, io: Path, x: np.ndarray, t
   run = statistics.median(times)
   device = jax.devices()[0]
   stats = device.memory_stats() or {}
+  x_adv = np.asarray(result.x_adv)
   return {
-      "x_adv": np.asarray(result.x_adv),
+      "x_adv": np.ascontiguousarray(x_adv.transpose(0, 2, 3, 1)) if bridge else x_adv,
+      "torch_bridge_convert_seconds": convert_seconds,
       "seconds": run,
       "seconds_all": times,
       "compile_seconds": max(first - run, 0.0),
@@ -235,6 +251,18 @@ def worker_jax(name: str, kind: str, checkpoint: str, io: Path, x: np.ndarray, t
       "device": str(device),
       "options": options,
   }
+
+
+def torch_bridge_model(weights_path: str | os.PathLike, example_shape_nhwc: tuple):
+  """``jsma_jax.torch.from_torch`` of the peers' torch model of these weights (``peers.torch_model``)."""
+  sys.path.insert(0, str(HERE))
+  import peers  # noqa: E402  (torch lives only in the benchmark environment)
+  import torch
+  from jsma_jax.torch import from_torch
+
+  weights = dict(np.load(weights_path, allow_pickle=False))
+  h, w, c = example_shape_nhwc
+  return from_torch(peers.torch_model(weights), torch.zeros(1, c, h, w))
 
 
 def worker_peer(name: str, kind: str, weights_path: str, x: np.ndarray, t: np.ndarray, repeats: int,
@@ -439,6 +467,16 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
     }
     print(f"[{kind}] jsma-jax with the rewrite (default) and without it give identical x_adv on "
           f"{int(same.sum())}/{len(x)} attacks")
+  for bridged, native in (("jsma-jax-torch", "jsma-jax"), ("jsma-jax-torch-all-domain", "jsma-jax-all-domain"),
+                         ("jsma-jax-torch-all-domain", "advertorch")):
+    if ran(bridged) and ran(native):
+      b = np.load(io / f"{bridged}.x_adv.npy").reshape(len(x), -1)
+      n = np.load(io / f"{native}.x_adv.npy").reshape(len(x), -1)
+      same = np.all(b == n, axis=1)
+      rows[f"agreement_{bridged}_vs_{native}".replace("-", "_")] = {
+          "identical_x_adv": float(same.mean()), "identical": int(same.sum()), "examples": int(len(x)),
+          "differing_examples": np.flatnonzero(~same)[:20].tolist()}
+      print(f"[{kind}] {bridged} (torch bridge) and {native} give identical x_adv on {int(same.sum())}/{len(x)} attacks")
   if ran("jsma-jax") and ran("jsma-jax-tf32"):
     f32 = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
     tf32 = np.load(io / "jsma-jax-tf32.x_adv.npy").reshape(len(x), -1)
@@ -494,6 +532,34 @@ def issue11_ratios(results: dict) -> dict:
     if agree:
       parts.append(f"x_adv differ from rewrite off on {agree['differing']}/{agree['examples']}")
     line["summary"] = "; ".join(parts)
+    out[kind] = line
+  return out
+
+
+def issue22_ratios(results: dict) -> dict:
+  """jsma-jax through the torch bridge against the JAX-native model and the peers, per model kind.
+
+  Issue 22's targets on the LeNet (2-core CPU): the bridge at least 0.8x the JAX-native
+  model's attacks/s and 25x torchattacks', ``x_adv`` identical on at least 99% of attacks.
+  """
+  out = {}
+  for kind, r in results.items():
+    rows = r["contenders"]
+    me = rows.get("jsma-jax-torch", {})
+    if "attacks_per_second" not in me:
+      continue
+    refs = [("JAX-native", "jsma-jax"), ("torchattacks", "torchattacks"), ("AdverTorch", "advertorch"), ("ART", "art")]
+    line = {"attacks_per_second": me["attacks_per_second"], "first_call_seconds": me.get("first_call_seconds"),
+            "convert_seconds": me.get("torch_bridge_convert_seconds"),
+            "x": {label: me["attacks_per_second"] / rows[n]["attacks_per_second"]
+                  for label, n in refs if "attacks_per_second" in rows.get(n, {})}}
+    agree = {k.removeprefix("agreement_"): f"{v['identical']}/{v['examples']}" for k, v in rows.items()
+             if k.startswith("agreement_jsma_jax_torch")}
+    line["identical_x_adv"] = agree
+    line["summary"] = "; ".join(
+        [f"bridge {me['attacks_per_second']:.1f} attacks/s, first call {me.get('first_call_seconds', 0):.1f} s "
+         f"(+ {me.get('torch_bridge_convert_seconds') or 0:.1f} s conversion)"]
+        + [f"{v:.2f}x {label}" for label, v in line["x"].items()] + [f"identical {k}: {v}" for k, v in agree.items()])
     out[kind] = line
   return out
 
@@ -571,6 +637,9 @@ def main() -> None:
   targets = issue11_ratios(results)
   for kind, line in targets.items():
     print(f"[{kind}] {line['summary']}")
+  bridge = issue22_ratios(results)
+  for kind, line in bridge.items():
+    print(f"[{kind}] torch bridge: {line['summary']}")
   total = time.perf_counter() - start_all
   print(f"\ntotal {total:.0f} s, load average at the end {os.getloadavg()}")
   machine = machine_info()
@@ -578,6 +647,7 @@ def main() -> None:
   summary = {"machine": machine, "attacks": first["attacks"], "sources": first["sources"],
              "checkpoint": args.checkpoint, "model_meta": first["model_meta"], "contenders": first["contenders"],
              "model": kinds[0], "model_kinds": kinds, "models": results, "ratios": targets,
+             "torch_bridge_ratios": bridge,
              "total_seconds": total,
              "argv": sys.argv[1:]}
   if args.out:

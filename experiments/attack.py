@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
-                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet)")
+                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet), "
+                      "or a PyTorch model saved by torch.export.save (a .pt2 file, NCHW input; needs jsma-jax[torch])")
   p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md, figures)")
   p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
@@ -188,6 +189,19 @@ def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
   return np.concatenate(out)
 
 
+def _torch_program(path: str, example_nhwc: np.ndarray):
+  """``(apply_fn, params, meta)`` of a ``torch.export`` file, taking the NHWC images of the data sets."""
+  import jax.numpy as jnp
+  import torch
+
+  from jsma_jax.torch import from_torch
+
+  example = torch.from_numpy(np.ascontiguousarray(example_nhwc.transpose(0, 3, 1, 2)))
+  bridge, params = from_torch(torch.export.load(path), example)
+  apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))  # noqa: E731
+  return apply_fn, params, {"model": {"arch": f"torch.export program {os.path.basename(path)} (NCHW)"}}
+
+
 def main(argv=None) -> dict:
   """Runs the attack of a command line and writes its folder; returns ``results``."""
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -207,10 +221,13 @@ def main(argv=None) -> dict:
   writable_folder(config.out)  # before any attack: an unwritable --out fails now, not after them
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
-  net, meta = cli_args.load_model(config.checkpoint)
-  apply_fn, params = as_logits_fn(net)
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
   x_all, y_all = load_dataset(config.name, config.source, split=config.split, **kwargs)
+  if config.checkpoint.endswith(".pt2") and os.path.isfile(config.checkpoint):
+    apply_fn, params, meta = _torch_program(config.checkpoint, x_all[:1])
+  else:
+    net, meta = cli_args.load_model(config.checkpoint)
+    apply_fn, params = as_logits_fn(net)
   num_classes = int(jax.eval_shape(apply_fn, params, x_all[:1]).shape[-1])
   predicted = _predict(apply_fn, params, x_all, config.batch_size)
   accuracy = float((predicted == y_all).mean())

@@ -370,3 +370,25 @@ def check_platforms(platforms: Any) -> tuple[str, ...] | None:
   if not platforms or len(set(platforms)) != len(platforms) or not set(platforms) <= set(allowed):
     raise ValueError(f"platforms must be distinct names from {allowed}, at least one, got {platforms!r}")
   return platforms
+
+
+def check_eval_mode(name: str, in_training: list[str]) -> None:
+  """A PyTorch module (``jsma_jax.torch``) whose submodules are all in eval mode.
+
+  ``in_training``: the names of the submodules with ``training == True`` (``""``: the root).
+  """
+  if in_training:
+    shown = ", ".join(repr(n) if n else "the module itself" for n in in_training[:4])
+    more = f" and {len(in_training) - 4} more" if len(in_training) > 4 else ""
+    raise ValueError(f"{name} must be in eval mode, but {shown}{more} {'is' if len(in_training) == 1 else 'are'} "
+                     f"in training mode; call {name}.eval() first (in training mode BatchNorm couples the "
+                     "examples of a batch and dropout is random, so the attack's Jacobians would be wrong)")
+
+
+def check_example_input(name: str, shape: tuple, floating: bool, dtype: Any) -> None:
+  """An example batch ``[B >= 1, *features]`` of floating-point inputs (``jsma_jax.torch``)."""
+  if not floating:
+    raise TypeError(f"{name} must be a floating-point tensor (the model's input), got dtype {dtype}")
+  if len(shape) < 2 or shape[0] < 1 or math.prod(shape[1:]) == 0:
+    raise ValueError(f"{name} must be a batch [B >= 1, *features] (e.g. [1, 1, 28, 28] for MNIST in NCHW), "
+                     f"got shape {tuple(shape)}")

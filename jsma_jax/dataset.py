@@ -18,6 +18,7 @@ whole result in order. An error on one process is raised on every process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -34,9 +35,13 @@ from jax.sharding import Mesh
 
 from jsma_jax import _chunk_files, _processes, _validate, batching
 from jsma_jax import options as options_lib
+from jsma_jax import progress as progress_lib
 from jsma_jax.attack import jsma
 from jsma_jax.distributed import jsma_sharded
 from jsma_jax.types import JSMAResult
+
+LONG_ATTACK = 1_000  # iterations of budget from which the bar shows the iteration reached inside a chunk
+PROGRESS_EVERY = 10  # iterations between those reports
 
 Array = jax.Array
 COLLECT = ("all", "process0")
@@ -71,8 +76,10 @@ def attack_dataset(
       every process.
     targets: ``[B]`` int labels.
     chunk_size: examples per compiled call (at most ``B``).
-    progress: show a ``tqdm`` bar (attacks done, successes so far); each
-      process shows its own share.
+    progress: show a ``tqdm`` bar (attacks done, successes so far; with a budget
+      of ``LONG_ATTACK`` iterations or more, also the iteration reached inside
+      the chunk under way, reported from the compiled loop: :mod:`jsma_jax.progress`);
+      each process shows its own share.
     description: the bar's label.
     checkpoint_dir: a folder for one file per finished chunk; a run repeated
       with the same folder (after an interruption on any process) loads the
@@ -135,6 +142,14 @@ def attack_dataset(
     bar = _progress(share, label) if progress else None
     wins = done = 0
     stale = 0
+    budget = attack_options.budget(math.prod(x.shape[1:]))
+    run_engine, listening = engine, contextlib.ExitStack()
+    if bar is not None and budget >= LONG_ATTACK:  # the bar shows the iteration reached inside each chunk
+      run_engine = dataclasses.replace(engine, progress_every=PROGRESS_EVERY)
+      shown = {"success": "-"}
+      def show(iteration: int, running: int) -> None:
+        bar.set_postfix(success=shown["success"], iteration=f"{iteration:,}/{budget:,}", running=running)
+      listening.enter_context(progress_lib.listening(show))
     try:
       for i in own:
         start = starts[i]
@@ -149,7 +164,8 @@ def attack_dataset(
           result, found = _chunk_files.load(folder / _chunk_files.name(i), chunk_key)
           loaded, stale = result is not None, stale + (found and result is None)
         if result is None:
-          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=chunk_options, engine=engine))
+          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=chunk_options,
+                                         engine=run_engine))
           result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
           if chunk_key is not None:
             _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)
@@ -159,8 +175,12 @@ def attack_dataset(
         wins, done = wins + int(result.success.sum()), done + n
         if bar is not None:
           bar.update(n)
+          if run_engine is not engine:
+            jax.effects_barrier()  # this chunk's last reports first
+            shown["success"] = f"{wins / done:.1%}"
           bar.set_postfix(success=f"{wins / done:.1%}")
     finally:
+      listening.close()
       if bar is not None:
         bar.close()
     if stale:

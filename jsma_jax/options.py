@@ -181,6 +181,9 @@ class EngineOptions:
       ``"gpu"``); ``None`` (default): this machine's
       (``jax.default_backend()``). Set it to lower or export the attack for
       another platform (:func:`jsma_jax.lower` sets it from ``platforms``).
+    progress_every: report the iteration reached every this many iterations
+      from inside the loop (:mod:`jsma_jax.progress`); ``None`` (default): no
+      report, no host callback in the program.
 
   Example:
     >>> engine = EngineOptions(schedule="lockstep", pad_batches=False)
@@ -201,6 +204,7 @@ class EngineOptions:
   rewrite: str | bool = "auto"
   jvp_chunk: int = JVP_CHUNK
   platform: str | None = None
+  progress_every: int | None = None
 
   def __post_init__(self):
     _validate.check_choice("schedule", self.schedule, tuple(drivers.DRIVERS))
@@ -216,6 +220,7 @@ class EngineOptions:
     _validate.check_count("jvp_chunk", self.jvp_chunk, minimum=1, optional=False)
     if self.platform is not None:
       _validate.check_choice("platform", self.platform, PLATFORMS)
+    _validate.check_count("progress_every", self.progress_every, minimum=1, what=" (iterations between reports)")
 
   def target(self) -> str:
     """The platform the attack is specialised for: ``platform``, else this machine's default backend."""
@@ -270,6 +275,7 @@ class Plan(NamedTuple):
   precision: str | None
   num_classes: int  # N, the model's outputs
   jvp_chunk: int  # tangents per pass of jacfwd
+  progress_every: int = 0  # iterations between progress reports (0: none)
 
 
 def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_features: int, num_rows: int,
@@ -292,6 +298,7 @@ def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_
       precision=engine.precision,
       num_classes=num_classes,
       jvp_chunk=engine.jvp_chunk,
+      progress_every=engine.progress_every or 0,
   )
 
 

@@ -29,7 +29,7 @@ from jax import lax
 
 from jsma_jax import _validate
 from jsma_jax import jacobian as jac_lib
-from jsma_jax import pair_search, saliency
+from jsma_jax import pair_search, progress, saliency
 from jsma_jax.drivers import Problem
 from jsma_jax.options import Plan
 from jsma_jax.types import AttackState, Decision, Maps, StepView, StopReason
@@ -257,6 +257,14 @@ def advance(
   )
 
 
+def _report_progress(every: int, state: AttackState) -> None:
+  """Every ``every``-th iteration, the furthest iteration in flight to the host (:mod:`jsma_jax.progress`)."""
+  running = state.reason == StopReason.RUNNING
+  furthest = jnp.max(jnp.where(running, state.iteration, 0))
+  due = jnp.any(running) & (furthest % every == 0)
+  jax.lax.cond(due, lambda: jax.debug.callback(progress.report, furthest, jnp.sum(running)), lambda: None)
+
+
 def step(problem: Problem, state: AttackState, x0: Array, label: Array,
          example: Array | None = None) -> tuple[AttackState, StepInfo]:
   """One iteration for the ``S`` examples of ``state``; a no-op for the stopped ones.
@@ -304,4 +312,6 @@ def step(problem: Problem, state: AttackState, x0: Array, label: Array,
   new = jax.vmap(lambda s, o, ok, c, v, t, l, h: advance(problem, s, o, ok, c, v, t, l, h))(
       state, outputs, finite, choice, x0, label, lo, hi
   )
+  if problem.plan.progress_every:
+    _report_progress(problem.plan.progress_every, new)
   return new, StepInfo(running, outputs, maps, domain, choice)

@@ -34,6 +34,7 @@ CORE = {
     "rewrite": True,
     "rules": True,
     "saliency": True,
+    "progress": True,
     "step": True,
     "targets": True,
     "types": True,

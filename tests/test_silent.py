@@ -385,3 +385,45 @@ def test_a_budget_of_hours_is_announced():
     warnings.simplefilter("error")
     lowered(gamma=0.5, max_iter=20)  # a budget given in iterations is the one meant
     assert opts.budget(784) == 56  # MNIST's default budget stays quiet
+
+
+def test_a_long_attack_reports_its_iterations_and_the_result_does_not_change():
+  f, p, _ = _model_and_params()
+  x, t = _inputs()
+  seen = []
+  with jsma_jax.progress.listening(lambda iteration, running: seen.append((iteration, running))):
+    reported = jsma(f, x, t, params=p, gamma=0.5, max_iter=12, progress_every=3)
+    jax.effects_barrier()
+  quiet = jsma(f, x, t, params=p, gamma=0.5, max_iter=12)
+  for name in ("x_adv", "iterations", "stop_reason"):
+    np.testing.assert_array_equal(getattr(reported, name), getattr(quiet, name))
+  assert seen and all(i % 3 == 0 and 0 < i <= 12 and 0 < r <= len(t) for i, r in seen)
+
+
+def test_attack_dataset_shows_the_iteration_reached_on_long_budgets(monkeypatch):
+  from jsma_jax import dataset
+
+  class Bar:
+    def __init__(self):
+      self.postfixes = []
+
+    def update(self, n):
+      pass
+
+    def set_postfix(self, **fields):
+      self.postfixes.append(fields)
+
+    def close(self):
+      pass
+
+  bar = Bar()
+  monkeypatch.setattr(dataset, "_progress", lambda total, description: bar)
+  monkeypatch.setattr(dataset, "LONG_ATTACK", 40)  # a 12-feature toy: a long budget is a small one
+  # Target 0 gains 0.001 per unit of any feature while class 4 leads by 4: 40 steps of 0.01 never get there.
+  w = jnp.zeros((12, N)).at[:, 0].set(1e-3).at[:, 1].set(-1e-3)
+  x, _ = _inputs()
+  r = jsma_jax.attack_dataset(lambda x: x.reshape(x.shape[0], -1) @ w + jnp.arange(N), x, jnp.zeros(6, jnp.int32),
+                              max_iter=40, pairwise=False, theta=0.01, chunk_size=3)
+  assert set(r.stop_reason.tolist()) == {StopReason.BUDGET_SPENT}
+  iterations = [fields["iteration"] for fields in bar.postfixes if "iteration" in fields]
+  assert iterations and iterations[-1].endswith("/40") and any(v.startswith("10/") for v in iterations)

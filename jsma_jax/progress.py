@@ -1,0 +1,49 @@
+"""Progress from inside the compiled attack: the iteration reached, for long attacks.
+
+The attack is one compiled program: a long one (a large input at the default budget, say
+tens of thousands of pair iterations) says nothing until it returns. With
+``EngineOptions(progress_every=k)`` every ``k``-th iteration of the loop sends the host
+the furthest iteration any example in flight has reached and how many are still running
+(a ``jax.debug.callback``, which does not change a result); the functions registered with
+:func:`listening` receive them. :func:`jsma_jax.attack_dataset` does this for its progress
+bar when the budget is long. Off by default: the loop then holds no host callback.
+
+Example:
+  >>> w = jnp.array([[1., -1.], [-1., 1.], [.5, 0.], [0., .5]])
+  >>> f = lambda x: x.reshape(x.shape[0], -1) @ w
+  >>> seen = []
+  >>> with listening(lambda iteration, running: seen.append(iteration)):
+  ...   result = jsma_jax.jsma(f, jnp.zeros((1, 4)), jnp.array([1]), max_iter=2, progress_every=1)
+  ...   jax.effects_barrier()  # callbacks run asynchronously: wait for them
+  >>> seen
+  [1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Iterator
+
+_LOCK = threading.Lock()
+_LISTENERS: list[Callable[[int, int], None]] = []  # a list, not a context variable: callbacks run on XLA's threads
+
+
+@contextlib.contextmanager
+def listening(listener: Callable[[int, int], None]) -> Iterator[None]:
+  """Calls ``listener(iteration, running)`` for each progress report of attacks run inside the block."""
+  with _LOCK:
+    _LISTENERS.append(listener)
+  try:
+    yield
+  finally:
+    with _LOCK:
+      _LISTENERS.remove(listener)
+
+
+def report(iteration, running) -> None:
+  """The host side of the callback: hands the numbers to every listener."""
+  with _LOCK:
+    listeners = list(_LISTENERS)
+  for listener in listeners:
+    listener(int(iteration), int(running))

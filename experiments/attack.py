@@ -218,7 +218,6 @@ def main(argv=None) -> dict:
   from .study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
-  writable_folder(config.out)  # before any attack: an unwritable --out fails now, not after them
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
@@ -228,6 +227,7 @@ def main(argv=None) -> dict:
   else:
     net, meta = cli_args.load_model(config.checkpoint)
     apply_fn, params = as_logits_fn(net)
+  writable_folder(config.out)  # before any attack (the arguments checked first): an unwritable --out fails now
   num_classes = int(jax.eval_shape(apply_fn, params, x_all[:1]).shape[-1])
   predicted = _predict(apply_fn, params, x_all, config.batch_size)
   accuracy = float((predicted == y_all).mean())

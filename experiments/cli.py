@@ -58,7 +58,7 @@ def run(command: str, argv) -> int:
   except Exception as e:
     if not isinstance(e, _explained_errors()):
       raise
-    print(f"jsma-jax {argv[0]}: error: {e}", file=sys.stderr)
+    print(f"jsma-jax {command}: error: {e}", file=sys.stderr)
     return 1
   return 0
 

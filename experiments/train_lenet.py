@@ -200,7 +200,9 @@ def main(argv=None) -> dict:
 
   from .stages import writable_folder
 
-  writable_folder(config.out)
+  if config.source == "idx":
+    cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
+  writable_folder(config.out)  # before any training (the arguments checked first)
   config_dict = dataclasses.asdict(config)
   state_path = os.path.join(config.out, train_state.STATE_FILE)
   if force and os.path.isfile(state_path):
@@ -215,8 +217,6 @@ def main(argv=None) -> dict:
       return meta
 
   kwargs = {}
-  if config.source == "idx":
-    cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
   if config.source != "embedded":
     kwargs = dict(data_dir=config.data_dir)
     if config.source == "tfds":

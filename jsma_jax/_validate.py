@@ -154,7 +154,7 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
         low = lr[min(row, lr.shape[0] - 1), min(feature, lr.shape[1] - 1)]
         high = hr[min(row, hr.shape[0] - 1), min(feature, hr.shape[1] - 1)]
         hint = "clip x, or widen the bounds"
-        if xv.min() >= 0 and 1 < xv.max() <= 255 and hr.max() <= 1:
+        if xv.min() >= 0 and 25 < xv.max() <= 255 and hr.max() <= 1:
           hint = "images in [0, 255]? divide x by 255, or pass clip_max=255.0 (and a theta on that scale)"
         error = ValueError(
             f"x must lie within [clip_min, clip_max]; example {int(index[row])}, {_where(feature_shape, feature)} "

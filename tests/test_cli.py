@@ -99,7 +99,10 @@ def test_data_dir_with_embedded_data_is_refused(command):
 def test_defaults_agree_with_the_library_or_say_why():
   from jsma_jax import AttackOptions
 
+  from jsma_jax.options import DEFAULT_GAMMA
+
   library = {name: f.default for name, f in AttackOptions.__dataclass_fields__.items()}
+  library["gamma"] = DEFAULT_GAMMA if library["gamma"] is None else library["gamma"]  # None: the paper's
   config = attack.parse_args([])
   for name in ("theta", "gamma", "probabilities", "max_iter"):
     assert getattr(config, name) == library[name], name

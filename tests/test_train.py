@@ -165,9 +165,9 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_train_command_embedded_reaches_sane_accuracy(tmp_path, capsys):
-  """Two epochs on the embedded 5,000 training digits; the 1,000 test digits should be > 85%."""
+  """Two epochs of Adam on the embedded 5,000 training digits; the 1,000 test digits should be > 85%."""
   out = tmp_path / "lenet"
-  meta = train_lenet.main(["--dataset", "embedded", "--epochs", "2", "--out", str(out)])
+  meta = train_lenet.main(["--dataset", "embedded", "--recipe", "adam_cosine", "--epochs", "2", "--out", str(out)])
   assert meta["test_accuracy"] > 0.85
   for name in ("weights.msgpack", "metadata.json", "weights.npz", "results.json",
                "report.md", "training.png"):
@@ -178,6 +178,6 @@ def test_train_command_embedded_reaches_sane_accuracy(tmp_path, capsys):
   with open(out / "results.json") as f:
     assert json.load(f)["test_accuracy"] == saved["test_accuracy"]
   capsys.readouterr()
-  again = train_lenet.main(["--dataset", "embedded", "--epochs", "2", "--out", str(out)])
+  again = train_lenet.main(["--dataset", "embedded", "--recipe", "adam_cosine", "--epochs", "2", "--out", str(out)])
   assert "already holds this run" in capsys.readouterr().out
   assert again["created"] == saved["created"]

@@ -1,4 +1,4 @@
-"""The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack | family | zoo [options]``.
+"""The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack | family | zoo | factorial [options]``.
 
 Each command is a module of this package with its own ``main(argv)`` and ``--help``;
 the module is imported only when its command runs, so ``jsma-jax --help`` works with the
@@ -18,6 +18,7 @@ COMMANDS = {
     "attack": ("attack", "attack a checkpoint on a dataset and write results.json and report.md"),
     "family": ("family", "compare the JSMA family on one model: table, curve, report"),
     "zoo": ("zoo", "train LeNets by several recipes, attack each, report what moves success"),
+    "factorial": ("factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
 }
 EXTRAS = "pip install 'jsma-jax[experiments]'"
 

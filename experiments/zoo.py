@@ -105,34 +105,97 @@ class Trained(NamedTuple):
   info: dict
 
 
-def train_stage(recipe, data, out: str, log: Callable[[str], None]) -> Trained:
+def _trained(recipe, out: str, log: Callable[[str], None]) -> Trained | None:
+  """The finished model of ``recipe`` in ``out/models/<name>``, or None."""
+  from jsma_jax.models import Recipe, load_metadata
+
+  path = os.path.join(out, "models", recipe.name)
+  if not os.path.isfile(os.path.join(path, "metadata.json")):
+    return None
+  meta = load_metadata(path)
+  if Recipe.from_dict(meta["recipe"]) != recipe:
+    log(f"[model {recipe.name}] recipe changed: retraining")
+    return None
+  return Trained(recipe, path, _info(meta))
+
+
+def _metadata(recipe, hist: dict, n_test: int, **extra) -> dict:
+  return {"recipe": recipe.to_dict(), "history": hist, "dataset": {
+      "name": "mnist", "source": "idx", "n_train": hist["n_train"],
+      "n_validation": hist["n_validation"], "n_test": n_test},
+      "test_accuracy": hist["test_accuracy"][-1],
+      "validation_accuracy": (hist["validation_accuracy"] or [None])[-1],
+      "train_seconds": hist["train_seconds"], "command": PROG, **extra}
+
+
+def train_stage(recipe, data, out: str, log: Callable[[str], None], snapshots=()) -> Trained:
   """Trains ``recipe`` on all MNIST training images unless ``out/models/<name>`` holds it.
 
   Training resumes from ``out/training/<name>`` (the state after each finished epoch)
   when an earlier run was stopped; the folder is removed once the checkpoint is saved.
-  """
-  from jsma_jax.models import Recipe, load_metadata, save_checkpoint, train
 
-  path = os.path.join(out, "models", recipe.name)
-  if os.path.isfile(os.path.join(path, "metadata.json")):
-    meta = load_metadata(path)
-    if Recipe.from_dict(meta["recipe"]) == recipe:
-      log(f"[model {recipe.name}] done before (test accuracy {meta['test_accuracy']:.4f})")
-      return Trained(recipe, path, _info(meta))
-    log(f"[model {recipe.name}] recipe changed: retraining")
+  Args:
+    recipe, data, out, log: what to train, on ``((x, y), test)``, where, and progress.
+    snapshots: recipes that equal ``recipe`` but for their name and fewer epochs, with a
+      constant step size: each is saved as its own model (``out/models/<its name>``) from
+      the weights after its epochs, which are bit for bit those of training it alone
+      (:func:`jsma_jax.models.train`, ``on_epoch``), so one run trains both lengths.
+      Their metadata say ``snapshot_of``. Read them back with :func:`trained`.
+  """
+  from jsma_jax.models import save_checkpoint, train
+
+  for snap in snapshots:
+    same = snap.replace(name=recipe.name, epochs=recipe.epochs)
+    if same != recipe or snap.epochs >= recipe.epochs or recipe.schedule != "constant":
+      raise ValueError(f"snapshot {snap.name!r} must be recipe {recipe.name!r} with fewer epochs and a "
+                       f"constant schedule (its weights are then those of a shorter run); got {snap.describe()}")
+  done = _trained(recipe, out, log)
+  missing = [s for s in snapshots if _trained(s, out, log) is None]
+  if done is not None and not missing:
+    log(f"[model {recipe.name}] done before (test accuracy {done.info['test_accuracy']:.4f})")
+    return done
   (x, y), test = data
   # the state after each epoch, so that a long recipe spans several sittings
   progress = os.path.join(out, "training", recipe.name)
-  model, hist = train(recipe, (x, y), test, print_fn=log, checkpoint_dir=progress)
-  meta = {"recipe": recipe.to_dict(), "history": hist, "dataset": {
-      "name": "mnist", "source": "idx", "n_train": hist["n_train"],
-      "n_validation": hist["n_validation"], "n_test": len(test[1])},
-      "test_accuracy": hist["test_accuracy"][-1],
-      "validation_accuracy": (hist["validation_accuracy"] or [None])[-1],
-      "train_seconds": hist["train_seconds"], "command": PROG}
-  save_checkpoint(path, model, meta)
+  if done is not None:
+    shutil.rmtree(progress, ignore_errors=True)  # a snapshot was lost: train again from the start
+  by_epoch = {s.epochs: s for s in missing}
+
+  def on_epoch(epochs_done, params, hist):
+    snap = by_epoch.get(epochs_done)
+    if snap is None:
+      return
+    from flax import nnx
+
+    model = snap.model.build(rngs=nnx.Rngs(0))
+    _, state = nnx.split(model)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    part = {k: (v[:epochs_done] if isinstance(v, list) else v) for k, v in hist.items()}
+    part.update(recipe=snap.to_dict(), train_seconds=float(sum(part["epoch_seconds"])),
+                steps=epochs_done * (hist["n_train"] // snap.batch_size))
+    save_checkpoint(os.path.join(out, "models", snap.name), model,
+                    _metadata(snap, part, len(test[1]), snapshot_of=recipe.name))
+    log(f"[model {snap.name}] saved: the weights of {recipe.name} after {epochs_done} epochs")
+
+  model, hist = train(recipe, (x, y), test, print_fn=log, checkpoint_dir=progress, on_epoch=on_epoch)
+  path = save_checkpoint(os.path.join(out, "models", recipe.name), model, _metadata(recipe, hist, len(test[1])))
   shutil.rmtree(progress, ignore_errors=True)  # complete: the checkpoint replaces the state
-  return Trained(recipe, path, _info(load_metadata(path)))
+  return Trained(recipe, path, _info(_load_meta(path)))
+
+
+def trained(recipe, out: str) -> Trained:
+  """The finished model of ``recipe`` (trained or saved as a snapshot) in ``out``."""
+  t = _trained(recipe, out, lambda s: None)
+  if t is None:
+    raise FileNotFoundError(f"no finished model of recipe {recipe.name!r} in {os.path.join(out, 'models')}")
+  return t
+
+
+def _load_meta(path: str) -> dict:
+  from jsma_jax.models import load_metadata
+
+  return load_metadata(path)
 
 
 def _info(meta: dict) -> dict:

@@ -74,42 +74,58 @@ def attack_stage_names(config, trained, theta: float, n_test: int = 10000) -> li
 
 def attack_stage(stages: Stages, config, trained, apply_fn, params, test, theta: float) -> Outcome:
   """Every zoo source towards its 9 other classes at ``theta``, chunk by chunk."""
+  return attack_sources(stages, attack_stage_names(config, trained, theta, len(test[1])),
+                        {"recipe": trained.recipe.to_dict()}, apply_fn, params, test,
+                        _chunks(config, len(test[1])), theta=theta, gamma=config.gamma,
+                        batch_size=config.batch_size, description=f"{trained.recipe.name} theta={theta:+g}")
+
+
+def attack_sources(stages: Stages, names: list[str], key: dict, apply_fn, params, pool, chunks,
+                   *, theta: float, gamma: float, batch_size: int, description: str) -> Outcome:
+  """The paper's attack (pairs, logits, domain all) on each source of ``pool`` chosen by
+  ``chunks`` (index arrays, one stage each, named by ``names``) towards its 9 other
+  classes; ``key`` (what the model depends on) goes into each stage's key."""
   import jsma_jax
 
   parts = []
-  for c, chunk in enumerate(_chunks(config, len(test[1]))):
+  for name, chunk in zip(names, chunks, strict=True):
 
     def work(chunk=chunk):
-      e = jsma_jax.all_other_targets(test[0][chunk], test[1][chunk], 10)
+      e = jsma_jax.all_other_targets(pool[0][chunk], pool[1][chunk], 10)
       r = jsma_jax.attack_dataset(apply_fn, np.asarray(e.x), np.asarray(e.targets), params=params,
-                                  chunk_size=config.batch_size, theta=theta, gamma=config.gamma,
-                                  initial_domain="all", description=f"{trained.recipe.name} theta={theta:+g}")
+                                  chunk_size=batch_size, theta=theta, gamma=gamma,
+                                  initial_domain="all", description=description)
       return {"n": int(len(e.targets))}, {
           "success": np.asarray(r.success), "n_changed": np.asarray(r.n_changed).astype(np.int16),
           "stop_reason": np.asarray(r.stop_reason).astype(np.int8)}
 
-    key = {"recipe": trained.recipe.to_dict(), "theta": theta, "gamma": config.gamma, "sources": chunk,
-           "initial_domain": "all"}
-    _, arrays = stages.run(attack_stage_names(config, trained, theta, len(test[1]))[c], key, work)
+    _, arrays = stages.run(name, {**key, "theta": theta, "gamma": gamma, "sources": chunk,
+                                  "initial_domain": "all"}, work)
     parts.append(Outcome(arrays["success"], arrays["n_changed"], arrays["stop_reason"]))
   return Outcome(*(np.concatenate([getattr(p, f) for p in parts]) for f in Outcome._fields))
 
 
-def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
-  """Exact two-sided McNemar p-value of paired successes ``a`` and ``b`` (same attacks)."""
-  n01 = int((~a & b).sum())
-  n10 = int((a & ~b).sum())
-  n = n01 + n10
+def sign_test_p(n_pos: int, n_neg: int) -> float:
+  """Exact two-sided sign test: the binomial(n_pos + n_neg, 1/2) probability of a split at
+  least as uneven as ``n_pos`` : ``n_neg``."""
+  n = n_pos + n_neg
   if n == 0:
     return 1.0
-  k = min(n01, n10)
+  k = min(n_pos, n_neg)
   # integers throughout: 2.0 ** n overflows a float beyond n = 1023 discordant pairs; the
   # quotient is rounded once (to 0.0 below the smallest float, rendered as such)
   tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
   return min(1.0, 2 * tail)
 
 
-def _p(value: float) -> str:
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+  """Exact two-sided McNemar p-value of paired successes ``a`` and ``b`` (same attacks):
+  the sign test on the discordant pairs."""
+  return sign_test_p(int((~a & b).sum()), int((a & ~b).sum()))
+
+
+def format_p(value: float) -> str:
+  """A p-value as the reports print it."""
   return "< 1e-300" if value == 0.0 else f"{value:.2g}"
 
 
@@ -274,7 +290,7 @@ def render(config, results: dict) -> str:
   def cells(d):
     if not d:
       return "not run | -"
-    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {_p(d['mcnemar_p'])}"
+    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {format_p(d['mcnemar_p'])}"
 
   for item in results["pairs"]:
     lines.append(

@@ -173,6 +173,7 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
           key: jax.Array | None = None, rewrite: bool | None = None,
           log_every: int = 100, print_fn: Callable[[str], None] | None = print,
           checkpoint_dir: str | os.PathLike | None = None,
+          on_epoch: Callable[[int, dict, dict], None] | None = None,
           **overrides: Any) -> tuple[nnx.Module, dict]:
   """Trains a classifier on softmax cross-entropy, following a :class:`Recipe`.
 
@@ -199,6 +200,12 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
       history of an uninterrupted run, bit for bit (timings aside); the state of another
       recipe, key, data or starting weights is refused with a ``TrainStateError`` (a
       ``ValueError``) naming what differs.
+    on_epoch: called after every epoch this sitting runs as ``on_epoch(epochs_done,
+      params, history)`` (the weights as a nested dict of arrays, the history so far),
+      before the state is written to ``checkpoint_dir``: a snapshot saved there is never
+      skipped by a resumed run. With a constant step size, the weights after ``k`` epochs
+      of an ``n``-epoch run are those of a ``k``-epoch run of the same recipe, bit for
+      bit (shuffles depend on the epoch's index only), so one run gives both.
     **overrides: recipe fields to change (``epochs=3``, ``batch_size=64``,
       ``activation="relu"``, ...), validated by :class:`Recipe`.
 
@@ -297,6 +304,8 @@ def train(model_or_recipe: nnx.Module | ModelConfig | Recipe | str,
           evaluate(apply_fn, test_data, params=params, batch_size=recipe.eval_batch_size))
       msg += f", test acc {history['test_accuracy'][-1]:.4f}"
     history["epoch_seconds"].append(time.perf_counter() - start)
+    if on_epoch is not None:
+      on_epoch(epoch + 1, params, history)
     if checkpoint_dir is not None:
       train_state.save(checkpoint_dir, ident, epoch + 1, params, opt_state, history)
     log(msg + f" ({history['epoch_seconds'][-1]:.1f} s)")

@@ -62,11 +62,13 @@ class Factor(NamedTuple):
     name: the factor.
     levels: how each level reads in the report.
     fields: the recipe fields each level sets.
+    codes: each level in the recipe names of the cells.
   """
 
   name: str
   levels: tuple[str, str]
   fields: tuple[dict, dict]
+  codes: tuple[str, str]
 
   def apply(self, recipe, level: int):
     """``recipe`` with this factor at ``level``."""
@@ -75,19 +77,18 @@ class Factor(NamedTuple):
 
 FACTORS = (
     Factor("init", ("Glorot, zero output (tutorial)", "PyTorch defaults"),
-           ({}, {"init": "pytorch", "zero_output": False})),
-    Factor("optimizer", ("SGD 0.1", "Adam 1e-3"), ({}, {"optimizer": "adam", "learning_rate": 1e-3})),
-    Factor("batch", ("500", "128"), ({}, {"batch_size": 128})),
+           ({}, {"init": "pytorch", "zero_output": False}), ("glorot", "pytorch")),
+    Factor("optimizer", ("SGD 0.1", "Adam 1e-3"), ({}, {"optimizer": "adam", "learning_rate": 1e-3}),
+           ("sgd", "adam")),
+    Factor("batch", ("500", "128"), ({}, {"batch_size": 128}), ("b500", "b128")),
     Factor("length", (f"{SHORT_EPOCHS} epochs", f"{LONG_EPOCHS} epochs"),
-           ({"epochs": SHORT_EPOCHS}, {"epochs": LONG_EPOCHS})),
+           ({"epochs": SHORT_EPOCHS}, {"epochs": LONG_EPOCHS}), (f"e{SHORT_EPOCHS}", f"e{LONG_EPOCHS}")),
 )
-LEVEL_CODES = {"init": ("glorot", "pytorch"), "optimizer": ("sgd", "adam"), "batch": ("b500", "b128"),
-               "length": (f"e{SHORT_EPOCHS}", f"e{LONG_EPOCHS}")}
 
 
 def cell_name(levels: tuple[int, ...]) -> str:
   """The recipe name of a cell, e.g. ``f_pytorch_adam_b128_e10``."""
-  return "f_" + "_".join(LEVEL_CODES[f.name][lv] for f, lv in zip(FACTORS, levels, strict=True))
+  return "f_" + "_".join(f.codes[lv] for f, lv in zip(FACTORS, levels, strict=True))
 
 
 def cell_recipe(levels: tuple[int, ...]):

@@ -15,6 +15,7 @@ from experiments import cli_args
 from experiments import family
 from experiments import reproduce
 from experiments import train_lenet
+from experiments import factorial
 from experiments import zoo
 
 COMMANDS = {  # command -> (its parser, its configuration from a command line)
@@ -23,6 +24,7 @@ COMMANDS = {  # command -> (its parser, its configuration from a command line)
     "attack": (attack.parser, attack.parse_args),
     "family": (family.parser, family.parse_args),
     "zoo": (zoo.parser, zoo.parse_args),
+    "factorial": (factorial.parser, factorial.parse_args),
 }
 
 
@@ -139,6 +141,8 @@ def _one_line_error(capsys, argv, option):
 @pytest.mark.parametrize("argv, option", [
     (["zoo"], "--data-dir"),
     (["zoo", "--data-dir", "no/such/folder"], "--data-dir"),
+    (["factorial"], "--data-dir"),
+    (["factorial", "--data-dir", "no/such/folder"], "--data-dir"),
     (["attack", "--data-dir", "no/such/folder"], "--data-dir"),
     (["attack", "--dataset", "idx"], "--data-dir"),
     (["attack", "--checkpoint", "no/such/checkpoint"], "--checkpoint"),

@@ -116,6 +116,9 @@ def attack_dataset(
   x, targets = np.asarray(x), np.asarray(targets)
   _validate.check_same_batch("x", x, "targets", targets)
   attack_options, engine = options_lib.resolve(options.pop("options", None), options.pop("engine", None), options)
+  # the values of the whole dataset first: an error names the example's index in x, not in its chunk
+  _validate.check_feature_space(x, attack_options.clip_min, attack_options.clip_max, attack_options.mask,
+                                need=2 if attack_options.pairwise else 1)
   total = x.shape[0]
   size = min(chunk_size, total)
   count, rank = jax.process_count(), jax.process_index()

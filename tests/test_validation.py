@@ -67,3 +67,12 @@ def test_bad_input_raises_before_compiling(kwargs, error, message):
 def test_good_input_with_numpy_float64_scalars():
   r = jsma(toy_models.apply_mlp_tanh, np.asarray(X), np.asarray(T), params=PARAMS, gamma=np.float64(0.5), theta=np.float32(1))
   assert r.x_adv.shape == X.shape
+
+
+def test_attack_dataset_names_the_examples_index_in_x_not_in_its_chunk():
+  w = jnp.ones((4, 3)) * jnp.arange(3.0)
+  f = lambda x: x.reshape(x.shape[0], -1) @ w
+  x = np.full((7, 4), 0.5, np.float32)
+  x[5, 2] = 1.5  # the second example of the third chunk of 2
+  with pytest.raises(ValueError, match=r"example 5, feature 2 is 1\.5"):
+    jsma_jax.attack_dataset(f, x, np.ones(7, int), chunk_size=2, progress=False)

@@ -97,14 +97,14 @@ def sources(set_name: str, n_pool: int, n: int, seed: int) -> np.ndarray:
   return np.random.default_rng([seed, SPLITS.index(set_name)]).permutation(n_pool)[:n]
 
 
-def _attack(stages, config, cand, apply_fn, params, pool, set_name: str, theta: float,
+def _attack(stages, config, cand, weights: str, apply_fn, params, pool, set_name: str, theta: float,
             names: list[str]) -> Outcome:
   """One model's attacks on one set at ``theta``; their stage names are added to ``names``."""
   idx = sources(set_name, len(pool[1]), config.n_sources, config.seed)
   chunks = [idx[lo:lo + config.chunk_sources] for lo in range(0, len(idx), config.chunk_sources)]
   names += [f"{set_name}_{cand.name}_theta{theta:+g}_c{c:02d}" for c in range(len(chunks))]
   names = names[-len(chunks):]
-  return attack_sources(stages, names, {"recipe": cand.recipe.to_dict(), "model": cand.path, "set": set_name},
+  return attack_sources(stages, names, {"recipe": cand.recipe.to_dict(), "weights": weights, "set": set_name},
                         apply_fn, params, pool, chunks, theta=theta, gamma=config.gamma,
                         batch_size=config.batch_size, description=f"{set_name} {cand.name} theta={theta:+g}")
 
@@ -140,11 +140,12 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
 
   stages = Stages(config.out, log)
   pools = {"validation": validation_pool(train_set), "test": test_set}
-  loaded, measures = {}, {}
+  loaded, measures, weights = {}, {}, {}
   for m in models:
-    model, _ = load_checkpoint(m.path)
+    model, meta = load_checkpoint(m.path)
     loaded[m.name] = as_logits_fn(model)
-    got, _ = stages.run(f"measures_{m.name}", {"recipe": m.recipe.to_dict(), "model": m.path},
+    weights[m.name] = meta["weights_sha256"]  # a retrained model at the same path is attacked again
+    got, _ = stages.run(f"measures_{m.name}", {"recipe": m.recipe.to_dict(), "weights": weights[m.name]},
                         lambda fn=loaded[m.name]: (model_measures(fn[0], fn[1], test_set)._asdict(), None))
     measures[m.name] = ModelMeasures(**got)
   outcomes = {s: {m.name: {} for m in models} for s in SETS}
@@ -162,7 +163,8 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
         break
     for theta in config.thetas:
       for m in models:
-        o = _attack(stages, config, m, *loaded[m.name], pools[set_name], set_name, theta, attack_names)
+        o = _attack(stages, config, m, weights[m.name], *loaded[m.name], pools[set_name], set_name, theta,
+                    attack_names)
         outcomes[set_name][m.name][theta] = o
         log(f"{set_name} {m.name} theta={theta:+g}: success {o.success.mean():.4f}, "
             f"distortion {metrics.mean_distortion(o.n_changed, 784, o.success):.4f}")

@@ -137,6 +137,7 @@ def test_cli_refuses_bad_sizes():
     factorial.parse_args(["--tutorial-epochs", "-1"])
 
 
+@pytest.mark.slow
 def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes(tmp_path, monkeypatch):
   # two factors (optimiser, length) of one epoch or two, on 1,250 digits: the whole pipeline
   two = tuple(f for f in factorial.FACTORS if f.name in ("optimizer", "length"))

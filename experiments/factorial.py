@@ -146,6 +146,7 @@ class FactorialConfig:
     batch_size: attacks per compiled call.
     seed: source sampling.
     tutorial_epochs: also train the Theano tutorial's recipe for this many epochs (0: no).
+    modern: also train and attack :func:`modern_recipes`.
     stage: ``"all"``, ``"train"`` (models only) or ``"validation"`` (up to the choice);
       a repeated ``"all"`` loads every finished stage and redoes none.
   """
@@ -159,6 +160,7 @@ class FactorialConfig:
   batch_size: int = 900
   seed: int = 0
   tutorial_epochs: int = 0
+  modern: bool = True
   stage: str = "all"
 
 
@@ -187,7 +189,7 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
   for levels in cells():
     t = zoo.trained(cell_recipe(levels), config.out)
     out.append(Candidate(t.recipe.name, t.path, t.info, t.recipe, True))
-  for r in modern_recipes():
+  for r in modern_recipes() if config.modern else ():
     t = zoo.train_stage(r, data, config.out, log)
     out.append(Candidate(r.name, t.path, t.info, r, False))
   # the tutorial's recipe: 30 epochs (shipped), 100 (the zoo's), and optionally its full length
@@ -233,6 +235,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling")
   p.add_argument("--tutorial-epochs", type=int, default=d.tutorial_epochs,
                  help="also train the Theano tutorial's recipe this long (200: its own length; 0: no)")
+  p.add_argument("--modern", action=argparse.BooleanOptionalAction, default=d.modern,
+                 help="also the recipe most users write today (PyTorch init, Adam, batch 128, 10 epochs), "
+                      "tanh and ReLU")
   p.add_argument("--stage", choices=("all", "train", "validation"), default=d.stage,
                  help="train: the models only; validation: up to the choice (a repeated run loads what is done)")
   return p

@@ -249,10 +249,11 @@ def render(config, results: dict) -> str:
   for f in FACTORS:
     lines.append(f"| {f.name} | {f.levels[0]} | {f.levels[1]} |")
   lines += ["", "The short length of each cell is the long run's weights after its epochs (exact: a constant "
-            "rate and per-epoch shuffles make them a shorter run's, bit for bit). Beside the design: the "
-            "recipe most users would write today (`modern_*`: PyTorch init, Adam 1e-3, batch 128, 10 epochs "
-            "on all 60,000 images, so it saw the validation images) and the Theano tutorial's recipe "
-            "(`theano_tutorial_*`: the shipped 30-epoch LeNet and longer runs).", "",
+            "rate and per-epoch shuffles make them a shorter run's, bit for bit). Beside the design: "
+            + ("the recipe most users would write today (`modern_*`: PyTorch init, Adam 1e-3, batch 128, "
+               "10 epochs on all 60,000 images, so it saw the validation images) and " if config.modern else "")
+            + "the Theano tutorial's recipe (`theano_tutorial_*`: the shipped 30-epoch LeNet and longer runs)"
+            + ("." if config.modern else "; the modern recipe is not in this run (`--no-modern`)."), "",
             "## Models", "",
             "| model | how | test acc | margin | confidence | val success +1 | val dist +1 | val success -1 | "
             "test success +1 | test dist +1 | test success -1 | test dist -1 |",
@@ -299,5 +300,5 @@ def render(config, results: dict) -> str:
             f"the modern recipes), attacks {wall['attacks'] / 60:.1f} min.", "",
             f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on {env['backend']}. "
             f"Command: `jsma-jax factorial --data-dir {config.data_dir} --out {config.out} --sources "
-            f"{config.n_sources}`.", ""]
+            f"{config.n_sources}{'' if config.modern else ' --no-modern'}`.", ""]
   return "\n".join(lines)

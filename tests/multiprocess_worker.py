@@ -96,8 +96,9 @@ def sharded(process_id: int, out: Path) -> None:
   saved["error/nan"] = np.array(error_text(lambda: jsma_jax.jsma_sharded(nan_at_half, g(nan_x), g(t), params=PARAMS,
                                                                          mesh=mesh, **OPTIONS)))
   # attack_dataset: a bad chunk on process 1 (chunk 1 of 3: rows 4-7) fails the run on both processes
+  # (a NaN: out-of-bounds values are refused for the whole dataset before any chunk runs)
   bad_x = x[:12].copy()
-  bad_x[5, 0, 0] = 3.0
+  bad_x[5, 0, 0] = np.nan
   saved["error/dataset"] = np.array(error_text(lambda: jsma_jax.attack_dataset(
       MODEL, bad_x, t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
   # ... and so do datasets that differ between the processes

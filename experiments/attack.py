@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
-                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet), "
+                      f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet; "
+                      f"{cli_args.SHIPPED}:NAME for another shipped one), "
                       "or a PyTorch model saved by torch.export.save (a .pt2 file, NCHW input; needs jsma-jax[torch])")
   p.add_argument("--out", default=d.out, help="output folder (results.json, attacks.npz, report.md, figures)")
   p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)

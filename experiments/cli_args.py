@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-SHIPPED = "shipped"  # --checkpoint value: the package's paper LeNet (jsma_jax.models.load_paper_lenet)
+SHIPPED = "shipped"  # --checkpoint value: the package's default paper LeNet; "shipped:NAME" another by name
 SOURCES = ("embedded", "idx", "tfds")
 DATASET_HELP = ("where the data comes from: the embedded 5,000 MNIST digits, IDX files or "
                 "tensorflow-datasets (default: idx when --data-dir is given, else embedded)")
@@ -64,12 +64,20 @@ def require_folder(path: str | None, option: str, what: str) -> None:
 
 
 def load_model(checkpoint: str):
-  """``(model, metadata)`` of ``--checkpoint``: a checkpoint folder, or ``"shipped"``."""
+  """``(model, metadata)`` of ``--checkpoint``: a checkpoint folder, ``"shipped"`` (the
+  package's default paper LeNet) or ``"shipped:NAME"`` (another shipped LeNet by name)."""
   from jsma_jax.models import load_checkpoint
   from jsma_jax.models import load_paper_lenet
+  from jsma_jax.models.checkpoint import SHIPPED_LENETS
 
   if checkpoint == SHIPPED:
     return load_paper_lenet()
+  if checkpoint.startswith(SHIPPED + ":"):
+    name = checkpoint[len(SHIPPED) + 1:]
+    if name not in SHIPPED_LENETS:
+      raise UsageError(f"--checkpoint {checkpoint!r}: no shipped LeNet is called {name!r}; the shipped "
+                       f"ones are {', '.join(SHIPPED_LENETS)} (--checkpoint {SHIPPED}:NAME)")
+    return load_paper_lenet(name)
   if not os.path.isfile(os.path.join(checkpoint, "metadata.json")):
     raise UsageError(f"--checkpoint {checkpoint!r} holds no checkpoint (metadata.json): pass a folder "
                      f"written by jsma-jax train, or --checkpoint {SHIPPED} for the package's paper LeNet")

@@ -177,8 +177,7 @@ class Candidate(NamedTuple):
 def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
   """Trains (or finds) every model of the run, in the order of the report."""
   from jsma_jax.models import load_paper_lenet
-  from jsma_jax.models.checkpoint import PAPER_LENET
-  from importlib import resources
+  from jsma_jax.models.checkpoint import shipped_lenet_path
 
   from . import zoo
 
@@ -193,9 +192,9 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
     t = zoo.train_stage(r, data, config.out, log)
     out.append(Candidate(r.name, t.path, t.info, r, False))
   # the tutorial's recipe: 30 epochs (shipped), 100 (the zoo's), and optionally its full length
-  _, meta = load_paper_lenet()
-  shipped = resources.files("jsma_jax.models") / "_data" / PAPER_LENET
-  out.append(_existing("theano_tutorial_30ep", str(shipped), meta))
+  _, meta = load_paper_lenet("theano_tutorial_30ep")
+  with shipped_lenet_path("theano_tutorial_30ep") as shipped:  # a folder of an installed package
+    out.append(_existing("theano_tutorial_30ep", str(shipped), meta))
   hundred = os.path.join(os.path.dirname(__file__), "results", "zoo", "theano_100ep")
   if os.path.isdir(hundred):
     from jsma_jax.models import load_metadata

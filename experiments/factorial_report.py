@@ -296,9 +296,13 @@ def render(config, results: dict) -> str:
   for name, d in sorted(c["distances"].items(), key=lambda kv: kv[1]):
     lines.append(f"| {name}{' (chosen)' if name == c['chosen'] else ''} | {d:.2f} |")
   wall = results["wall_seconds"]
-  lines += ["", f"Wall time, as the stages recorded it: training {wall['training'] / 60:.1f} min (the design and "
-            f"the modern recipes), attacks {wall['attacks'] / 60:.1f} min.", "",
+  trained = "the design" + (" and the modern recipes" if config.modern else "") + (
+      f" and the tutorial's {config.tutorial_epochs} epochs" if config.tutorial_epochs else "")
+  lines += ["", f"Wall time, as the stages recorded it: training {wall['training'] / 60:.1f} min ({trained}), "
+            f"attacks {wall['attacks'] / 60:.1f} min.", "",
             f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on {env['backend']}. "
             f"Command: `jsma-jax factorial --data-dir {config.data_dir} --out {config.out} --sources "
-            f"{config.n_sources}{'' if config.modern else ' --no-modern'}`.", ""]
+            f"{config.n_sources} --chunk-sources {config.chunk_sources} --batch-size {config.batch_size}"
+            f"{'' if config.modern else ' --no-modern'}"
+            f"{f' --tutorial-epochs {config.tutorial_epochs}' if config.tutorial_epochs else ''}`.", ""]
   return "\n".join(lines)

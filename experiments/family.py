@@ -79,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help=f"checkpoint folder (jsma_jax.models.save_checkpoint), or {cli_args.SHIPPED!r}: the "
-                      "package's paper LeNet (jsma_jax.models.load_paper_lenet)")
+                      "package's paper LeNet (jsma_jax.models.load_paper_lenet; shipped:NAME for another shipped one)")
   p.add_argument("--out", default=d.out, help="output folder")
   p.add_argument("--data-dir", default=d.data_dir,
                  help="folder of the MNIST IDX files (default: none, the embedded test digits)")

@@ -2,13 +2,14 @@
 
 Usage::
 
-  python -m experiments.ship --checkpoint runs/zoo/models/theano_tutorial \\
-      --data-dir ../shared/data/mnist
+  python -m experiments.ship --checkpoint runs/factorial/models/f_glorot_adam_b128_e6 \\
+      --name glorot_adam_b128_e6 --data-dir ../shared/data/mnist
 
 Loads the checkpoint, measures it on the official test set (IDX files) and on the 1,000
-embedded test digits, and writes ``jsma_jax/models/_data/lenet_paper/`` (weights and
+embedded test digits, and writes ``jsma_jax/models/_data/lenets/NAME/`` (weights and
 metadata only, no ``weights.npz``, to keep the package small), which
-:func:`jsma_jax.models.load_paper_lenet` reads.
+:func:`jsma_jax.models.load_paper_lenet` reads. ``NAME`` must be one of
+``jsma_jax.models.checkpoint.SHIPPED_LENETS`` (add a new name there first).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="the trained checkpoint to ship")
   p.add_argument("--data-dir", required=True, help="folder of the MNIST IDX files")
+  p.add_argument("--name", required=True, help="the shipped name (one of SHIPPED_LENETS)")
   args = p.parse_args(argv)
   import jsma_jax.models as models
   from jsma_jax.models import checkpoint as ckpt
@@ -36,7 +38,9 @@ def main(argv=None) -> dict:
   out.update(test_accuracy=models.evaluate(apply_fn, test, params=params),
              embedded_test_accuracy=models.evaluate(apply_fn, embedded, params=params),
              shipped_from=os.path.normpath(args.checkpoint))
-  target = os.path.join(os.path.dirname(ckpt.__file__), "_data", ckpt.PAPER_LENET)
+  if args.name not in ckpt.SHIPPED_LENETS:
+    p.error(f"--name must be one of {ckpt.SHIPPED_LENETS}, got {args.name!r}")
+  target = os.path.join(os.path.dirname(ckpt.__file__), "_data", "lenets", args.name)
   ckpt.save_checkpoint(target, model, out, numpy_weights=False)
   size = sum(os.path.getsize(os.path.join(target, f)) for f in os.listdir(target))
   print(f"wrote {target} ({size / 1e6:.2f} MB): test accuracy {out['test_accuracy']:.4f}, "

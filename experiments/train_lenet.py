@@ -68,14 +68,12 @@ class Config:
   def make_recipe(self):
     """The :class:`jsma_jax.models.Recipe` of this run."""
     from jsma_jax.models import Recipe, load_metadata, preset
-    from jsma_jax.models.checkpoint import PAPER_LENET
+    from jsma_jax.models.checkpoint import shipped_lenet_path
 
     changes = {field: getattr(self, flag) for flag, field in RECIPE_FLAGS.items()
                if getattr(self, flag) is not None}
     if self.recipe == SHIPPED_RECIPE:
-      from importlib import resources
-
-      with resources.as_file(resources.files("jsma_jax.models") / "_data" / PAPER_LENET) as path:
+      with shipped_lenet_path() as path:
         base = Recipe.from_dict(load_metadata(path)["recipe"])
     else:
       base = preset(self.recipe)

@@ -114,6 +114,18 @@ def test_defaults_agree_with_the_library_or_say_why():
   assert "Algorithm 2" in help_of["initial_domain"]
 
 
+def test_checkpoint_names_a_shipped_lenet_or_says_which_exist():
+  from jsma_jax.models import SHIPPED_LENETS, load_paper_lenet
+
+  for name in SHIPPED_LENETS:
+    _, meta = cli_args.load_model(f"{cli_args.SHIPPED}:{name}")
+    assert meta["weights_sha256"] == load_paper_lenet(name)[1]["weights_sha256"]
+  assert cli_args.load_model(cli_args.SHIPPED)[1]["weights_sha256"] == load_paper_lenet()[1]["weights_sha256"]
+  with pytest.raises(cli_args.UsageError, match="theano_tutorial_30ep") as e:
+    cli_args.load_model("shipped:theano")
+  assert "--checkpoint 'shipped:theano'" in str(e.value)
+
+
 def test_train_defaults_to_the_shipped_models_recipe():
   from jsma_jax.models import load_paper_lenet
 

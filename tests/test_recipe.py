@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.models import (LeNet, ModelConfig, Recipe, as_logits_fn, evaluate, holdout_split,
+from jsma_jax.models import (SHIPPED_LENETS, LeNet, ModelConfig, Recipe, as_logits_fn, evaluate, holdout_split,
                              initialise, load_metadata, load_mnist, load_paper_lenet, make_optimizer,
                              preset, save_checkpoint, train)
 
@@ -165,10 +165,25 @@ def test_unknown_preset_and_field_are_named(tiny_data):
     preset("adam_cosine").replace(lr=0.1)
 
 
-def test_shipped_lenet_reaches_its_recorded_accuracy_on_the_shipped_digits():
-  model, meta = load_paper_lenet()
+@pytest.mark.parametrize("name", SHIPPED_LENETS)
+def test_shipped_lenets_reach_their_recorded_accuracy_on_the_shipped_digits(name):
+  model, meta = load_paper_lenet(name)
   apply_fn, params = as_logits_fn(model)
   acc = evaluate(apply_fn, load_mnist("embedded", split="test"), params=params)
   assert acc == meta["embedded_test_accuracy"]
   assert acc > 0.97 and meta["test_accuracy"] > 0.98
-  assert Recipe.from_dict(meta["recipe"]).name == "theano_tutorial"
+  recipe = Recipe.from_dict(meta["recipe"])
+  # both held out the validation images, and each is the recipe its name says
+  assert recipe.split == "holdout" and meta["dataset"]["n_train"] == 50000
+  expected = {"glorot_adam_b128_e6": dict(init="glorot", optimizer="adam", batch_size=128, epochs=6,
+                                          learning_rate=1e-3, schedule="constant"),
+              "theano_tutorial_30ep": dict(name="theano_tutorial", init="glorot", optimizer="sgd",
+                                           batch_size=500, epochs=30, learning_rate=0.1)}[name]
+  assert {k: getattr(recipe, k) for k in expected} == expected
+  assert len(meta["history"]["train_loss"]) == recipe.epochs
+
+
+def test_the_default_shipped_lenet_is_the_first_and_unknown_names_are_refused():
+  assert load_paper_lenet()[1]["weights_sha256"] == load_paper_lenet(SHIPPED_LENETS[0])[1]["weights_sha256"]
+  with pytest.raises(ValueError, match="theano_tutorial_30ep"):
+    load_paper_lenet("theano_tutorial")

@@ -17,6 +17,7 @@ except ModuleNotFoundError as e:
 
 from jsma_jax.models.apply import LogitsFn
 from jsma_jax.models.apply import as_logits_fn
+from jsma_jax.models.checkpoint import SHIPPED_LENETS
 from jsma_jax.models.checkpoint import CheckpointError
 from jsma_jax.models.checkpoint import load_checkpoint
 from jsma_jax.models.checkpoint import load_metadata
@@ -70,5 +71,6 @@ __all__ = [
     "read_idx",
     "register_architecture",
     "save_checkpoint",
+    "SHIPPED_LENETS",
     "train",
 ]

@@ -18,7 +18,7 @@ starts from the paper's all-feature domain, so the compared jsma-jax run does to
     .venv-bench/bin/python benchmarks/cifar_cnn.py --data-dir ../shared/data/mnist
     .venv-bench/bin/python benchmarks/bench_attacks.py \
         --model lenet-handtuned,lenet,lenet-lax-nchw,cifar-cnn \
-        --checkpoint jsma_jax/models/_data/lenet_paper --data-dir ../shared/data/mnist \
+        --checkpoint jsma_jax/models/_data/lenets/theano_tutorial_30ep --data-dir ../shared/data/mnist \
         --sources 30 --cifar-sources 1 \
         --contenders jsma-jax,jsma-jax-rewrite-off,jsma-jax-all-domain,advertorch,torchattacks,art
 

@@ -11,7 +11,7 @@ attacks in the same turns, for the ratio to the peer under the same load), the c
 ``x_adv`` is identical.
 
     PYTHONPATH=. .venv-bench/bin/python benchmarks/bench_torch_bridge.py \
-        --checkpoint jsma_jax/models/_data/lenet_paper --data-dir ../shared/data/mnist \
+        --checkpoint jsma_jax/models/_data/lenets/theano_tutorial_30ep --data-dir ../shared/data/mnist \
         --sources 30 --cifar-sources 3 --pairs 5 --torchattacks 18 --out benchmarks/results/torch_bridge_interleaved.json
 
 Models: ``lenet`` (the checkpoint; its torch twin ``peers.TorchLeNet``) and ``cifar-cnn``
@@ -103,7 +103,7 @@ def measure(kind: str, apply_fn, params, weights_path: Path, x: np.ndarray, t: n
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--checkpoint", default=str(bench_attacks.ROOT / "jsma_jax/models/_data/lenet_paper"))
+  parser.add_argument("--checkpoint", default=str(bench_attacks.ROOT / "jsma_jax/models/_data/lenets/theano_tutorial_30ep"))
   parser.add_argument("--data-dir", default=None, help="MNIST IDX directory (default: the embedded test split)")
   parser.add_argument("--sources", type=int, default=30, help="LeNet sources, each towards its 9 other classes")
   parser.add_argument("--cifar-sources", type=int, default=3, help="cifar-cnn sources (0: skip the CNN)")

@@ -68,16 +68,14 @@ def load_model(checkpoint: str):
   package's default paper LeNet) or ``"shipped:NAME"`` (another shipped LeNet by name)."""
   from jsma_jax.models import load_checkpoint
   from jsma_jax.models import load_paper_lenet
-  from jsma_jax.models.checkpoint import SHIPPED_LENETS
 
   if checkpoint == SHIPPED:
     return load_paper_lenet()
   if checkpoint.startswith(SHIPPED + ":"):
-    name = checkpoint[len(SHIPPED) + 1:]
-    if name not in SHIPPED_LENETS:
-      raise UsageError(f"--checkpoint {checkpoint!r}: no shipped LeNet is called {name!r}; the shipped "
-                       f"ones are {', '.join(SHIPPED_LENETS)} (--checkpoint {SHIPPED}:NAME)")
-    return load_paper_lenet(name)
+    try:  # the name is checked in one place: load_paper_lenet
+      return load_paper_lenet(checkpoint[len(SHIPPED) + 1:])
+    except ValueError as e:
+      raise UsageError(f"--checkpoint {checkpoint!r}: {e}") from None
   if not os.path.isfile(os.path.join(checkpoint, "metadata.json")):
     raise UsageError(f"--checkpoint {checkpoint!r} holds no checkpoint (metadata.json): pass a folder "
                      f"written by jsma-jax train, or --checkpoint {SHIPPED} for the package's paper LeNet")

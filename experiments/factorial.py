@@ -176,7 +176,7 @@ class Candidate(NamedTuple):
 
 def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
   """Trains (or finds) every model of the run, in the order of the report."""
-  from jsma_jax.models import load_paper_lenet
+  from jsma_jax.models import load_metadata
   from jsma_jax.models.checkpoint import shipped_lenet_path
 
   from . import zoo
@@ -192,13 +192,10 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
     t = zoo.train_stage(r, data, config.out, log)
     out.append(Candidate(r.name, t.path, t.info, r, False))
   # the tutorial's recipe: 30 epochs (shipped), 100 (the zoo's), and optionally its full length
-  _, meta = load_paper_lenet("theano_tutorial_30ep")
   with shipped_lenet_path("theano_tutorial_30ep") as shipped:  # a folder of an installed package
-    out.append(_existing("theano_tutorial_30ep", str(shipped), meta))
+    out.append(_existing("theano_tutorial_30ep", str(shipped), load_metadata(shipped)))
   hundred = os.path.join(os.path.dirname(__file__), "results", "zoo", "theano_100ep")
   if os.path.isdir(hundred):
-    from jsma_jax.models import load_metadata
-
     out.append(_existing("theano_tutorial_100ep", hundred, load_metadata(hundred)))
   if config.tutorial_epochs:
     from jsma_jax.models import preset

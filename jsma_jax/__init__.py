@@ -8,6 +8,7 @@ from jsma_jax.dataset import attack_dataset
 from jsma_jax.batching import bucket_size
 from jsma_jax.curves import Curve
 from jsma_jax.curves import robustness_curve
+from jsma_jax.distance import adversarial_distance_all
 from jsma_jax.distance import adversarial_distance_of
 from jsma_jax.distributed import jsma_sharded
 from jsma_jax.drivers import Problem
@@ -60,6 +61,7 @@ __all__ = [
     "StepView",
     "StopReason",
     "Summary",
+    "adversarial_distance_all",
     "adversarial_distance_of",
     "all_other_targets",
     "attack_dataset",

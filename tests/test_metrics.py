@@ -7,6 +7,7 @@ import pytest
 
 from jsma_jax import jsma
 from jsma_jax import distance, metrics
+from jsma_jax import forward_derivative
 from jsma_jax import target_rows
 from tests import toy_models
 
@@ -106,6 +107,40 @@ def test_adversarial_distance_of_model_matches_rows_and_pads_batches():
   got = distance.adversarial_distance_of(toy_models.apply_mlp_tanh, x, t, params=params, batch_size=3)
   np.testing.assert_allclose(got, want)
   assert ((got >= 0) & (got <= 1)).all()
+
+
+@pytest.mark.parametrize("increase", [True, False], ids=["increase", "decrease"])
+def test_adversarial_distance_all_equals_per_pair_and_a_numpy_reference(increase):
+  """One Jacobian per example gives every class's A(x, t): the per-pair path's values, and a
+  NumPy count over the full Jacobian (the sum of the other rows taken in float64)."""
+  params = toy_models.mlp_params(1, (4, 4, 1), 5)
+  rng = np.random.default_rng(1)
+  x = rng.uniform(size=(7, 4, 4, 1)).astype(np.float32)
+  got = distance.adversarial_distance_all(toy_models.apply_mlp_tanh, x, params=params, increase=increase,
+                                          batch_size=3)  # 3 chunks, the last padded
+  assert got.shape == (7, 5) and got.dtype == np.float64
+  src, t = np.repeat(np.arange(7), 5), np.tile(np.arange(5), 7)
+  per_pair = distance.adversarial_distance_of(toy_models.apply_mlp_tanh, x[src], t, params=params,
+                                              increase=increase)
+  np.testing.assert_array_equal(got[src, t], per_pair)
+  _, jac = forward_derivative(toy_models.apply_mlp_tanh, x, params=params)
+  jac = np.asarray(jac, np.float64).reshape(7, 5, -1)
+  want = np.empty((7, 5))
+  for i in range(7):
+    for c in range(5):
+      a, b = jac[i, c], jac[i].sum(0) - jac[i, c]
+      sa, sb = (a, b) if increase else (-a, -b)
+      want[i, c] = 1 - np.mean((sa > 0) & (sb < 0))
+  np.testing.assert_array_equal(got, want)
+  assert len(np.unique(got)) > 3  # the classes differ: not a constant that would pass by accident
+
+
+def test_adversarial_distance_all_refuses_a_bad_batch():
+  with pytest.raises(ValueError, match="batch_size"):
+    distance.adversarial_distance_all(toy_models.apply_mlp_tanh, np.zeros((2, 4, 4, 1), np.float32),
+                                      params=toy_models.mlp_params(0, (4, 4, 1), 5), batch_size=0)
+  with pytest.raises(ValueError, match="batch"):
+    distance.adversarial_distance_all(toy_models.apply_mlp_tanh, np.zeros(4, np.float32))
 
 
 # --------------------------------------------------------------------- sweep

@@ -9,6 +9,10 @@ calls after the first. ``slots`` >= 128 also compiles the scheduler's narrower t
 
     python benchmarks/slots.py --slots 16,64,256 --sources 30,300 \\
         --out benchmarks/results/slots_cpu.json
+
+``--study-row`` runs what ``jsma-jax reproduce`` runs for its reproduction row instead
+(all features in the initial domain, 150 pair iterations for the budget sweep up to 300
+pixels, the L0 trace recorded), so its numbers are those of the study's stages.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def one(slots: int, sources: int, repeats: int) -> dict:
+# the reproduction row of ``jsma-jax reproduce``: the paper's domain, the sweep's largest budget
+# (300 pixels = 150 pair iterations) and the trace it reads the smaller budgets from
+STUDY_ROW = {"initial_domain": "all", "max_iter": 150, "record_trace": True}
+
+
+def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -39,7 +48,8 @@ def one(slots: int, sources: int, repeats: int) -> dict:
   x, y = load_mnist("embedded", split="test")
   e = jsma_jax.all_other_targets(x[:sources], y[:sources], 10)
   xs, ts = jnp.asarray(e.x), jnp.asarray(e.targets, jnp.int32)
-  call = lambda: jax.block_until_ready(jsma_jax.jsma(f, xs, ts, params=p, slots=slots))
+  options = STUDY_ROW if study_row else {}
+  call = lambda: jax.block_until_ready(jsma_jax.jsma(f, xs, ts, params=p, slots=slots, **options))
   start = time.perf_counter()
   result = call()
   first = time.perf_counter() - start
@@ -49,7 +59,7 @@ def one(slots: int, sources: int, repeats: int) -> dict:
     result = call()
     times.append(time.perf_counter() - start)
   run = statistics.median(times)
-  return {"slots": slots, "attacks": int(len(ts)), "phases": phase_widths(min(slots, len(ts))),
+  return {"slots": slots, "attacks": int(len(ts)), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
           "first_call_seconds": first, "seconds": run, "seconds_all": times,
           "attacks_per_second": len(ts) / run, "success_rate": float(result.success.mean())}
 
@@ -59,18 +69,20 @@ def main() -> None:
   parser.add_argument("--slots", default="16,64,256", help="slot counts, comma-separated")
   parser.add_argument("--sources", default="30,300", help="sources (x 9 targets each), comma-separated")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--study-row", action="store_true",
+                      help="the reproduction row's settings (domain all, 150 iterations, trace)")
   parser.add_argument("--out", default=None)
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
     slots, sources = (int(v) for v in args.worker.split(","))
-    print(json.dumps(one(slots, sources, args.repeats)))
+    print(json.dumps(one(slots, sources, args.repeats, args.study_row)))
     return
   rows = []
   for sources in (int(v) for v in args.sources.split(",")):
     for slots in (int(v) for v in args.slots.split(",")):
       proc = subprocess.run([sys.executable, __file__, "--worker", f"{slots},{sources}", "--repeats",
-                             str(args.repeats)], capture_output=True, text=True, check=True,
+                             str(args.repeats)] + (["--study-row"] if args.study_row else []), capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
       row = json.loads(proc.stdout.strip().splitlines()[-1])
       rows.append(row)

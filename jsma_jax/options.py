@@ -152,8 +152,8 @@ class EngineOptions:
       attack stops, so the cost follows the average iteration count) or
       ``"lockstep"`` (one batched ``while_loop`` over the whole batch, until
       its slowest example stops).
-    slots: examples in flight for ``"refill"`` (default on CPU 32 per core, at
-      most 256; 8192 on accelerators; at most the batch). Memory grows
+    slots: examples in flight for ``"refill"`` (default on CPU 8 per core, at
+      least 16 and at most 256; 8192 on accelerators; at most the batch). Memory grows
       linearly with it (see :func:`default_slots`).
     candidates: top-K features of the exact pruned pair search (default
       ``min(M, 64)``; ``0`` for the dense search).
@@ -305,13 +305,15 @@ def make_plan(options: AttackOptions, engine: EngineOptions, *, batch: int, num_
 def default_slots(platform: str | None = None) -> int:
   """Examples in flight for the refill schedule on ``platform`` (default: this machine's backend).
 
-  On the CPU, 32 per core the process may use, at least 16 and at most 256.
-  On a 2-core CPU (``benchmarks/slots.py``, LeNet, 270 and 2,700 attacks) 64
-  slots ran 1.2-1.8x faster than 256 and its first call took 7 s instead of
-  13 s: from 128 slots on, the scheduler's narrower tail phase is a second
-  compiled copy of the attack step. 16 slots were faster still there (up to
-  1.3x); pass ``slots`` to choose. On accelerators 8192 (also when this
-  CPU lowers the attack for one: ``EngineOptions(platform="cuda")``).
+  On the CPU, 8 per core the process may use, at least 16 and at most 256.
+  Fewer slots waste less at the end of a call, where slots empty while the
+  longest attacks finish (on the paper's row, 900 attacks per call: 97% of the
+  slot-steps do work with 16 slots, 80% with 64), and run faster per step on a
+  small CPU. Measured with ``benchmarks/slots.py --study-row`` (LeNet, 900
+  attacks, 2-core Zen 1): 16 slots 44.8 attacks/s, 8 32.7, 32 40.9, 64 36.6;
+  from 128 slots on, the scheduler's narrower tail phase is a second compiled
+  copy of the attack step. Pass ``slots`` to choose. On accelerators 8192 (also
+  when this CPU lowers the attack for one: ``EngineOptions(platform="cuda")``).
 
   Example:
     >>> default_slots("cuda"), default_slots("tpu")
@@ -320,7 +322,7 @@ def default_slots(platform: str | None = None) -> int:
   if (platform or jax.default_backend()) != "cpu":
     return 8192
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-  return max(16, min(256, 32 * cores))
+  return max(16, min(256, 8 * cores))
 
 
 def changes_to_iterations(changes: Any, *, pairwise: bool = True) -> Any:

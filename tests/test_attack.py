@@ -199,9 +199,9 @@ def test_refill_phases_equal_lockstep_on_a_large_batch():
   assert len(set(np.asarray(refill.iterations).tolist())) > 3  # attacks of many lengths were interleaved
 
 
-@pytest.mark.parametrize("cores,slots", [(1, 32), (2, 64), (4, 128), (8, 256), (64, 256)])
+@pytest.mark.parametrize("cores,slots", [(1, 16), (2, 16), (4, 32), (8, 64), (16, 128), (64, 256)])
 def test_cpu_default_slots_follow_the_cores(monkeypatch, cores, slots):
-  """32 slots per usable core, at most 256 (one compiled phase below 128 slots)."""
+  """8 slots per usable core, at least 16, at most 256 (one compiled phase below 128 slots)."""
   from jsma_jax import options
 
   monkeypatch.setattr(options.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)

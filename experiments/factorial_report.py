@@ -252,7 +252,7 @@ def render(config, results: dict) -> str:
             "rate and per-epoch shuffles make them a shorter run's, bit for bit). Beside the design: "
             + ("the recipe most users would write today (`modern_*`: PyTorch init, Adam 1e-3, batch 128, "
                "10 epochs on all 60,000 images, so it saw the validation images) and " if config.modern else "")
-            + "the Theano tutorial's recipe (`theano_tutorial_*`: the shipped 30-epoch LeNet and longer runs)"
+            + "the Theano tutorial's recipe (`theano_tutorial_*`: 30 epochs, the LeNet shipped by that name beside the chosen one, and longer runs)"
             + ("." if config.modern else "; the modern recipe is not in this run (`--no-modern`)."), "",
             "## Models", "",
             "| model | how | test acc | margin | confidence | val success +1 | val dist +1 | val success -1 | "

@@ -74,6 +74,47 @@ def effects(outcomes: dict[tuple[int, ...], np.ndarray], names: tuple[str, ...])
   return out
 
 
+class Paired(NamedTuple):
+  """Two models on the same attacks: success of ``a`` minus ``b`` and an exact sign test.
+
+  Attributes:
+    a, b: the models' names.
+    what: what the comparison asks.
+    set_name: ``"validation"`` or ``"test"``.
+    theta: the attacks' direction.
+    difference: success rate of ``a`` minus that of ``b``.
+    a_only, b_only: attacks that succeed against one model and not the other.
+    p: exact two-sided sign test of ``a_only`` against ``b_only`` (McNemar's exact test).
+  """
+
+  a: str
+  b: str
+  what: str
+  set_name: str
+  theta: float
+  difference: float
+  a_only: int
+  b_only: int
+  p: float
+
+
+def paired(a: str, b: str, what: str, set_name: str, theta: float, success_a: np.ndarray,
+           success_b: np.ndarray) -> Paired:
+  """:class:`Paired` of two models' successes on the same attacks (bool ``[n]`` each)."""
+  sa, sb = np.asarray(success_a, bool), np.asarray(success_b, bool)
+  if sa.shape != sb.shape:
+    raise ValueError(f"paired outcomes must cover the same attacks, got {sa.shape} and {sb.shape}")
+  a_only, b_only = int((sa & ~sb).sum()), int((~sa & sb).sum())
+  return Paired(a, b, what, set_name, float(theta), float(sa.mean() - sb.mean()), a_only, b_only,
+                sign_test_p(a_only, b_only))
+
+
+# Comparisons beside the design, run when both models are in the run ("chosen": the choice).
+COMPARISONS = (("modern_tanh", "modern_relu", "the activation, under the modern recipe"),
+               ("chosen", "modern_tanh", "the chosen recipe against the modern one (tanh)"),
+               ("chosen", "theano_tutorial_30ep", "the chosen recipe against the tutorial's 30 epochs"))
+
+
 def contrast(values: dict[tuple[int, ...], float], subset: tuple[int, ...]) -> float:
   """The same effect on a per-model number (accuracy, margin, distortion)."""
   cells = sorted(values)
@@ -189,6 +230,13 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
       label = " x ".join(names[j] for j in subset)
       other_effects[label] = {q: contrast({c: per_model[c][q] for c in cells()}, subset)
                               for q in per_model[cells()[0]]}
+  comparisons = []
+  for a, b, what in COMPARISONS:
+    a = choice["chosen"] if a == "chosen" else a
+    if a in outcomes["test"] and b in outcomes["test"]:
+      comparisons += [paired(a, b, what, set_name, theta, outcomes[set_name][a][theta].success,
+                             outcomes[set_name][b][theta].success)._asdict()
+                      for set_name in SETS for theta in config.thetas]
   table = []
   for m in models:
     entry = {"model": m.name, "description": m.recipe.describe(), "held_out_validation": m.held_out_validation,
@@ -201,7 +249,7 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
 
   results = {"config": dataclasses.asdict(config), "factors": [f._asdict() for f in FACTORS], "table": table,
              "effects_on_success": analysis, "effects_on_model_measures": other_effects,
-             "choice": choice, "n_attacks_per_theta": int(config.n_sources * 9),
+             "choice": choice, "comparisons": comparisons, "n_attacks_per_theta": int(config.n_sources * 9),
              "wall_seconds": {"training": float(sum(m.info.get("train_seconds") or 0 for m in models
                                                     if m.name.startswith(("f_", "modern")))),
                               "attacks": float(sum(stages.seconds(n) for n in attack_names))},
@@ -289,6 +337,15 @@ def render(config, results: dict) -> str:
     if label.count(" x ") <= 1:
       lines.append(f"| {label} | {100 * q['test_accuracy']:+.2f} | {q['mean_margin']:+.2f} | "
                    f"{100 * q.get('distortion+1', float('nan')):+.2f} | {100 * q.get('distortion-1', float('nan')):+.2f} |")
+  if results.get("comparisons"):
+    lines += ["", "## Models beside the design, paired", "",
+              "Success of the first model minus the second's on the same attacks, in percentage points; "
+              "a only / b only: attacks that succeed against one and not the other; p: exact two-sided "
+              "sign test on them.", "",
+              "| a | b | what | set | theta | a - b | a only / b only | p |", "|---|---|---|---|---|---|---|---|"]
+    for q in results["comparisons"]:
+      lines.append(f"| {q['a']} | {q['b']} | {q['what']} | {q['set_name']} | {q['theta']:+g} | "
+                   f"{100 * q['difference']:+.2f} | {q['a_only']} / {q['b_only']} | {format_p(q['p'])} |")
   c = results["choice"]
   lines += ["", "## The choice (made on validation, before any test attack)", "",
             f"Rule, written before the run: {c['rule']}. Not eligible: {', '.join(c['excluded']) or 'none'}.", "",

@@ -92,6 +92,16 @@ def test_sign_test():
   assert factorial_report.sign_test_p(3, 3) == 1.0
 
 
+def test_paired_counts_the_discordant_attacks():
+  a = np.array([1, 1, 1, 0, 0, 1, 1], bool)
+  b = np.array([1, 0, 0, 0, 1, 0, 1], bool)
+  q = factorial_report.paired("x", "y", "why", "test", -1.0, a, b)
+  assert (q.a_only, q.b_only) == (3, 1) and q.difference == pytest.approx(2 / 7)
+  assert q.p == pytest.approx(factorial_report.sign_test_p(3, 1)) and q.theta == -1.0
+  with pytest.raises(ValueError, match="same attacks"):
+    factorial_report.paired("x", "y", "why", "test", 1.0, a, b[:3])
+
+
 def test_the_choice_is_the_nearest_eligible_model_by_the_stated_distance():
   class M:
     def __init__(self, name, held):
@@ -169,6 +179,10 @@ def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes
     assert t["test"]["success+1"] is not None and 0 <= t["validation"]["success-1"] <= 1
   report = open(os.path.join(config.out, "report.md")).read()
   assert "(chosen)" in report and "| optimizer x length |" in report
+  pairs = {(q["a"], q["b"], q["set_name"], q["theta"]) for q in results["comparisons"]}
+  for other in ("modern_tanh", "theano_tutorial_30ep"):  # the modern ReLU is not in this run
+    assert {(choice["chosen"], other, s, t) for s in ("validation", "test") for t in (1.0, -1.0)} <= pairs
+  assert len(pairs) == 8 and "## Models beside the design, paired" in report
   # a repeated run loads every stage: nothing is attacked again, the report is the same
   again = factorial_report.run(config, factorial.train_all(config, (train_set, test_set), lambda s: None),
                                train_set, test_set, lambda s: None)

@@ -14,6 +14,7 @@ from jsma_jax import all_other_targets
 from jsma_jax import jsma
 from jsma_jax import max_iterations
 from jsma_jax import metrics
+from jsma_jax import other_classes
 from jsma_jax import single_feature_saliency
 from jsma_jax import target_rows
 
@@ -189,12 +190,14 @@ def distance_stage(ctx: Context, model: Model) -> tuple[dict, dict]:
   idx = source_indices(ctx.config, split_name, len(split.y))[:ctx.config.n_sources]
 
   def work():
-    e = all_other_targets(split.x[idx], split.y[idx], n_classes)
+    labels = np.asarray(split.y[idx])
+    targets = np.asarray(other_classes(labels, n_classes)).reshape(-1)  # all_other_targets' order, no copies of x
+    source = np.repeat(np.arange(len(idx)), n_classes - 1)
     every = jsma_jax.adversarial_distance_all(model.apply_fn, split.x[idx], params=model.params,
                                              batch_size=min(DISTANCE_BATCH, len(idx)))  # [sources, N]
-    a = every[np.asarray(e.source_index), np.asarray(e.targets)]
+    a = every[source, targets]
     return ({"robustness": metrics.robustness(a), "n": int(len(a))},
-            {"distance": a, "source": np.asarray(e.labels, np.int32), "target": np.asarray(e.targets, np.int32)})
+            {"distance": a, "source": labels[source].astype(np.int32), "target": targets.astype(np.int32)})
 
   key = {"model": model.key, "split": split_name, "sources": idx}
   return ctx.stages.run(f"distance_{model.activation}_{split_name}", key, work)

@@ -13,6 +13,12 @@ calls after the first. ``slots`` >= 128 also compiles the scheduler's narrower t
 ``--study-row`` runs what ``jsma-jax reproduce`` runs for its reproduction row instead
 (all features in the initial domain, 150 pair iterations for the budget sweep up to 300
 pixels, the L0 trace recorded), so its numbers are those of the study's stages.
+
+``--cpu-devices 1,2`` also varies how many XLA CPU devices the process splits the CPU into
+(``JAX_NUM_CPU_DEVICES``); the attack runs over all of them (``jsma_jax.jsma_local``),
+``slots`` per device, as the study's stages do.
+
+    python benchmarks/slots.py --study-row --cpu-devices 1,2 --slots 16 --sources 100
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict
   e = jsma_jax.all_other_targets(x[:sources], y[:sources], 10)
   xs, ts = jnp.asarray(e.x), jnp.asarray(e.targets, jnp.int32)
   options = STUDY_ROW if study_row else {}
-  call = lambda: jax.block_until_ready(jsma_jax.jsma(f, xs, ts, params=p, slots=slots, **options))
+  call = lambda: jax.block_until_ready(jsma_jax.jsma_local(f, xs, ts, params=p, slots=slots, **options))
   start = time.perf_counter()
   result = call()
   first = time.perf_counter() - start
@@ -59,7 +65,7 @@ def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict
     result = call()
     times.append(time.perf_counter() - start)
   run = statistics.median(times)
-  return {"slots": slots, "attacks": int(len(ts)), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
+  return {"slots": slots, "cpu_devices": jax.local_device_count(), "attacks": int(len(ts)), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
           "first_call_seconds": first, "seconds": run, "seconds_all": times,
           "attacks_per_second": len(ts) / run, "success_rate": float(result.success.mean())}
 
@@ -71,6 +77,7 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--study-row", action="store_true",
                       help="the reproduction row's settings (domain all, 150 iterations, trace)")
+  parser.add_argument("--cpu-devices", default="1", help="XLA CPU devices of each run, comma-separated")
   parser.add_argument("--out", default=None)
   parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -79,16 +86,17 @@ def main() -> None:
     print(json.dumps(one(slots, sources, args.repeats, args.study_row)))
     return
   rows = []
-  for sources in (int(v) for v in args.sources.split(",")):
-    for slots in (int(v) for v in args.slots.split(",")):
-      proc = subprocess.run([sys.executable, __file__, "--worker", f"{slots},{sources}", "--repeats",
-                             str(args.repeats)] + (["--study-row"] if args.study_row else []), capture_output=True, text=True, check=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-      row = json.loads(proc.stdout.strip().splitlines()[-1])
-      rows.append(row)
-      print(f"slots {row['slots']:5d}  attacks {row['attacks']:5d}  phases {row['phases']}  first call "
-            f"{row['first_call_seconds']:6.2f} s  run {row['seconds']:6.2f} s  {row['attacks_per_second']:7.1f}/s",
-            flush=True)
+  grid = [(sources, devices, slots) for sources in (int(v) for v in args.sources.split(","))
+          for devices in (int(v) for v in args.cpu_devices.split(",")) for slots in (int(v) for v in args.slots.split(","))]
+  for sources, devices, slots in grid:
+    proc = subprocess.run([sys.executable, __file__, "--worker", f"{slots},{sources}", "--repeats",
+                           str(args.repeats)] + (["--study-row"] if args.study_row else []), capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_NUM_CPU_DEVICES": str(devices)})
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows.append(row)
+    print(f"devices {row['cpu_devices']}  slots {row['slots']:4d}  attacks {row['attacks']:5d}  phases {row['phases']}  first call "
+          f"{row['first_call_seconds']:6.2f} s  run {row['seconds']:6.2f} s  {row['attacks_per_second']:7.1f}/s",
+          flush=True)
   sys.path.insert(0, str(HERE))
   from bench_attacks import machine_info
 

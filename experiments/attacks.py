@@ -12,6 +12,7 @@ import numpy as np
 import jsma_jax
 from jsma_jax import all_other_targets
 from jsma_jax import jsma
+from jsma_jax import jsma_local
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 from jsma_jax import other_classes
@@ -105,7 +106,7 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   parts, wins = [], 0
   with tqdm(total=len(x), desc=tag, unit="attack") as bar:
     for start, n, (xs, ts) in chunks((x, targets), min(batch_size, len(x))):
-      r = jax.device_get(jsma(model.apply_fn, xs, ts, params=model.params, pad_batches=False, **options))
+      r = jax.device_get(jsma_local(model.apply_fn, xs, ts, params=model.params, pad_batches=False, **options))
       r = jax.tree.map(lambda v: v[:n], r)
       parts.append(r)
       wins += int(metrics.budget_sweep(r.success, r.iterations, r.trace, (table_iter,)).success[0].sum())

@@ -8,6 +8,7 @@ core install alone.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from .cli_args import UsageError
@@ -43,8 +44,34 @@ def main(argv=None) -> int:
   return run(argv[0], argv[1:])
 
 
+def one_cpu_device_per_core() -> int | None:
+  """Splits the CPU into one XLA device per core, unless the user chose; returns the count set, or None.
+
+  The stages attack over every device of the process (``jsma_jax.jsma_local``,
+  ``attack_dataset``): on a 2-core CPU two single-core devices ran the paper's row 1.45x
+  faster than one device using both cores (``docs/performance.md``). Left alone: a count
+  the user chose (``JAX_NUM_CPU_DEVICES``, or ``--xla_force_host_platform_device_count``
+  in ``XLA_FLAGS``), and a process whose JAX has already started (a command run from
+  Python after JAX work: its devices are fixed by then). Accelerators are unaffected.
+  """
+  if "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  import jax
+
+  from jsma_jax.options import cpu_cores
+
+  cores = cpu_cores()
+  try:
+    jax.config.update("jax_num_cpu_devices", cores)
+  except RuntimeError:  # JAX's backends are up already
+    return None
+  return cores
+
+
 def run(command: str, argv) -> int:
   """Runs one command; a :class:`UsageError` or a missing extra is one line on stderr."""
+  if "-h" not in argv and "--help" not in argv:
+    one_cpu_device_per_core()
   module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
   try:
     module.main(list(argv))

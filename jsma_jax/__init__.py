@@ -10,7 +10,7 @@ from jsma_jax.curves import Curve
 from jsma_jax.curves import robustness_curve
 from jsma_jax.distance import adversarial_distance_all
 from jsma_jax.distance import adversarial_distance_of
-from jsma_jax.distributed import jsma_sharded
+from jsma_jax.distributed import jsma_local, jsma_sharded
 from jsma_jax.drivers import Problem
 from jsma_jax.family import maximal_rule
 from jsma_jax.family import tjsma_rule
@@ -72,6 +72,7 @@ __all__ = [
     "forward_derivative",
     "jsma",
     "jsma_rule",
+    "jsma_local",
     "jsma_sharded",
     "loop_friendly",
     "lower",

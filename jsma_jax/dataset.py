@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -31,13 +30,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
 from jsma_jax import _chunk_files, _processes, _validate, batching
 from jsma_jax import options as options_lib
 from jsma_jax import progress as progress_lib
-from jsma_jax.attack import jsma
-from jsma_jax.distributed import jsma_sharded
+from jsma_jax.distributed import jsma_local
 from jsma_jax.types import JSMAResult
 
 LONG_ATTACK = 1_000  # iterations of budget from which the bar shows the iteration reached inside a chunk
@@ -126,9 +123,7 @@ def attack_dataset(
   if across:  # the same work everywhere, or the exchanges below would not line up
     _same_everywhere(x, targets, size, collect, checkpoint_dir is not None)
   engine = dataclasses.replace(engine, pad_batches=False)  # every chunk has the one compiled size already
-  attack = jsma
-  if jax.local_device_count() > 1:  # every chunk over this process's devices
-    attack = functools.partial(jsma_sharded, mesh=Mesh(np.asarray(jax.local_devices()), ("batch",)))
+  attack = jsma_local  # every chunk over this process's devices
   folder = None if checkpoint_dir is None else Path(checkpoint_dir)
   per_example = _per_example_options(attack_options, x)  # [B, *shape] bounds or mask: chunked with x
   key = None

@@ -199,13 +199,16 @@ def test_refill_phases_equal_lockstep_on_a_large_batch():
   assert len(set(np.asarray(refill.iterations).tolist())) > 3  # attacks of many lengths were interleaved
 
 
-@pytest.mark.parametrize("cores,slots", [(1, 16), (2, 16), (4, 32), (8, 64), (16, 128), (64, 256)])
-def test_cpu_default_slots_follow_the_cores(monkeypatch, cores, slots):
-  """8 slots per usable core, at least 16, at most 256 (one compiled phase below 128 slots)."""
+@pytest.mark.parametrize("cores,devices,slots", [(1, 1, 16), (2, 1, 16), (4, 1, 32), (8, 1, 64), (16, 1, 128),
+                                                  (64, 1, 256), (2, 2, 16), (16, 2, 64), (16, 16, 16), (4, 8, 16)])
+def test_cpu_default_slots_follow_the_cores(monkeypatch, cores, devices, slots):
+  """8 slots per usable core of each CPU device, at least 16, at most 256 (one compiled phase below 128 slots)."""
   from jsma_jax import options
 
   monkeypatch.setattr(options.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
   monkeypatch.setattr(options.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(options.jax, "local_devices", lambda backend=None: [object()] * devices)
+  assert options.cpu_cores() == cores
   assert options.default_slots() == slots
   monkeypatch.setattr(options.jax, "default_backend", lambda: "gpu")
   assert options.default_slots() == 8192

@@ -40,6 +40,11 @@ SCRIPT = textwrap.dedent(
     even = jsma_sharded(toy_models.apply_mlp_relu, x[:8], t[:8], params=params, gamma=0.4, slots=2)
     assert even.x_adv.sharding.spec == P("batch") and len(even.x_adv.sharding.device_set) == 4, even.x_adv.sharding
     np.testing.assert_array_equal(np.asarray(even.x_adv), np.asarray(one.x_adv)[:8])
+    # jsma_local: over the process's 4 devices, equal to one device
+    here = jsma_jax.jsma_local(toy_models.apply_mlp_relu, x, t, params=params, gamma=0.4, record_trace=True, slots=2)
+    assert len(here.x_adv.sharding.device_set) == 4 or here.x_adv.shape[0] == 10
+    for a, b in zip(one, here):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # attack_dataset runs every chunk over the process's 4 devices
     ds = jsma_jax.attack_dataset(toy_models.apply_mlp_relu, np.asarray(x), np.asarray(t), params=params, gamma=0.4,
                                  record_trace=True, slots=2, chunk_size=8, progress=False)
@@ -208,3 +213,30 @@ def test_dataset_arguments_are_checked(mlp):
   params, x, t = mlp
   with pytest.raises(ValueError, match="collect must be one of"):
     jsma_jax.attack_dataset(MLP, x, t, params=params, collect="process1")
+
+
+CLI_DEVICES = textwrap.dedent(
+    """
+    from experiments.cli import one_cpu_device_per_core
+    import jax
+    from jsma_jax.options import cpu_cores
+    print(one_cpu_device_per_core(), jax.local_device_count(), cpu_cores())
+    """
+)
+
+
+@pytest.mark.parametrize("env,expect", [({}, "cores"), ({"JAX_NUM_CPU_DEVICES": "1"}, "1"),
+                                        ({"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, "3")])
+def test_cli_splits_the_cpu_into_one_device_per_core_unless_told(env, expect):
+  """``jsma-jax`` commands run over one XLA CPU device per core; a count the user set is kept."""
+  here = Path(__file__).parent
+  base = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+  run_env = {**base, **env, "JAX_PLATFORMS": "cpu",
+             "PYTHONPATH": os.pathsep.join([str(here.parent), base.get("PYTHONPATH", "")])}
+  proc = subprocess.run([sys.executable, "-c", CLI_DEVICES], env=run_env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  chosen, devices, cores = proc.stdout.split()[-3:]
+  if expect == "cores":
+    assert chosen == devices == cores, proc.stdout
+  else:
+    assert chosen == "None" and devices == expect, proc.stdout

@@ -161,7 +161,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
   acts = list(cfg["activations"])
   L = ["# JSMA reproduction: Papernot et al., EuroS&P 2016", ""]
   L += [f"Command: `{command}`", "",
-        f"JAX {env['jax']} on {env['backend']} ({env['device']}, {env['device_kind']}), "
+        f"JAX {env['jax']} on {env['backend']} ({env['device']}, {env['device_kind']}; "
+        f"{env.get('device_count', 1)} device{'s' if env.get('device_count', 1) != 1 else ''}), "
         f"{env['cpu_count']} CPUs ({env.get('processor') or 'unknown CPU'}), {env['platform']}; seed {results['seed']}. "
         f"Attack time {results['total_attack_seconds']:.0f} s for {results['total_attacks']} attacks "
         f"({results['total_attacks'] / max(results['total_attack_seconds'], 1e-9):.1f} attacks/s overall); "

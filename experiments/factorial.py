@@ -15,8 +15,8 @@ training images (:data:`FACTORS`: initialisation, optimiser, batch size, trainin
 which is exact at a constant step size). Beside them: the recipe most users would write
 today (PyTorch's initialisation, Adam 1e-3, batch 128, 10 epochs, all 60,000 images,
 constant rate) with tanh and with ReLU, and the Theano tutorial's own recipe at 30 epochs
-(the shipped LeNet), 100 epochs (``experiments/results/zoo``) and, with
-``--tutorial-epochs 200``, its full 200.
+(the shipped LeNet), 100 epochs (``experiments/results/zoo/theano_100ep``) and its full
+200 (``theano_200ep`` there once committed; else ``--tutorial-epochs 200`` trains it).
 
 Order of work, each an atomic stage that a repeated command resumes:
 
@@ -191,13 +191,16 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
   for r in modern_recipes() if config.modern else ():
     t = zoo.train_stage(r, data, config.out, log)
     out.append(Candidate(r.name, t.path, t.info, r, False))
-  # the tutorial's recipe: 30 epochs (shipped), 100 (the zoo's), and optionally its full length
+  # the tutorial's recipe: 30 epochs (shipped), 100 and 200 where committed, else trained on request
   with shipped_lenet_path("theano_tutorial_30ep") as shipped:  # a folder of an installed package
     out.append(_existing("theano_tutorial_30ep", str(shipped), load_metadata(shipped)))
-  hundred = os.path.join(os.path.dirname(__file__), "results", "zoo", "theano_100ep")
-  if os.path.isdir(hundred):
-    out.append(_existing("theano_tutorial_100ep", hundred, load_metadata(hundred)))
-  if config.tutorial_epochs:
+  committed = {}  # the tutorial's longer runs, trained once and committed: results/zoo/theano_<E>ep
+  for epochs in TUTORIAL_COMMITTED:
+    folder = os.path.join(os.path.dirname(__file__), "results", "zoo", f"theano_{epochs}ep")
+    if os.path.isdir(folder):
+      committed[epochs] = folder
+      out.append(_existing(f"theano_tutorial_{epochs}ep", folder, load_metadata(folder)))
+  if config.tutorial_epochs and config.tutorial_epochs not in committed:
     from jsma_jax.models import preset
 
     r = preset("theano_tutorial").replace(name=f"theano_tutorial_{config.tutorial_epochs}ep",
@@ -205,6 +208,9 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
     t = zoo.train_stage(r, data, config.out, log)
     out.append(Candidate(r.name, t.path, t.info, r, True))
   return out
+
+
+TUTORIAL_COMMITTED = (100, 200)  # epochs of the tutorial's recipe that may lie in results/zoo
 
 
 def _existing(name: str, path: str, meta: dict) -> Candidate:

@@ -48,8 +48,8 @@ def one_cpu_device_per_core() -> int | None:
   """Splits the CPU into one XLA device per core, unless the user chose; returns the count set, or None.
 
   The stages attack over every device of the process (``jsma_jax.jsma_local``,
-  ``attack_dataset``): on a 2-core CPU two single-core devices ran the paper's row 1.45x
-  faster than one device using both cores (``docs/performance.md``). Left alone: a count
+  ``attack_dataset``): on a 2-core CPU two single-core devices ran the paper's row
+  1.21-1.29x faster than one device using both cores (``docs/performance.md``). Left alone: a count
   the user chose (``JAX_NUM_CPU_DEVICES``, or ``--xla_force_host_platform_device_count``
   in ``XLA_FLAGS``), and a process whose JAX has already started (a command run from
   Python after JAX work: its devices are fixed by then). Accelerators are unaffected.

@@ -123,7 +123,6 @@ def attack_dataset(
   if across:  # the same work everywhere, or the exchanges below would not line up
     _same_everywhere(x, targets, size, collect, checkpoint_dir is not None)
   engine = dataclasses.replace(engine, pad_batches=False)  # every chunk has the one compiled size already
-  attack = jsma_local  # every chunk over this process's devices
   folder = None if checkpoint_dir is None else Path(checkpoint_dir)
   per_example = _per_example_options(attack_options, x)  # [B, *shape] bounds or mask: chunked with x
   key = None
@@ -162,8 +161,9 @@ def attack_dataset(
           result, found = _chunk_files.load(folder / _chunk_files.name(i), chunk_key)
           loaded, stale = result is not None, stale + (found and result is None)
         if result is None:
-          result = jax.device_get(attack(logits_fn, xs, ts, params=params, options=chunk_options,
-                                         engine=run_engine))
+          # every chunk over this process's devices
+          result = jax.device_get(jsma_local(logits_fn, xs, ts, params=params, options=chunk_options,
+                                             engine=run_engine))
           result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
           if chunk_key is not None:
             _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)

@@ -125,7 +125,7 @@ def jsma_local(logits_fn: Callable[..., Array], x: Array, targets: Array, **kwar
   into one XLA device per core with ``jax.config.update("jax_num_cpu_devices", n)``
   before JAX starts) it is :func:`jsma_sharded` over :func:`local_mesh`. Results are
   equal either way, example for example. On a 2-core CPU two devices ran the paper's
-  reproduction row 1.45x faster than one device using both cores (``docs/performance.md``).
+  reproduction row 1.21-1.29x faster than one device using both cores (``docs/performance.md``).
 
   Args:
     logits_fn, x, targets, **kwargs: as for :func:`jsma_jax.jsma`.

@@ -112,7 +112,16 @@ def paired(a: str, b: str, what: str, set_name: str, theta: float, success_a: np
 # Comparisons beside the design, run when both models are in the run ("chosen": the choice).
 COMPARISONS = (("modern_tanh", "modern_relu", "the activation, under the modern recipe"),
                ("chosen", "modern_tanh", "the chosen recipe against the modern one (tanh)"),
-               ("chosen", "theano_tutorial_30ep", "the chosen recipe against the tutorial's 30 epochs"))
+               ("chosen", "theano_tutorial_30ep", "the chosen recipe against the tutorial's 30 epochs"),
+               ("chosen", "theano_tutorial_200ep", "the chosen recipe against the tutorial's full 200 epochs"),
+               ("theano_tutorial_100ep", "theano_tutorial_30ep", "the tutorial's recipe, 100 epochs against 30"),
+               ("theano_tutorial_200ep", "theano_tutorial_100ep", "the tutorial's recipe, 200 epochs against 100"))
+
+
+def _inside(path: str, folder: str) -> bool:
+  """Whether ``path`` lies in ``folder`` (a model this run trained, not one it read)."""
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return os.path.commonpath([path, folder]) == folder
 
 
 def contrast(values: dict[tuple[int, ...], float], subset: tuple[int, ...]) -> float:
@@ -253,6 +262,7 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
              "wall_seconds": {"training": float(sum(m.info.get("train_seconds") or 0 for m in models
                                                     if m.name.startswith(("f_", "modern")))),
                               "attacks": float(sum(stages.seconds(n) for n in attack_names))},
+             "read_not_trained": [m.name for m in models if not _inside(m.path, config.out)],
              "environment": environment()}
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   rows = [RecipeRow(m.name, m.recipe.describe(), measures[m.name], m.info.get("validation_accuracy"),
@@ -355,8 +365,10 @@ def render(config, results: dict) -> str:
   wall = results["wall_seconds"]
   trained = "the design" + (" and the modern recipes" if config.modern else "") + (
       f" and the tutorial's {config.tutorial_epochs} epochs" if config.tutorial_epochs else "")
+  read = results.get("read_not_trained") or []
   lines += ["", f"Wall time, as the stages recorded it: training {wall['training'] / 60:.1f} min ({trained}), "
-            f"attacks {wall['attacks'] / 60:.1f} min.", "",
+            f"attacks {wall['attacks'] / 60:.1f} min."
+            + (f" Read from committed checkpoints, not trained by this run: {', '.join(read)}." if read else ""), "",
             f"Machine: {env['processor']} ({env['cpu_count']} CPUs), JAX {env['jax']} on {env['backend']}. "
             f"Command: `jsma-jax factorial --data-dir {config.data_dir} --out {config.out} --sources "
             f"{config.n_sources} --chunk-sources {config.chunk_sources} --batch-size {config.batch_size}"

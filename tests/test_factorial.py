@@ -182,7 +182,13 @@ def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes
   pairs = {(q["a"], q["b"], q["set_name"], q["theta"]) for q in results["comparisons"]}
   for other in ("modern_tanh", "theano_tutorial_30ep"):  # the modern ReLU is not in this run
     assert {(choice["chosen"], other, s, t) for s in ("validation", "test") for t in (1.0, -1.0)} <= pairs
-  assert len(pairs) == 8 and "## Models beside the design, paired" in report
+  tutorial = ["theano_tutorial_30ep", "theano_tutorial_100ep", "theano_tutorial_200ep"]
+  assert names[5:] == tutorial  # the longer runs are read from experiments/results/zoo
+  assert results["read_not_trained"] == tutorial and "not trained by this run: theano_tutorial_30ep, " in report
+  assert {("theano_tutorial_100ep", "theano_tutorial_30ep", "test", 1.0),
+          ("theano_tutorial_200ep", "theano_tutorial_100ep", "test", -1.0),
+          (choice["chosen"], "theano_tutorial_200ep", "validation", 1.0)} <= pairs
+  assert len(pairs) == 20 and "## Models beside the design, paired" in report
   # a repeated run loads every stage: nothing is attacked again, the report is the same
   again = factorial_report.run(config, factorial.train_all(config, (train_set, test_set), lambda s: None),
                                train_set, test_set, lambda s: None)

@@ -254,8 +254,9 @@ SHIPPED_LENETS = ("glorot_adam_b128_e6", "theano_tutorial_30ep")  # the first is
 """Names of the LeNets shipped in the package (folders ``jsma_jax/models/_data/lenets/NAME``).
 
 ``glorot_adam_b128_e6`` (the default) is the model that the factorial zoo chose, by its
-pre-registered rule on validation attacks, as the one nearest the paper's rows
-(``experiments/results/factorial/``); ``theano_tutorial_30ep`` is the Theano tutorial's
+pre-registered rule on validation attacks, as the one nearest the paper's rows (its
+weights are those of the first run, ``experiments/results/factorial/first_run/``; the
+complete rerun in ``experiments/results/factorial/`` chose the same recipe); ``theano_tutorial_30ep`` is the Theano tutorial's
 recipe (the paper's training as described) stopped at 30 of its 200 epochs.
 """
 

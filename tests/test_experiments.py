@@ -176,18 +176,6 @@ def test_full_preset():
   assert c.budgets(28 * 28).table == 56 and c.budgets(28 * 28).sweep[-1] == 150
 
 
-def test_main_command_attacks_the_shipped_lenet_without_training(tmp_path):
-  """The README's main command (the quick preset) at a tiny size: the shipped paper LeNet."""
-  out = str(tmp_path / "quick")
-  res = reproduce.main(["--sources", "2", "--ablation-sources", "1", "--variants", "paper",
-                        "--pixels", "2,10", "--figure-examples", "1", "--out", out])
-  m = res["models"]["tanh"]
-  assert not m["trained_here"] and m["recipe"]["name"] == "f_glorot_adam_b128_e6"  # the default shipped one
-  assert m["accuracy"]["test"] > 0.97  # the 1,000 shipped test digits
-  assert [(r["variant"], r["n"]) for r in res["rows"]] == [("paper", 18)]
-  assert "recipe `f_glorot_adam_b128_e6`" in open(os.path.join(out, "report.md")).read()
-
-
 def test_presets_are_configs_and_the_flag_is_the_preset():
   assert reproduce.parse_args(["--preset", "full_mnist"]) == reproduce.parse_args(["--full"])
   assert reproduce.parse_args([]) == config_lib.PRESETS["quick"]()

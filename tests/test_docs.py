@@ -64,11 +64,28 @@ def test_site_builds_strict(tmp_path):
   assert "jsma_jax.jsma" in (tmp_path / "site" / "api" / "index.html").read_text()
 
 
+def _feature_spaces_prints(lines: list[str]) -> None:
+  assert len(python_blocks((ROOT / "docs" / "feature-spaces.md").read_text())) >= 4
+  assert lines[0].endswith("True True") and lines[1].startswith("False") and lines[-1] == "True"
+  assert lines[2].endswith("True True") and "True" in lines[2].split("]")[0]  # some app evaded, additions only
+
+
+def _pytorch_prints(lines: list[str]) -> None:
+  assert len(python_blocks((ROOT / "docs" / "pytorch.md").read_text())) >= 3
+  assert lines[-1] == "True"  # the .pt2 round trip matched the module
+
+
+# What a page's examples must print, beyond printing something (the last lines they show).
+PRINTS = {"feature-spaces.md": _feature_spaces_prints, "pytorch.md": _pytorch_prints}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())], ids=lambda p: p.name)
 def test_page_examples_run(page, capsys):
   run_blocks(page)
-  assert capsys.readouterr().out  # every page's examples print what they show
+  lines = capsys.readouterr().out.splitlines()
+  assert lines  # every page's examples print what they show
+  PRINTS.get(page.name, lambda lines: None)(lines)
 
 
 def test_readme_has_python_examples():

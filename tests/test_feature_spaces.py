@@ -297,23 +297,6 @@ def test_tjsma_ties_do_not_depend_on_the_engine():
   np.testing.assert_array_equal(eager, choices[17][:1])
 
 
-@pytest.mark.slow
-def test_docs_page_python_blocks_run(capsys):
-  """docs/feature-spaces.md: every python block runs as written, in order, and prints what it says."""
-  import pathlib
-  import re
-
-  page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "feature-spaces.md"
-  blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S)
-  assert len(blocks) >= 4
-  namespace: dict = {"__name__": "docs"}
-  for i, block in enumerate(blocks):
-    exec(compile(block, f"feature-spaces.md python block {i + 1}", "exec"), namespace)
-  lines = capsys.readouterr().out.splitlines()
-  assert lines[0].endswith("True True") and lines[1].startswith("False") and lines[-1] == "True"
-  assert lines[2].endswith("True True") and "True" in lines[2].split("]")[0]  # some app evaded, additions only
-
-
 def test_attack_dataset_chunks_per_example_bounds_and_mask():
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.mlp_params(3, SHAPE, N))
   lo, hi, x, mask = _space(CASES["tjsma-pairs-example-bounds-mask-fractional"], 4)

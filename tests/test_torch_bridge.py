@@ -320,20 +320,6 @@ def test_same_answer_as_advertorch(mnist_attacks):
   assert same.sum() >= len(x) - 1, f"x_adv identical to AdverTorch's on {same.sum()}/{len(x)} attacks"
 
 
-def test_docs_pytorch_page_runs(capsys):
-  """docs/pytorch.md's python blocks, in order, in one namespace, as a user would paste them."""
-  import re
-
-  text = (Path(__file__).resolve().parent.parent / "docs" / "pytorch.md").read_text()
-  blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
-  assert len(blocks) >= 3
-  namespace: dict = {"__name__": "docs_pytorch"}
-  for i, block in enumerate(blocks):
-    exec(compile(block, f"docs/pytorch.md python block {i + 1}", "exec"), namespace)
-  out = capsys.readouterr().out.split("\n")
-  assert out[-2] == "True"  # the .pt2 round trip matched the module
-
-
 def test_command_line_attacks_a_torch_export_file(tmp_path):
   """``jsma-jax attack --checkpoint model.pt2``: a saved PyTorch program on the NHWC digits."""
   pytest.importorskip("jsma_jax.models")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from typing import NamedTuple
 
 import jax
@@ -170,3 +171,8 @@ class JSMAResult:
 
 
 jax.tree_util.register_dataclass(JSMAResult, data_fields=list(_RESULT_ARRAYS), meta_fields=["rule", "criterion"])
+# jax.export: a function returning a JSMAResult serialises (its metadata as JSON strings)
+jax.export.register_pytree_node_serialization(
+    JSMAResult, serialized_name="jsma_jax.JSMAResult",
+    serialize_auxdata=lambda meta: json.dumps(list(meta)).encode(),
+    deserialize_auxdata=lambda data: tuple(json.loads(data)))

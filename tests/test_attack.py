@@ -50,6 +50,17 @@ def test_jit_equals_eager(model):
   _same(jax.tree.map(lambda v: v[:3], r_jit), r_eager)
 
 
+def test_an_exported_attack_serialises_and_returns_the_same_result(model):
+  """``jax.export``: the attack as a serialised program, its JSMAResult and metadata intact."""
+  apply_fn, params, x, t = model
+  fn = jax.jit(lambda p, x, t: jsma(apply_fn, x, t, params=p, gamma=0.5, rule=jsma_jax.maximal_rule(), record_trace=True))
+  blob = jax.export.export(fn)(params, x, t).serialize()
+  got, want = jax.export.deserialize(blob).call(params, x, t), fn(params, x, t)
+  assert (got.rule, got.criterion) == (want.rule, want.criterion) == ("maximal", want.criterion)
+  _same(got, want)
+  np.testing.assert_array_equal(got.trace, want.trace)
+
+
 def test_batch_equals_loop_over_examples(model):
   apply_fn, params, x, t = model
   batch = jsma(apply_fn, x, t, params=params, gamma=0.5)

@@ -121,7 +121,10 @@ COMPARISONS = (("modern_tanh", "modern_relu", "the activation, under the modern 
 def _inside(path: str, folder: str) -> bool:
   """Whether ``path`` lies in ``folder`` (a model this run trained, not one it read)."""
   path, folder = os.path.realpath(path), os.path.realpath(folder)
-  return os.path.commonpath([path, folder]) == folder
+  try:
+    return os.path.commonpath([path, folder]) == folder
+  except ValueError:  # different drives (Windows): not inside
+    return False
 
 
 def contrast(values: dict[tuple[int, ...], float], subset: tuple[int, ...]) -> float:

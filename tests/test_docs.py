@@ -79,6 +79,10 @@ def _pytorch_prints(lines: list[str]) -> None:
 PRINTS = {"feature-spaces.md": _feature_spaces_prints, "pytorch.md": _pytorch_prints}
 
 
+def test_every_page_check_names_a_page_with_examples():
+  assert set(PRINTS) <= {p.name for p in PAGES if python_blocks(p.read_text())}  # a renamed page keeps its check
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p.read_text())], ids=lambda p: p.name)
 def test_page_examples_run(page, capsys):

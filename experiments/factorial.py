@@ -172,6 +172,7 @@ class Candidate(NamedTuple):
   info: dict
   recipe: object
   held_out_validation: bool  # trained without the validation images: eligible for the choice
+  read: bool = False  # read from a committed checkpoint, not trained by this run
 
 
 def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
@@ -220,7 +221,7 @@ def _existing(name: str, path: str, meta: dict) -> Candidate:
   info = {"test_accuracy": meta["test_accuracy"], "validation_accuracy": meta.get("validation_accuracy"),
           "train_seconds": meta.get("train_seconds"), "epochs_run": len(meta["history"]["train_loss"]),
           "final_train_loss": meta["history"]["train_loss"][-1]}
-  return Candidate(name, path, info, recipe, recipe.split == "holdout")
+  return Candidate(name, path, info, recipe, recipe.split == "holdout", read=True)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -118,15 +118,6 @@ COMPARISONS = (("modern_tanh", "modern_relu", "the activation, under the modern 
                ("theano_tutorial_200ep", "theano_tutorial_100ep", "the tutorial's recipe, 200 epochs against 100"))
 
 
-def _inside(path: str, folder: str) -> bool:
-  """Whether ``path`` lies in ``folder`` (a model this run trained, not one it read)."""
-  path, folder = os.path.realpath(path), os.path.realpath(folder)
-  try:
-    return os.path.commonpath([path, folder]) == folder
-  except ValueError:  # different drives (Windows): not inside
-    return False
-
-
 def contrast(values: dict[tuple[int, ...], float], subset: tuple[int, ...]) -> float:
   """The same effect on a per-model number (accuracy, margin, distortion)."""
   cells = sorted(values)
@@ -262,10 +253,9 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
   results = {"config": dataclasses.asdict(config), "factors": [f._asdict() for f in FACTORS], "table": table,
              "effects_on_success": analysis, "effects_on_model_measures": other_effects,
              "choice": choice, "comparisons": comparisons, "n_attacks_per_theta": int(config.n_sources * 9),
-             "wall_seconds": {"training": float(sum(m.info.get("train_seconds") or 0 for m in models
-                                                    if m.name.startswith(("f_", "modern")))),
+             "wall_seconds": {"training": float(sum(m.info.get("train_seconds") or 0 for m in models if not m.read)),
                               "attacks": float(sum(stages.seconds(n) for n in attack_names))},
-             "read_not_trained": [m.name for m in models if not _inside(m.path, config.out)],
+             "read_not_trained": [m.name for m in models if m.read],
              "environment": environment()}
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   rows = [RecipeRow(m.name, m.recipe.describe(), measures[m.name], m.info.get("validation_accuracy"),

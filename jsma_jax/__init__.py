@@ -44,7 +44,7 @@ from jsma_jax.types import Maps
 from jsma_jax.types import StepView
 from jsma_jax.types import StopReason
 
-__version__ = "0.1.0"
+from jsma_jax._version import __version__
 
 __all__ = [
     "AttackOptions",

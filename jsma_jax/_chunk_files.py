@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from jsma_jax import _validate
+from jsma_jax import _version
 from jsma_jax import model as model_lib
 from jsma_jax import options as options_lib
 from jsma_jax.types import JSMAResult
@@ -47,9 +48,7 @@ def run_key(logits_fn, params, x: np.ndarray, attack_options: options_lib.Attack
   fields = {f"{type(o).__name__}.{f.name}": getattr(o, f.name) for o in (attack_options, engine)
             for f in dataclasses.fields(o)}
   digest.update(_stable(fields).encode())
-  from jsma_jax import __version__
-
-  digest.update(f"{jax.__version__}/{__version__}/{jax.default_backend()}/{checked.dtype.str}".encode())
+  digest.update(f"{jax.__version__}/{_version.__version__}/{jax.default_backend()}/{checked.dtype.str}".encode())
   return digest.hexdigest()
 
 

@@ -1,4 +1,13 @@
-"""Suite-wide fixtures.
+"""Suite-wide fixtures and the two tiers.
+
+Tiers: ``pytest`` runs the fast tier (every test not marked ``slow``: unit tests, small
+NumPy references, the user-scenario probes); ``pytest --full`` runs everything, as CI
+does. A test named on the command line by its node id (``file.py::test``) always runs.
+Mark a test ``slow`` when it takes more than a few seconds of CPU alone (end-to-end
+commands, trainings, many-model sweeps, real multi-process runs): the fast tier must stay
+a loop of minutes on 2 cores.
+
+Compiled programs:
 
 Each test module compiles its own attacks (a new model function is a new static argument
 of the attack's ``jax.jit``), and JAX keeps every compiled program for the life of the
@@ -31,6 +40,27 @@ _ALLOWANCE = _map_allowance()
 def _maps_in_use() -> int:
   with open(f"/proc/{os.getpid()}/maps") as f:
     return sum(1 for _ in f)
+
+
+def pytest_addoption(parser):
+  parser.addoption("--full", action="store_true", default=False,
+                   help="run the whole suite, the tests marked slow included (CI runs this)")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--full") or config.getoption("markexpr"):
+    return  # everything, or the user's own marker selection
+  named = [arg.replace("\\", "/").rsplit("/", 1)[-1] for arg in config.args if "::" in arg]  # by node id
+
+  def asked_for(item) -> bool:
+    tail = item.nodeid.rsplit("/", 1)[-1]  # "test_x.py::test_y[case]"
+    return any(tail == arg or tail.startswith((arg + "[", arg + "::")) for arg in named)
+
+  slow = [item for item in items if item.get_closest_marker("slow") is not None and not asked_for(item)]
+  if slow:
+    config.hook.pytest_deselected(items=slow)
+    chosen = set(map(id, slow))
+    items[:] = [item for item in items if id(item) not in chosen]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -114,6 +114,7 @@ def test_hitting_the_cap_is_failure(model):
   assert bool(jnp.all(jnp.where(capped, r.iterations == 1, True)))
 
 
+@pytest.mark.slow
 def test_gamma_budget_on_mnist_shape():
   assert jsma_jax.max_iterations(784, 0.145) == 56
   assert jsma_jax.max_iterations(784, 0.145, pairwise=False) == 113
@@ -194,6 +195,7 @@ def test_one_argument_logits_fn_and_numpy_inputs(model):
   _same(r1, r2)
 
 
+@pytest.mark.slow
 def test_refill_phases_equal_lockstep_on_a_large_batch():
   """slots=128 runs in two phases (128 then 16 slots) over 300 examples, each refilled many times."""
   from jsma_jax.scheduler import phase_widths
@@ -229,6 +231,7 @@ def _lowered_text(apply_fn, params, x, t, **options) -> str:
   return jsma_jax.lower(apply_fn, x, t, params=params, gamma=0.5, jacobian="reduced", **options).as_text()
 
 
+@pytest.mark.slow
 def test_precision_reaches_the_models_matmuls_and_their_derivatives(model):
   """Full float32 by default (a GPU would otherwise use TF32); other precisions are passed through."""
   apply_fn, params, x, t = model

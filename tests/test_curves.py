@@ -15,6 +15,7 @@ from jsma_jax.family import maximal_rule, tjsma_rule
 SHAPE, N = (4, 5), 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule, pairwise", [(jsma_jax.jsma_rule(), True), (tjsma_rule(), False),
                                             (maximal_rule(), True)], ids=["jsma-pairs", "tjsma-single", "maximal"])
 def test_curve_equals_separate_runs(rule, pairwise):

@@ -43,6 +43,7 @@ AGAINST = jsma_jax.SaliencyRule("against-theta", jsma_jax.jsma_rule().cotangents
                                 jsma_jax.jsma_rule().success)
 
 
+@pytest.mark.slow
 def test_outside_rule_plugs_in_and_direction_is_data(model):
   apply_fn, params, x, t = model
   flipped = jsma(apply_fn, x, t, params=params, gamma=0.5, theta=1.0, rule=AGAINST, initial_domain="all")

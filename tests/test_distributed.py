@@ -61,6 +61,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device():
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
@@ -120,6 +121,7 @@ def test_export_for_a_platform_this_machine_lacks(cnn, platform):
   assert "stablehlo.convolution" in text
 
 
+@pytest.mark.slow
 def test_multi_platform_export_runs_here_and_equals_jsma(cnn):
   params, x, t = cnn
   fn = jax.jit(lambda x, t: jsma_jax.jsma(CNN, x, t, params=params, gamma=0.2, platform="cuda"))
@@ -131,6 +133,7 @@ def test_multi_platform_export_runs_here_and_equals_jsma(cnn):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_serialized_export_round_trips(cnn):
   pytest.importorskip("flatbuffers")  # jsma-jax[export]
   params, x, t = cnn
@@ -173,6 +176,7 @@ def _same(a, b):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+@pytest.mark.slow
 def test_dataset_resumes_from_finished_chunks(mlp, tmp_path):
   params, x, t = mlp
   seen = []
@@ -194,6 +198,7 @@ def test_dataset_resumes_from_finished_chunks(mlp, tmp_path):
   _same(resumed, jsma_jax.jsma(MLP, x, t, params=params, gamma=0.4))
 
 
+@pytest.mark.slow
 def test_dataset_redoes_chunks_made_under_other_settings(mlp, tmp_path):
   params, x, t = mlp
   run = lambda p, **kw: jsma_jax.attack_dataset(MLP, x, t, params=p, chunk_size=8, progress=False,
@@ -225,6 +230,7 @@ CLI_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env,expect", [({}, "cores"), ({"JAX_NUM_CPU_DEVICES": "1"}, "1"),
                                         ({"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, "3")])
 def test_cli_splits_the_cpu_into_one_device_per_core_unless_told(env, expect):

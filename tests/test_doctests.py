@@ -66,6 +66,7 @@ def _globals(module_name: str) -> dict:
   return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module_name", MODULES, ids=lambda name: name.removeprefix("jsma_jax."))
 def test_docstring_examples(module_name):
   if module_name.startswith("jsma_jax.models"):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jsma_jax
+import tiers
 import reference_family
 import toy_models
 from jsma_jax import StopReason, jsma
@@ -117,7 +118,8 @@ def _seed(case: Case) -> int:
   return sum(map(ord, repr(case))) % 1000
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("case", tiers.fast_few(CASES, ("tjsma-mlp-tanh-N4-increase", "untargeted-mlp-tanh-N4-increase",
+                                                     "maximal-mlp-tanh-N4-lockstep")))
 def test_matches_reference(case):
   result, refs = run_both(case, _seed(case))
   assert_agrees(result, refs)
@@ -172,6 +174,7 @@ def _labels_for(rule, pred):
   return (pred + 1) % N if rule.targeted else pred
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_RULES, ids=ALL_RULES.keys())
 def test_transformations(name):
   """batch == single examples, lockstep == refill, no recompile, finished examples frozen

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jsma_jax
+import tiers
 import reference
 import reference_family
 import toy_models
@@ -96,7 +97,8 @@ def _seed(name: str) -> int:
   return sum(map(ord, name)) % 1000
 
 
-@pytest.mark.parametrize("name", CASES, ids=CASES.keys())
+@pytest.mark.parametrize("name", tiers.fast_few({k: k for k in CASES}, ("jsma-pairs-feature-bounds-feature-mask",
+                                                                   "maximal-pairs-example-bounds-mask-fractional")))
 def test_matches_reference(name):
   case, seed, gamma = CASES[name], _seed(name), 0.5
   params = toy_models.mlp_params(seed, SHAPE, N)
@@ -127,6 +129,7 @@ PRUNED_CASES = {k: CASES[k] for k in ("jsma-pairs-feature-bounds-feature-mask", 
                                       "tjsma-pairs-example-bounds-mask-fractional", "maximal-pairs-example-bounds-mask-fractional")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PRUNED_CASES, ids=PRUNED_CASES.keys())
 def test_pruned_search_equals_dense(name):
   """Top-2 certificate and region search (or straight to dense) == the dense search, bit for bit, float32."""
@@ -297,6 +300,7 @@ def test_tjsma_ties_do_not_depend_on_the_engine():
   np.testing.assert_array_equal(eager, choices[17][:1])
 
 
+@pytest.mark.slow
 def test_attack_dataset_chunks_per_example_bounds_and_mask():
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.mlp_params(3, SHAPE, N))
   lo, hi, x, mask = _space(CASES["tjsma-pairs-example-bounds-mask-fractional"], 4)

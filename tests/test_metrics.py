@@ -155,6 +155,7 @@ def sweep_setup():
   return params, x, t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("theta, pairwise, domain", [(1.0, True, "all"), (1.0, True, "movable"),
                                                      (-1.0, True, "movable"), (1.0, False, "all")],
                          ids=["pairs-all", "pairs-movable", "decrease", "single"])

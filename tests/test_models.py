@@ -110,6 +110,7 @@ def test_numpy_weights_reproduce_logits(activation):
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_numpy_weights_rejects_other_models():
   with pytest.raises(TypeError, match="model"):
     lenet_numpy_weights(SmallCNN(rngs=nnx.Rngs(0)))

@@ -42,6 +42,7 @@ TIERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("increase", [True, False], ids=["increase", "decrease"])
 @pytest.mark.parametrize("tiers", TIERS.values(), ids=TIERS.keys())
 def test_pruned_equals_dense(tiers, increase):
@@ -75,6 +76,7 @@ def test_small_domain_is_always_certified():
   assert float(cand.choice.score[0]) == float(best_pair(a[0], b[0], domain[0]).score)
 
 
+@pytest.mark.slow
 def test_inactive_rows_skip_the_fallback():
   rng = np.random.default_rng(1)
   a, b = (jnp.asarray(rng.integers(-2, 3, size=(6, 40)), jnp.float32) for _ in range(2))
@@ -86,6 +88,7 @@ def test_inactive_rows_skip_the_fallback():
     np.testing.assert_array_equal(np.asarray(g)[np.asarray(active)], np.asarray(w)[np.asarray(active)])
 
 
+@pytest.mark.slow
 def test_region_search_settles_uncertified_rows_exactly_and_reports_overflow():
   rng = np.random.default_rng(12)
   a, b = (jnp.asarray(rng.standard_t(2, size=(48, 150)), jnp.float32) for _ in range(2))
@@ -136,6 +139,7 @@ def test_binned_bound_is_tighter_than_the_box():
   assert np.mean(binned[finite] < one[finite]) > 0.1
 
 
+@pytest.mark.slow
 def test_few_pending_rows_take_the_narrow_chunk():
   """One uncertified row among many: results stay exact when the fallback narrows its chunk."""
   rng = np.random.default_rng(5)

@@ -36,6 +36,7 @@ def _uniform_ok(w, bound):
   assert abs(w.std() - bound / math.sqrt(3)) < 0.05 * bound / math.sqrt(3)
 
 
+@pytest.mark.slow
 def test_glorot_is_the_theano_tutorials():
   m = initialise(_lenet(), "glorot", jax.random.key(0), zero_output=True)
   # conv: fan_in = in * 25, fan_out = out * 25 / 4 (the 2x2 pool)
@@ -109,6 +110,7 @@ def test_holdout_split_is_disjoint_and_covers():
   assert tr.max() < va.min()  # the last 10,000 held out, as in the Theano tutorial
 
 
+@pytest.mark.slow
 def test_split_batch_epochs_and_seed_change_training(tiny_data):
   x, y = tiny_data
   _, h = train(ModelConfig(), tiny_data, epochs=2, batch_size=50, split="holdout", print_fn=None)

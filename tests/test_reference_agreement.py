@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jsma_jax
+import tiers
 import reference
 import toy_models
 
@@ -95,7 +96,7 @@ def assert_agrees(result, refs):
     np.testing.assert_array_equal(result.trace[i], full_trace, err_msg=where)
 
 
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("case", tiers.fast_few(CASES, ("mlp-tanh-flat12-N3-increase", "mlp-relu-single-decrease")))
 def test_matches_reference(case):
   result, refs = run_both(case, seed=sum(map(ord, repr(case))) % 1000)
   assert_agrees(result, refs)
@@ -111,6 +112,7 @@ SCHEDULES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", SCHEDULES.values(), ids=SCHEDULES.keys())
 @pytest.mark.parametrize(
     "name", ["mlp-relu-5x6-N10-increase", "mlp-tanh-4x4x2-N4-decrease", "mlp-relu-fractional-decrease",
@@ -122,12 +124,14 @@ def test_schedules_and_pruned_search_match_reference(name, options):
   assert_agrees(result, refs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["jacfwd", "jacrev", "reduced"])
 def test_every_jacobian_mode_matches_reference(mode):
   result, refs = run_both(CASES["mlp-relu-5x6-N10-increase"], seed=3, jacobian=mode)
   assert_agrees(result, refs)
 
 
+@pytest.mark.slow
 def test_cases_reach_every_stop_reason():
   """The table above exercises success, budget and no-admissible stops for real."""
   seen = set()

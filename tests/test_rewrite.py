@@ -129,6 +129,7 @@ def _jvps(f, x):
 JVP_ONLY = {"maxpool-window-dilated"}  # JAX has no VJP for a window-dilated max-pool
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(OPS))
 def test_same_value_and_vjp(name):
   f, x = OPS[name]()
@@ -162,6 +163,7 @@ def test_max_pool_ties_go_to_the_first_maximum():
   np.testing.assert_array_equal(g[0, :, :, 0], expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cifar-cnn-batchnorm"])
 def test_jvp_jit_vmap(name):
   f, x = OPS[name]()
@@ -227,6 +229,7 @@ def test_nested_jit_and_remat_are_rewritten():
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL * 10)
 
 
+@pytest.mark.slow
 def test_pytrees_in_and_out_and_closed_jaxpr_entry():
   apply_fn, params = user_models.linen_cnn()
   x = IMAGES()
@@ -258,6 +261,7 @@ def test_backend_policy():
   assert not enabled_by_default("gpu") and not enabled_by_default("tpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,options", [
     ("nnx", {}),  # the default refill schedule and pruned search
     ("lax", {"schedule": "lockstep", "candidates": 0}),  # the plain vmapped while_loop

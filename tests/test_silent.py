@@ -47,6 +47,7 @@ def _set_output_bias_to(module, cls):
 # ----------------------------------------------------------------- 1. stale weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["module", "closure"])
 def test_nnx_module_weights_changed_in_place_are_seen(kind):
   model = MLP(nnx.Rngs(0))
@@ -62,6 +63,7 @@ def test_nnx_module_weights_changed_in_place_are_seen(kind):
   assert jsma_jax.cache_size() == before  # new weights of the same shapes: no recompile
 
 
+@pytest.mark.slow
 def test_closure_over_arrays_is_not_stale():
   params = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(12, N)), jnp.float32)}
   fn = lambda x: x.reshape(x.shape[0], -1) @ params["w"]
@@ -151,6 +153,7 @@ def test_invalid_examples_inside_a_users_jit_are_marked_and_untouched():
 # -------------------------------------------------------------- 4. jacfwd, bounded
 
 
+@pytest.mark.slow
 def test_jacfwd_is_bounded_and_agrees_with_reduced():
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), toy_models.cnn_params(3, 1, N, spatial=6))
   x = jnp.asarray(np.random.default_rng(4).uniform(0, 0.5, size=(4, 6, 6, 1)), jnp.float32)
@@ -225,6 +228,7 @@ def test_probabilities_output_gets_a_hint():
     jsma(lambda x: jax.nn.softmax(x.reshape(x.shape[0], -1) @ w), x, t, gamma=0.5)
 
 
+@pytest.mark.slow
 def test_theta_as_a_jax_scalar_and_traced():
   f, p, _ = _model_and_params()
   x, t = _inputs()
@@ -298,6 +302,7 @@ def test_normalising_by_batch_statistics_is_refused():
     jsma(coupled, x, t, gamma=0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [2.0 ** 66, 2.0 ** -75, 1e20, 1e-22])
 @pytest.mark.parametrize("pairwise", [True, False])
 def test_choices_do_not_depend_on_the_scale_of_the_logits(scale, pairwise):
@@ -359,6 +364,7 @@ def test_a_model_calling_host_code_is_refused_before_compiling(kind):
   assert jsma_jax.cache_size() == before
 
 
+@pytest.mark.slow
 def test_a_host_callback_with_a_derivative_and_a_vmap_method_is_attacked():
   w = _linear()
 
@@ -387,6 +393,7 @@ def test_a_budget_of_hours_is_announced():
     assert opts.budget(784) == 56  # MNIST's default budget stays quiet
 
 
+@pytest.mark.slow
 def test_a_long_attack_reports_its_iterations_and_the_result_does_not_change():
   f, p, _ = _model_and_params()
   x, t = _inputs()

@@ -189,12 +189,13 @@ def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch,
   clip_min, clip_max = (as_rows(jnp.asarray(v, x.dtype)) for v in (clip_min, clip_max))
   mask = jnp.ones((1, 1), bool) if mask is None else as_rows(jnp.asarray(mask, bool))
   x_flat = x.reshape(x.shape[0], -1)
+  # Bounds that pin an example (lo == hi == x) are valid: it gets its own status, SUCCESS when already there,
+  # else DOMAIN_EXHAUSTED (nothing can move); bounds that pin every example are refused when concrete (_validate).
   valid = (
       (jnp.arange(x.shape[0]) < batch)  # not padding
       # theta and the bounds traced by the caller's jit: checked here, per example (see _validate)
       & jnp.isfinite(theta) & (theta != 0)
       & jnp.all(jnp.isfinite(clip_min) & jnp.isfinite(clip_max) & (clip_min <= clip_max), axis=1)
-      & jnp.any(clip_min < clip_max, axis=1)  # some feature can move
       & (labels >= 0) & (labels < plan.num_classes)
       & jnp.all(jnp.isfinite(x_flat) & (x_flat >= clip_min) & (x_flat <= clip_max), axis=1)
   )

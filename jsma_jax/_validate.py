@@ -130,7 +130,7 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
   refused: nothing could change. Per-example bounds ``[B, *shape]`` that pin
   some examples (``lo == hi == x``, a tolerance of 0) are data: each such
   example gets its own status, ``SUCCESS`` when it already meets the rule's
-  criterion, else ``DOMAIN_EXHAUSTED`` (no feature can move).
+  criterion, else (with the default initial domain) ``DOMAIN_EXHAUSTED``: no feature can move.
 
   Any of ``x``, the bounds and the mask may be global arrays over several
   processes (``jsma_sharded``), sharded along the batch alike: each process

@@ -74,10 +74,15 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
     rows, local = _processes.local_rows(x) if across else (None, x)
     outputs = _outputs(model, local)
     model_lib.check_outputs(outputs, probabilities=options.probabilities, rows=rows, across=across)
-    if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
-      model_lib.check_batch_coupling(logits_fn, params, local, outputs)
-      if key is not None and x.shape[0] >= 2:
-        _PROBED.add(key)
+    coupled = None
+    try:  # on this process's rows, and probed or not per process: agreed by every process below
+      if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
+        model_lib.check_batch_coupling(logits_fn, params, local, outputs)
+        if key is not None and x.shape[0] >= 2:
+          _PROBED.add(key)
+    except ValueError as e:
+      coupled = e
+    _processes.raise_everywhere(coupled, across)
     if options.rule.targeted and _validate.is_concrete(targets):
       mine = _processes.local_rows(targets)[1] if across else targets
       _validate.warn_targets_already_predicted(mine, outputs.argmax(axis=1))

@@ -135,6 +135,14 @@ def silent(process_id: int, saved: dict, mesh, spec) -> None:
   saved.update({f"space/{k}": v for k, v in local(result).items()})
 
 
+def bad_input(process_id: int, out: Path) -> None:
+  """Process 1's copy of x has one value outside the box; the error is not caught: both processes must exit."""
+  x, t = data(12)
+  if process_id == 1:
+    x[7, 0, 0] = 3.0
+  jsma_jax.attack_dataset(MODEL, x, t, params=PARAMS, chunk_size=4, progress=False, **OPTIONS)
+
+
 def silent_space(x: np.ndarray):
   """Per-example bounds (a tolerance of 0.3 around each example, within [0, 1]) and a mask (every other feature)."""
   lo, hi = np.maximum(x - 0.3, 0).astype(np.float32), np.minimum(x + 0.3, 1).astype(np.float32)
@@ -172,5 +180,5 @@ if __name__ == "__main__":
   task, process_id, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
   jax.config.update("jax_platforms", "cpu")
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id, initialization_timeout=60)
-  {"sharded": sharded, "dataset": dataset}[task](process_id, out, *map(int, sys.argv[5:]))
+  {"sharded": sharded, "dataset": dataset, "bad_input": bad_input}[task](process_id, out, *map(int, sys.argv[5:]))
   print("done", task, process_id, flush=True)

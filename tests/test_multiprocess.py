@@ -38,17 +38,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(task: str, out: Path, *, stop_after: int | None = None) -> list[int]:
+def _launch(task: str, out: Path, *, stop_after: int | None = None, stop_other: bool = True) -> list[int]:
   """Run both processes of ``task``; their return codes. Process 1 exits with 3 after chunk ``stop_after``."""
   port = str(_free_port())
   extra = [] if stop_after is None else [str(stop_after)]
-  return _run_pair(task, out, [[str(WORKER), task, str(i), port, str(out)] + extra * i for i in range(2)])
+  return _run_pair(task, out, [[str(WORKER), task, str(i), port, str(out)] + extra * i for i in range(2)],
+                   stop_other=stop_other)
 
 
-def _run_pair(task: str, out: Path, commands: list[list[str]]) -> list[int]:
+def _run_pair(task: str, out: Path, commands: list[list[str]], *, stop_other: bool = True) -> list[int]:
   """Run two Python processes (``commands``: their arguments), bounded by a timeout; their return codes.
 
-  When one fails the other is stopped (it may wait for the dead one for ever); the logs go to
+  When one fails the other is stopped (it may wait for the dead one for ever), unless not
+  ``stop_other``: then each must exit by itself within the timeout. The logs go to
   ``out / f"{task}-{i}.log"``.
   """
   out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def _run_pair(task: str, out: Path, commands: list[list[str]]) -> list[int]:
       codes = [p.poll() for p in procs]
       if all(c is not None for c in codes):
         return codes
-      if any(c not in (None, 0) for c in codes):  # one died: stop the other, which may wait for it for ever
+      if stop_other and any(c not in (None, 0) for c in codes):  # one died: stop the other, which may wait
         for p in procs:
           if p.poll() is None:
             p.kill()
@@ -172,6 +174,19 @@ def test_a_bad_argument_on_one_process_raises_on_both_without_waiting(sharded, c
   assert other == "ValueError: process 1 of 2 failed: " + own
   for saved in sharded:
     assert saved["silent/chunks"].size == 0  # refused before any chunk was attacked
+
+
+def test_a_bad_value_in_one_process_copy_makes_both_processes_exit_with_the_error(tmp_path):
+  """Uncaught, as in a user's script: neither process waits for the other (digest exchange, shutdown barrier).
+
+  Neither process is stopped by the test when the other exits; both must end by themselves within
+  TIMEOUT_S (else the test fails), both with the error.
+  """
+  codes = _launch("bad_input", tmp_path, stop_other=False)
+  logs = [(tmp_path / f"bad_input-{i}.log").read_text() for i in range(2)]
+  assert codes == [1, 1], f"return codes {codes}; logs:\n{_logs(tmp_path, 'bad_input')}"
+  error = "ValueError: x must lie within [clip_min, clip_max]; example 7, feature (0, 0) is 3.0"
+  assert error in logs[1] and "ValueError: process 1 of 2 failed: " + error in logs[0], _logs(tmp_path, "bad_input")
 
 
 def test_global_per_example_bounds_and_mask_travel_with_the_batch(sharded):

@@ -14,6 +14,12 @@ whole dataset; process ``p`` of ``P`` attacks chunks ``p, p + P, p + 2P, ...``
 on its own devices, then the processes exchange their results, one round of
 ``P`` chunks at a time, so that each process (or process 0 alone) returns the
 whole result in order. An error on one process is raised on every process.
+
+Before any chunk is compiled, every argument and the values of the whole
+dataset are checked (an error names the first bad example's index in ``x``),
+and across processes the verdicts are agreed, then the processes compare
+digests of the dataset and of the run key (model, weights, every option), so
+that no process waits for another and no result mixes two models.
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def chunk_key(run_key: str, start: int, size: int, xs: np.ndarray, ts: np.ndarra
 
 
 def check_writable(folder: Path) -> None:
-  """Create ``folder`` if needed and write a file there, before any attack: ``ValueError`` naming ``checkpoint_dir``."""
+  """Create ``folder`` and write a file there, before any attack: a ``ValueError`` naming ``checkpoint_dir``."""
   try:
     folder.mkdir(parents=True, exist_ok=True)
     fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")

@@ -241,7 +241,7 @@ INT32_MAX = 2**31 - 1  # the largest count the compiled attack holds (its counte
 
 def check_count(name: str, value: Any, *, minimum: int, optional: bool = True, what: str = "",
                 maximum: int | None = None) -> None:
-  """An int ``>= minimum`` (or ``None`` when ``optional``), at most ``maximum`` when given; ``what`` says what it counts.
+  """An int ``>= minimum`` (or ``None`` when ``optional``), at most ``maximum``; ``what`` says what it counts.
 
   ``maximum=INT32_MAX`` for a count the compiled program carries as an int32
   (a larger one would fail inside JAX, naming an internal argument).

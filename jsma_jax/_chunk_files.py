@@ -13,10 +13,12 @@ import dataclasses
 import functools
 import hashlib
 import os
+import re
+import tempfile
 import types
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -34,8 +36,16 @@ def name(index: int) -> str:
   return f"chunk-{index:06d}.npz"
 
 
+class RunKey(NamedTuple):
+  """What every chunk of a run is made under, as digests; and the model's class count, learnt on the way."""
+
+  key: str  # the chunk files' key: the model's program and weights, every option, the versions and backend
+  agreement: str  # the same without object addresses (which differ between processes): compared across processes
+  num_classes: int
+
+
 def run_key(logits_fn, params, x: np.ndarray, attack_options: options_lib.AttackOptions,
-             engine: options_lib.EngineOptions) -> str:
+            engine: options_lib.EngineOptions) -> RunKey:
   """A digest of what every chunk of this run is made under: the model, its weights, the options, versions."""
   checked, _ = _validate.check_inputs(x[:1], np.zeros(1, np.int32))
   model = model_lib.prepare_model(logits_fn, params, checked.shape, checked.dtype, precision=engine.precision)
@@ -47,9 +57,14 @@ def run_key(logits_fn, params, x: np.ndarray, attack_options: options_lib.Attack
     digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
   fields = {f"{type(o).__name__}.{f.name}": getattr(o, f.name) for o in (attack_options, engine)
             for f in dataclasses.fields(o)}
-  digest.update(_stable(fields).encode())
-  digest.update(f"{jax.__version__}/{_version.__version__}/{jax.default_backend()}/{checked.dtype.str}".encode())
-  return digest.hexdigest()
+  text = _stable(fields)
+  agreement = digest.copy()
+  digest.update(text.encode())
+  agreement.update(re.sub(r" at 0x[0-9a-fA-F]+", " at 0x", text).encode())
+  versions = f"{jax.__version__}/{_version.__version__}/{jax.default_backend()}/{checked.dtype.str}".encode()
+  digest.update(versions)
+  agreement.update(versions)
+  return RunKey(digest.hexdigest(), agreement.hexdigest(), model.num_classes)
 
 
 def _nested_consts(jaxpr) -> list:
@@ -108,6 +123,18 @@ def chunk_key(run_key: str, start: int, size: int, xs: np.ndarray, ts: np.ndarra
     digest.update(f"{value.shape}{value.dtype.str}".encode())
     digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
   return digest.hexdigest()
+
+
+def check_writable(folder: Path) -> None:
+  """Create ``folder`` and write a file there, before any attack: a ``ValueError`` naming ``checkpoint_dir``."""
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"checkpoint_dir {str(folder)!r} cannot be written ({e.strerror or e}); each finished chunk is "
+                     "saved there: pass a folder you can write to, or fix its permissions") from None
 
 
 def save(path: Path, key: str, result: JSMAResult) -> None:

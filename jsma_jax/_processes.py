@@ -31,7 +31,7 @@ def spans_processes(value: Any) -> bool:
   return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and not value.is_fully_addressable
 
 
-def local_rows(x: Any) -> tuple[np.ndarray, np.ndarray]:
+def local_rows(x: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
   """The rows of ``x`` ``[B, ...]`` this process holds: ``(global indices [b], rows [b, ...])``, in order.
 
   An array every process holds whole gives all its rows. A global array must
@@ -47,7 +47,7 @@ def local_rows(x: Any) -> tuple[np.ndarray, np.ndarray]:
     start, stop, _ = shard.index[0].indices(total)
     whole = all(s.indices(n)[:2] == (0, n) for s, n in zip(shard.index[1:], x.shape[1:]))
     if not whole:
-      raise ValueError(f"x must be sharded along its batch (first) axis only, got sharding {x.sharding}; "
+      raise ValueError(f"{name} must be sharded along its batch (first) axis only, got sharding {x.sharding}; "
                        "use NamedSharding(mesh, PartitionSpec(axis)) over a one-axis mesh")
     parts.setdefault(start, (stop, shard.data))
   index = [np.arange(start, stop) for start, (stop, _) in sorted(parts.items())]
@@ -70,6 +70,20 @@ def gather(record: np.ndarray, across: bool) -> np.ndarray:
 
   raw = np.asarray(multihost_utils.process_allgather(record.reshape(-1).view(np.uint8)))
   return raw.view(record.dtype).reshape((raw.shape[0], *record.shape))
+
+
+def first_found(found: np.ndarray | None, across: bool, size: int) -> np.ndarray | None:
+  """The finding with the lowest example index over every process (a collective when ``across``).
+
+  ``found``: this process's first finding as ``size`` float64 numbers, the
+  global example index first (``None``: nothing found here). Every process
+  gets the same answer, so every process raises the same error, naming the
+  first offending example of the whole batch.
+  """
+  record = np.full(size, np.inf) if found is None else np.asarray(found, np.float64)
+  records = gather(record, across)
+  best = records[int(np.argmin(records[:, 0]))]
+  return None if not np.isfinite(best[0]) else best
 
 
 def raise_everywhere(error: BaseException | None, across: bool) -> None:

@@ -69,7 +69,8 @@ def check_bound(name: str, value: Any) -> Any:
   if not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)) \
       or jnp.issubdtype(value.dtype, jnp.bool_):
     raise TypeError(f"{name} must be a real number or an array of real numbers, got dtype {value.dtype}")
-  if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
+  # a global array over processes is checked row by row, on each process its own, by check_feature_space
+  if is_concrete(value) and not _processes.spans_processes(value) and not np.all(np.isfinite(np.asarray(value))):
     raise ValueError(f"{name} must be finite everywhere (it holds NaN or inf)")
   return value
 
@@ -123,54 +124,106 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
   on concrete arrays only; under a trace the attack marks offending examples
   ``StopReason.INVALID_INPUT``. The first offending example and feature are
   named.
+
+  Bounds that leave no feature of any example room to move (``clip_min ==
+  clip_max`` given for all examples at once, as a scalar or per feature) are
+  refused: nothing could change. Per-example bounds ``[B, *shape]`` that pin
+  some examples (``lo == hi == x``, a tolerance of 0) are data: each such
+  example gets its own status, ``SUCCESS`` when it already meets the rule's
+  criterion, else (with the default initial domain) ``DOMAIN_EXHAUSTED``: no feature can move.
+
+  Any of ``x``, the bounds and the mask may be global arrays over several
+  processes (``jsma_sharded``), sharded along the batch alike: each process
+  checks the rows it holds, and every process raises when one does.
   """
   feature_shape = tuple(x.shape[1:])
   lo = _canonical("clip_min", clip_min, x.shape, "the lower bound of every feature")
   hi = _canonical("clip_max", clip_max, x.shape, "the upper bound of every feature")
   mask = np.ones((1, 1), bool) if mask is None else _canonical("mask", mask, x.shape, "True where a feature may change")
-  if all(is_concrete(v) for v in (lo, hi)):
-    dtype = x.dtype if is_concrete(x) else np.float64
-    lv, hv = np.asarray(lo, dtype), np.asarray(hi, dtype)  # compared as the attack compares them, in x's dtype
+  pinned_for_all = np.ndim(clip_min) < len(x.shape) and np.ndim(clip_max) < len(x.shape)
+  across = any(_processes.spans_processes(v) for v in (x, lo, hi, mask))
+  error = None
+  try:
+    _check_feature_values(x, lo, hi, mask, need=need, pinned_for_all=pinned_for_all)
+  except ValueError as e:  # raised on every process alike, so that none waits for the others
+    error = e
+  _processes.raise_everywhere(error, across)
+  return lo, hi, mask
+
+
+def _check_feature_values(x, lo, hi, mask, *, need: int, pinned_for_all: bool) -> None:
+  """The value checks of :func:`check_feature_space` on the rows this process holds (no collective)."""
+  feature_shape = tuple(x.shape[1:])
+  spanning = [(n, v) for n, v in (("x", x), ("clip_min", lo), ("clip_max", hi), ("mask", mask))
+              if _processes.spans_processes(v)]
+  index = _processes.local_rows(spanning[0][1], spanning[0][0])[0] if spanning else None  # None: every row
+  dtype = x.dtype if is_concrete(x) else np.float64  # bounds compared as the attack compares them, in x's dtype
+
+  def rows(name: str, value: Any, as_dtype: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(global example indices or None for a row shared by all, rows [b | 1, M]) of this process; None if traced."""
+    if not is_concrete(value):
+      return None, None
+    if _processes.spans_processes(value):
+      held, data = _processes.local_rows(value, name)
+      if not np.array_equal(held, index):
+        raise ValueError(f"{name} must be sharded along the batch like {spanning[0][0]} (the same rows on each "
+                         f"process, e.g. jax.make_array_from_process_local_data with the same sharding), or be "
+                         f"the same whole array on every process; this process holds rows {held.tolist()[:8]} of "
+                         f"{name} but rows {index.tolist()[:8]} of {spanning[0][0]}")
+      return held, np.asarray(data, as_dtype).reshape(data.shape[0], -1)
+    data = np.asarray(value, as_dtype)
+    data = data.reshape(data.shape[0], -1)
+    if data.shape[0] == 1 and name != "x":
+      return None, data
+    all_rows = np.arange(data.shape[0])
+    return (all_rows, data) if index is None else (index, data[index])
+
+  (li, lv), (hi_index, hv) = rows("clip_min", lo, dtype), rows("clip_max", hi, dtype)
+  if lv is not None and hv is not None:
+    where = li if li is not None else hi_index
+    for name, v in (("clip_min", lv), ("clip_max", hv)):
+      if not np.all(np.isfinite(v)):
+        example, feature = np.unravel_index(int(np.argmax(~np.isfinite(v))), v.shape)
+        per = f"example {int(where[example])}, " if v.shape[0] > 1 and where is not None else ""
+        raise ValueError(f"{name} must be finite everywhere (it holds NaN or inf); at {per}"
+                         f"{_where(feature_shape, feature if v.shape[1] > 1 else 0)} it is {v[example, feature]}")
     bad = np.broadcast_to(lv > hv, np.broadcast_shapes(lv.shape, hv.shape))
     if np.any(bad):
       example, feature = np.unravel_index(int(np.argmax(bad)), bad.shape)
-      per = f"example {example}, " if bad.shape[0] > 1 else ""
+      per = f"example {int(where[example])}, " if bad.shape[0] > 1 and where is not None else ""
       raise ValueError(
           f"clip_min must not exceed clip_max anywhere; at {per}{_where(feature_shape, feature if bad.shape[1] > 1 else 0)} "
           f"clip_min={lv[min(example, lv.shape[0] - 1), min(feature, lv.shape[1] - 1)]} > "
           f"clip_max={hv[min(example, hv.shape[0] - 1), min(feature, hv.shape[1] - 1)]}"
       )
-    if is_concrete(x):
-      # A global array over several processes: each reads its own rows, and all raise alike.
-      across = _processes.spans_processes(x)
-      index, xv = _processes.local_rows(x)
-      xv = xv.reshape(xv.shape[0], -1)
-      lr = lv[index] if lv.shape[0] > 1 else lv
-      hr = hv[index] if hv.shape[0] > 1 else hv
-      outside = (xv < lr) | (xv > hr)
-      error = None
+    if pinned_for_all and not np.any(lv < hv):
+      raise ValueError("clip_min must be below clip_max for some feature: these bounds (the same for every example) "
+                       "leave no feature room to move, so no example could change; widen them (per-example bounds "
+                       "[B, *shape] that pin some examples are allowed: each such example gets its own status)")
+    xi, xv = rows("x", x, x.dtype) if is_concrete(x) else (None, None)
+    if xv is not None:
+      outside = (xv < lv) | (xv > hv)
       if np.any(outside) and np.all(np.isfinite(xv)):
         row, feature = np.unravel_index(int(np.argmax(outside)), outside.shape)
-        low = lr[min(row, lr.shape[0] - 1), min(feature, lr.shape[1] - 1)]
-        high = hr[min(row, hr.shape[0] - 1), min(feature, hr.shape[1] - 1)]
+        low = lv[min(row, lv.shape[0] - 1), min(feature, lv.shape[1] - 1)]
+        high = hv[min(row, hv.shape[0] - 1), min(feature, hv.shape[1] - 1)]
         hint = "clip x, or widen the bounds"
-        if xv.min() >= 0 and 25 < xv.max() <= 255 and hr.max() <= 1:
+        if xv.min() >= 0 and 25 < xv.max() <= 255 and hv.max() <= 1:
           hint = "images in [0, 255]? divide x by 255, or pass clip_max=255.0 (and a theta on that scale)"
-        error = ValueError(
-            f"x must lie within [clip_min, clip_max]; example {int(index[row])}, {_where(feature_shape, feature)} "
+        raise ValueError(
+            f"x must lie within [clip_min, clip_max]; example {int(xi[row])}, {_where(feature_shape, feature)} "
             f"is {xv[row, feature]}, outside [{low}, {high}] ({hint})"
         )
-      _processes.raise_everywhere(error, across)
-  if is_concrete(mask):
-    counts = np.asarray(mask).sum(axis=1) * (math.prod(feature_shape) if np.shape(mask)[1] == 1 else 1)
+  mi, mv = rows("mask", mask, bool)
+  if mv is not None:
+    counts = mv.sum(axis=1) * (math.prod(feature_shape) if mv.shape[1] == 1 else 1)
     if counts.min() < need:
       example = int(np.argmin(counts))
-      per = f" of example {example}" if np.shape(mask)[0] > 1 else ""
+      per = f" of example {int(mi[example])}" if mi is not None and mv.shape[0] > 1 else ""
       raise ValueError(
           f"mask must leave at least {need} modifiable feature(s) per example (a {'pair' if need == 2 else 'single'}"
           f"-feature step changes {need}); the mask{per} leaves {int(counts[example])}"
       )
-  return lo, hi, mask
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -183,19 +236,37 @@ def check_choice(name: str, value: Any, allowed: tuple) -> None:
     raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def check_count(name: str, value: Any, *, minimum: int, optional: bool = True, what: str = "") -> None:
-  """An int ``>= minimum`` (or ``None`` when ``optional``); ``what`` says what it counts."""
+INT32_MAX = 2**31 - 1  # the largest count the compiled attack holds (its counters are int32)
+
+
+def check_count(name: str, value: Any, *, minimum: int, optional: bool = True, what: str = "",
+                maximum: int | None = None) -> None:
+  """An int ``>= minimum`` (or ``None`` when ``optional``), at most ``maximum``; ``what`` says what it counts.
+
+  ``maximum=INT32_MAX`` for a count the compiled program carries as an int32
+  (a larger one would fail inside JAX, naming an internal argument).
+  """
   if value is None and optional:
     return
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     kind = "a positive" if minimum >= 1 else "a non-negative"
     raise ValueError(f"{name} must be {kind} int{' or None' if optional else ''}{what}, got {value!r}")
+  if maximum is not None and value > maximum:
+    held = " (the compiled attack counts in int32)" if maximum == INT32_MAX else ""
+    raise ValueError(f"{name}{what} must be at most {maximum:,}{held}, got {value:,}")
 
 
 def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
   """Kinds and shapes of ``x`` ``[B, *shape]`` and ``targets`` ``[B]``."""
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     x = np.asarray(x)
+  if not all(isinstance(d, (int, np.integer)) for d in x.shape):
+    # jax.export with jax.export.symbolic_shape: the attack is one program per batch size (its slots, its
+    # padding to a bucket and its refill schedule are laid out for that size), so a symbolic size cannot be attacked.
+    raise ValueError(f"x must have a concrete shape, got {tuple(str(d) for d in x.shape)} with symbolic "
+                     "dimension(s) (jax.export.symbolic_shape); the attack is compiled for one batch size: "
+                     "export one program per batch size you need, e.g. export.export(jax.jit(attack))"
+                     "(jax.ShapeDtypeStruct((8, *feature_shape), jnp.float32), ...), and pad batches to it")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     fix = ("; for 8-bit images use x.astype(np.float32) / 255 (values in [0, 1], the paper's box), or "
            "x.astype(np.float32) with clip_max=255.0" if jnp.issubdtype(x.dtype, jnp.integer) else
@@ -231,13 +302,22 @@ def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
 def check_values(x, targets, num_classes: int) -> None:
   """Values of concrete inputs: ``x`` finite, labels in range (the bounds: :func:`check_feature_space`).
 
-  A global array over several processes is read shard by shard, each process its own,
-  and every process raises the same error (:mod:`jsma_jax._processes`).
+  The first offending example of the whole batch is named. A global array over several
+  processes is read shard by shard, each process its own, and every process raises the
+  same error (:mod:`jsma_jax._processes`).
   """
   if is_concrete(x):
-    finite, _, _ = _processes.value_range(x)
-    if not finite:
-      raise ValueError("x must be finite (it holds NaN or inf)")
+    index, rows = _processes.local_rows(x)
+    rows = rows.reshape(rows.shape[0], -1)
+    bad = ~np.isfinite(rows)
+    found = None
+    if bad.any():
+      row, feature = np.unravel_index(int(np.argmax(bad)), bad.shape)
+      found = [index[row], feature, rows[row, feature]]
+    found = _processes.first_found(found, _processes.spans_processes(x), 3)
+    if found is not None:
+      raise ValueError(f"x must be finite (it holds NaN or inf); the first is example {int(found[0])}, "
+                       f"{_where(tuple(x.shape[1:]), int(found[1]))}: {found[2]}")
   if is_concrete(targets):
     check_labels("targets", targets, num_classes)
 
@@ -258,12 +338,24 @@ def warn_targets_already_predicted(targets: Any, predicted: Any) -> None:
 
 
 def check_labels(name: str, labels: Any, num_classes: int) -> None:
-  """Concrete class labels ``[B]`` within ``[0, num_classes)``."""
-  _, lo, hi = _processes.value_range(labels)  # each process reads its own shards
-  if lo <= hi and (lo < 0 or hi >= num_classes):
+  """Concrete class labels ``[B]`` within ``[0, num_classes)``; the first one out of range is named."""
+  index, rows = _processes.local_rows(labels, name)  # each process reads its own shards
+  rows = np.asarray(rows).reshape(-1)
+  bad = (rows < 0) | (rows >= num_classes)
+  found = None
+  if bad.any():
+    first = int(np.argmax(bad))
+    found = [index[first], rows[first], rows.min(), rows.max()]
+  across = _processes.spans_processes(labels)
+  found = _processes.first_found(found, across, 4)
+  if found is not None:
+    # the range over every process (its rows' min and max, where each process found nothing out of range too)
+    ranges = _processes.gather(np.array([rows.min(), rows.max()] if rows.size else [np.inf, -np.inf],
+                                        np.float64), across)
     raise ValueError(
         f"{name} must lie in [0, {num_classes}) for a model with {num_classes} classes, "
-        f"got values in [{int(lo)}, {int(hi)}]"
+        f"got values in [{int(ranges[:, 0].min())}, {int(ranges[:, 1].max())}]; the first out of range is "
+        f"example {int(found[0])} ({name}[{int(found[0])}] = {int(found[1])})"
     )
 
 

@@ -74,10 +74,15 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
     rows, local = _processes.local_rows(x) if across else (None, x)
     outputs = _outputs(model, local)
     model_lib.check_outputs(outputs, probabilities=options.probabilities, rows=rows, across=across)
-    if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
-      model_lib.check_batch_coupling(logits_fn, params, local, outputs)
-      if key is not None and x.shape[0] >= 2:
-        _PROBED.add(key)
+    coupled = None
+    try:  # on this process's rows, and probed or not per process: agreed by every process below
+      if key is None or key not in _PROBED:  # a pure function's reused trace is probed once
+        model_lib.check_batch_coupling(logits_fn, params, local, outputs)
+        if key is not None and x.shape[0] >= 2:
+          _PROBED.add(key)
+    except ValueError as e:
+      coupled = e
+    _processes.raise_everywhere(coupled, across)
     if options.rule.targeted and _validate.is_concrete(targets):
       mine = _processes.local_rows(targets)[1] if across else targets
       _validate.warn_targets_already_predicted(mine, outputs.argmax(axis=1))
@@ -189,12 +194,13 @@ def make_problem(logits_fn, params, x, labels, theta, clip_min, clip_max, batch,
   clip_min, clip_max = (as_rows(jnp.asarray(v, x.dtype)) for v in (clip_min, clip_max))
   mask = jnp.ones((1, 1), bool) if mask is None else as_rows(jnp.asarray(mask, bool))
   x_flat = x.reshape(x.shape[0], -1)
+  # Bounds that pin an example (lo == hi == x) are valid: it gets its own status, SUCCESS when already there,
+  # else DOMAIN_EXHAUSTED (nothing can move); bounds that pin every example are refused when concrete (_validate).
   valid = (
       (jnp.arange(x.shape[0]) < batch)  # not padding
       # theta and the bounds traced by the caller's jit: checked here, per example (see _validate)
       & jnp.isfinite(theta) & (theta != 0)
       & jnp.all(jnp.isfinite(clip_min) & jnp.isfinite(clip_max) & (clip_min <= clip_max), axis=1)
-      & jnp.any(clip_min < clip_max, axis=1)  # some feature can move
       & (labels >= 0) & (labels < plan.num_classes)
       & jnp.all(jnp.isfinite(x_flat) & (x_flat >= clip_min) & (x_flat <= clip_max), axis=1)
   )

@@ -14,6 +14,12 @@ whole dataset; process ``p`` of ``P`` attacks chunks ``p, p + P, p + 2P, ...``
 on its own devices, then the processes exchange their results, one round of
 ``P`` chunks at a time, so that each process (or process 0 alone) returns the
 whole result in order. An error on one process is raised on every process.
+
+Before any chunk is compiled, every argument and the values of the whole
+dataset are checked (an error names the first bad example's index in ``x``),
+and across processes the verdicts are agreed, then the processes compare
+digests of the dataset and of the run key (model, weights, every option), so
+that no process waits for another and no result mixes two models.
 """
 
 from __future__ import annotations
@@ -106,32 +112,25 @@ def attack_dataset(
     >>> type(result.x_adv).__name__, result.x_adv.shape, result.success.tolist()
     ('ndarray', (5, 4), [True, True, True, True, True])
   """
-  _validate.check_count("chunk_size", chunk_size, minimum=1, optional=False)
-  _validate.check_choice("collect", collect, COLLECT)
-  _validate.check_host_data("x", x)
-  _validate.check_host_data("targets", targets)
-  x, targets = np.asarray(x), np.asarray(targets)
-  _validate.check_same_batch("x", x, "targets", targets)
-  attack_options, engine = options_lib.resolve(options.pop("options", None), options.pop("engine", None), options)
-  # the values of the whole dataset first: an error names the example's index in x, not in its chunk
-  _validate.check_feature_space(x, attack_options.clip_min, attack_options.clip_max, attack_options.mask,
-                                need=2 if attack_options.pairwise else 1)
-  total = x.shape[0]
-  size = min(chunk_size, total)
   count, rank = jax.process_count(), jax.process_index()
   across = count > 1
+  error = None
+  try:  # every check before any chunk is compiled, and agreed by every process below
+    x, targets, attack_options, engine, run = _checked(logits_fn, x, targets, params, chunk_size, collect,
+                                                       checkpoint_dir, options)
+  except Exception as e:  # raised on every process below, so that none waits for the others
+    error = e
+  _processes.raise_everywhere(error, across)
+  total = x.shape[0]
+  size = min(chunk_size, total)
   if across:  # the same work everywhere, or the exchanges below would not line up
-    _same_everywhere(x, targets, size, collect, checkpoint_dir is not None)
+    _same_everywhere(x, targets, size, collect, checkpoint_dir is not None, run.agreement)
   engine = dataclasses.replace(engine, pad_batches=False)  # every chunk has the one compiled size already
   folder = None if checkpoint_dir is None else Path(checkpoint_dir)
   per_example = _per_example_options(attack_options, x)  # [B, *shape] bounds or mask: chunked with x
-  key = None
-  error = None
+  key = None if folder is None else run.key
   mine: dict[int, JSMAResult] = {}
   try:
-    if folder is not None:
-      folder.mkdir(parents=True, exist_ok=True)
-      key = _chunk_files.run_key(logits_fn, params, x, attack_options, engine)
     starts = list(range(0, total, size))
     own = [i for i in range(len(starts)) if i % count == rank]
     share = sum(min(size, total - starts[i]) for i in own)
@@ -258,18 +257,59 @@ def _unpack(record: np.ndarray, layout: list) -> tuple:
                for _, shape, dtype, start, stop in layout)
 
 
-def _same_everywhere(x: np.ndarray, targets: np.ndarray, size: int, collect: str, resumable: bool) -> None:
-  """Every process must pass the same dataset and settings: compared by digest (a collective)."""
-  digest = hashlib.sha256()
+def _checked(logits_fn, x, targets, params, chunk_size, collect, checkpoint_dir, options: dict):
+  """Every argument and the whole dataset's values, before any chunk is compiled (no collective).
+
+  Returns ``(x, targets, attack_options, engine, run)``: the data as NumPy arrays,
+  the resolved options and the :class:`~jsma_jax._chunk_files.RunKey` (model and
+  options digested, the model traced once on one example). An error names the
+  argument and, for values, the first offending example's index in ``x``.
+  """
+  _validate.check_count("chunk_size", chunk_size, minimum=1, optional=False)
+  _validate.check_choice("collect", collect, COLLECT)
+  _validate.check_host_data("x", x)
+  _validate.check_host_data("targets", targets)
+  x, targets = np.asarray(x), np.asarray(targets)
+  _validate.check_same_batch("x", x, "targets", targets)
+  attack_options, engine = options_lib.resolve(options.pop("options", None), options.pop("engine", None), options)
+  for name in ("clip_min", "clip_max", "mask"):
+    _validate.check_host_data(name, getattr(attack_options, name))
+  checked, checked_targets = _validate.check_inputs(x, targets)  # kinds and shapes of the whole dataset
+  run = _chunk_files.run_key(logits_fn, params, x, attack_options, engine)  # the model's checks on one example
+  # the values of the whole dataset: an error names the example's index in x, not in its chunk
+  _validate.check_values(checked, checked_targets, run.num_classes)
+  _validate.check_feature_space(checked, attack_options.clip_min, attack_options.clip_max, attack_options.mask,
+                                need=2 if attack_options.pairwise else 1)
+  if checkpoint_dir is not None:
+    _chunk_files.check_writable(Path(checkpoint_dir))
+  return x, targets, attack_options, engine, run
+
+
+def _same_everywhere(x: np.ndarray, targets: np.ndarray, size: int, collect: str, resumable: bool,
+                     run: str) -> None:
+  """Every process must pass the same dataset, model, weights and options: compared by digest (a collective).
+
+  ``run``: the digest of the model's program and weights and of every option
+  (:class:`jsma_jax._chunk_files.RunKey`'s ``agreement``).
+  """
+  data = hashlib.sha256()
   for value in (x, targets):
-    digest.update(f"{value.shape}{value.dtype.str}".encode())
-    digest.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
-  digest.update(f"{size}/{collect}/{resumable}".encode())
-  digests = _processes.gather(np.frombuffer(digest.digest(), np.uint8), True)
-  if not (digests == digests[:1]).all():
-    differ = [int(p) for p in np.flatnonzero((digests != digests[:1]).any(axis=1))]
-    raise ValueError(f"x, targets, chunk_size, collect and checkpoint_dir must be the same on every process "
-                     f"(each attacks its share of the whole dataset); processes {differ} differ from process 0")
+    data.update(f"{value.shape}{value.dtype.str}".encode())
+    data.update(np.ascontiguousarray(value).view(np.uint8).reshape(-1).data)
+  data.update(f"{size}/{collect}/{resumable}".encode())
+  record = np.frombuffer(data.digest() + bytes.fromhex(run), np.uint8)
+  digests = _processes.gather(record, True)
+  differ = {}
+  for what, part in (("x, targets, chunk_size, collect and checkpoint_dir", slice(0, 32)),
+                     ("the model, its weights (params) and every attack option", slice(32, 64))):
+    unlike = np.flatnonzero((digests[:, part] != digests[:1, part]).any(axis=1))
+    if unlike.size:
+      differ[what] = [int(p) for p in unlike]
+  if differ:
+    named = ", ".join(f"processes {p} differ from process 0" + (f" in {what}" if len(differ) > 1 else "")
+                      for what, p in differ.items())
+    raise ValueError(f"{' and '.join(differ)} must be the same on every process (each attacks its share of the "
+                     f"whole dataset, and the results are put together); {named}")
 
 
 def _per_example_options(options, x: np.ndarray) -> dict:

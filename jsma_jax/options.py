@@ -97,8 +97,9 @@ class AttackOptions:
     for name in ("pairwise", "probabilities", "record_trace"):
       _validate.check_bool(name, getattr(self, name))
     _validate.check_choice("initial_domain", self.initial_domain, INITIAL_DOMAINS)
-    _validate.check_count("max_iter", self.max_iter, minimum=1)
-    _validate.check_count("max_changes", self.max_changes, minimum=1, what=" (changed features)")
+    _validate.check_count("max_iter", self.max_iter, minimum=1, maximum=_validate.INT32_MAX)
+    _validate.check_count("max_changes", self.max_changes, minimum=1, what=" (changed features)",
+                          maximum=_validate.INT32_MAX)
     if self.max_changes is not None:
       if self.max_iter is not None:
         raise ValueError(
@@ -220,7 +221,8 @@ class EngineOptions:
     _validate.check_count("jvp_chunk", self.jvp_chunk, minimum=1, optional=False)
     if self.platform is not None:
       _validate.check_choice("platform", self.platform, PLATFORMS)
-    _validate.check_count("progress_every", self.progress_every, minimum=1, what=" (iterations between reports)")
+    _validate.check_count("progress_every", self.progress_every, minimum=1, what=" (iterations between reports)",
+                          maximum=_validate.INT32_MAX)
 
   def target(self) -> str:
     """The platform the attack is specialised for: ``platform``, else this machine's default backend."""

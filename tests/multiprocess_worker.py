@@ -96,15 +96,60 @@ def sharded(process_id: int, out: Path) -> None:
   saved["error/nan"] = np.array(error_text(lambda: jsma_jax.jsma_sharded(nan_at_half, g(nan_x), g(t), params=PARAMS,
                                                                          mesh=mesh, **OPTIONS)))
   # attack_dataset: a bad chunk on process 1 (chunk 1 of 3: rows 4-7) fails the run on both processes
-  # (a NaN: out-of-bounds values are refused for the whole dataset before any chunk runs)
+  # (a model that turns NaN there: bad values of x and targets are refused for the whole dataset before any chunk)
   bad_x = x[:12].copy()
-  bad_x[5, 0, 0] = np.nan
+  bad_x[5, 0, 0] = 0.5
   saved["error/dataset"] = np.array(error_text(lambda: jsma_jax.attack_dataset(
-      MODEL, bad_x, t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
+      nan_at_half, bad_x, t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
+  silent(process_id, saved, mesh, spec)
   # ... and so do datasets that differ between the processes
   saved["error/differ"] = np.array(error_text(lambda: jsma_jax.attack_dataset(
       MODEL, x[:12] * (1 - process_id / 2), t[:12], params=PARAMS, chunk_size=4, progress=False, **OPTIONS)))
   np.savez(out / f"sharded-{process_id}.npz", **saved)
+
+
+def silent(process_id: int, saved: dict, mesh, spec) -> None:
+  """Issue 37: processes that disagree raise on every process (none waits), and global per-example spaces."""
+  x, t = data(12)
+  run = lambda **kw: error_text(lambda: jsma_jax.attack_dataset(
+      MODEL, kw.pop("x", x), t, params=kw.pop("params", PARAMS), chunk_size=kw.pop("chunk_size", 4), progress=False,
+      on_chunk=lambda i, loaded: chunks.append(i), **{**OPTIONS, **kw}))
+  chunks = []
+  # another checkpoint on process 1 (its weights reversed): the same data, other results; refused on both
+  other = jax.tree.map(lambda v: np.ascontiguousarray(v[..., ::-1]), PARAMS) if process_id else PARAMS
+  saved["silent/weights"] = np.array(run(params=other))
+  saved["silent/option"] = np.array(run(theta=1.0 if process_id == 0 else -1.0))
+  # a value outside the box in process 1's copy of x alone: every process raises (no hang in the digest exchange)
+  outside = x.copy()
+  outside[7, 0, 0] = 3.0 if process_id else outside[7, 0, 0]
+  saved["silent/outside"] = np.array(run(x=outside))
+  saved["silent/chunk_size"] = np.array(run(chunk_size=4 if process_id == 0 else 0))
+  saved["silent/chunks"] = np.array(chunks, int)  # no chunk was attacked by any of the calls above
+  # per-example bounds and mask as global arrays, sharded like x (a ragged batch: padded to the bucket)
+  x, t = data(18, seed=3)
+  lo, hi, mask = silent_space(x)
+  mine = slice(process_id * 9, (process_id + 1) * 9)
+  g = lambda v: jax.make_array_from_process_local_data(spec, v[mine])
+  result = jsma_jax.jsma_sharded(MODEL, g(x), g(t), params=PARAMS, mesh=mesh, clip_min=g(lo), clip_max=g(hi),
+                                 mask=g(mask), **OPTIONS)
+  saved.update({f"space/{k}": v for k, v in local(result).items()})
+
+
+def bad_input(process_id: int, out: Path) -> None:
+  """Process 1's copy of x has one value outside the box; the error is not caught: both processes must exit."""
+  x, t = data(12)
+  if process_id == 1:
+    x[7, 0, 0] = 3.0
+  jsma_jax.attack_dataset(MODEL, x, t, params=PARAMS, chunk_size=4, progress=False, **OPTIONS)
+
+
+def silent_space(x: np.ndarray):
+  """Per-example bounds (a tolerance of 0.3 around each example, within [0, 1]) and a mask (every other feature)."""
+  lo, hi = np.maximum(x - 0.3, 0).astype(np.float32), np.minimum(x + 0.3, 1).astype(np.float32)
+  mask = np.zeros(x.shape, bool)
+  mask.reshape(x.shape[0], -1)[:, ::2] = True
+  mask[::3] = True  # every third example: all features
+  return lo, hi, mask
 
 
 def dataset(process_id: int, out: Path, stop_after: int = -1) -> None:
@@ -135,5 +180,5 @@ if __name__ == "__main__":
   task, process_id, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
   jax.config.update("jax_platforms", "cpu")
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id, initialization_timeout=60)
-  {"sharded": sharded, "dataset": dataset}[task](process_id, out, *map(int, sys.argv[5:]))
+  {"sharded": sharded, "dataset": dataset, "bad_input": bad_input}[task](process_id, out, *map(int, sys.argv[5:]))
   print("done", task, process_id, flush=True)

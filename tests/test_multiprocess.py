@@ -38,17 +38,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(task: str, out: Path, *, stop_after: int | None = None) -> list[int]:
+def _launch(task: str, out: Path, *, stop_after: int | None = None, stop_other: bool = True) -> list[int]:
   """Run both processes of ``task``; their return codes. Process 1 exits with 3 after chunk ``stop_after``."""
   port = str(_free_port())
   extra = [] if stop_after is None else [str(stop_after)]
-  return _run_pair(task, out, [[str(WORKER), task, str(i), port, str(out)] + extra * i for i in range(2)])
+  return _run_pair(task, out, [[str(WORKER), task, str(i), port, str(out)] + extra * i for i in range(2)],
+                   stop_other=stop_other)
 
 
-def _run_pair(task: str, out: Path, commands: list[list[str]]) -> list[int]:
+def _run_pair(task: str, out: Path, commands: list[list[str]], *, stop_other: bool = True) -> list[int]:
   """Run two Python processes (``commands``: their arguments), bounded by a timeout; their return codes.
 
-  When one fails the other is stopped (it may wait for the dead one for ever); the logs go to
+  When one fails the other is stopped (it may wait for the dead one for ever), unless not
+  ``stop_other``: then each must exit by itself within the timeout. The logs go to
   ``out / f"{task}-{i}.log"``.
   """
   out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def _run_pair(task: str, out: Path, commands: list[list[str]]) -> list[int]:
       codes = [p.poll() for p in procs]
       if all(c is not None for c in codes):
         return codes
-      if any(c not in (None, 0) for c in codes):  # one died: stop the other, which may wait for it for ever
+      if stop_other and any(c not in (None, 0) for c in codes):  # one died: stop the other, which may wait
         for p in procs:
           if p.poll() is None:
             p.kill()
@@ -87,8 +89,8 @@ def _logs(out: Path, task: str) -> str:
   return "\n".join(f"--- process {i}\n" + (out / f"{task}-{i}.log").read_text()[-3000:] for i in range(2))
 
 
-def _single(x, t):
-  return jsma_jax.jsma(worker_data.MODEL, x, t, params=worker_data.PARAMS, **worker_data.OPTIONS)
+def _single(x, t, **options):
+  return jsma_jax.jsma(worker_data.MODEL, x, t, params=worker_data.PARAMS, **worker_data.OPTIONS, **options)
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +133,8 @@ def test_a_bad_value_on_one_process_raises_on_both(sharded, check, message):
 
 def test_a_failed_chunk_on_one_process_fails_the_dataset_on_both(sharded):
   own, other = (str(saved["error/dataset"]) for saved in (sharded[1], sharded[0]))
-  message = "ValueError: x must be finite (it holds NaN or inf)"
-  assert own.startswith(message)  # process 1 raises its own error (a NaN in its chunk) ...
+  message = "ValueError: logits_fn returned NaN or inf for 1 of 4 examples"
+  assert own.startswith(message)  # process 1 raises its own error (the model's NaN in its chunk) ...
   assert other == "ValueError: process 1 of 2 failed: " + own  # ... and process 0 the same, named
 
 
@@ -141,6 +143,65 @@ def test_datasets_that_differ_between_processes_are_refused(sharded):
     assert str(saved["error/differ"]).startswith("ValueError: x, targets, chunk_size, collect and checkpoint_dir "
                                                  "must be the same on every process"), saved["error/differ"]
     assert str(saved["error/differ"]).endswith("processes [1] differ from process 0")
+
+
+# ------------------------------------------------------------------ issue 37: processes that disagree
+
+
+@pytest.mark.parametrize("case", ["weights", "option"])
+def test_processes_with_other_weights_or_options_are_refused_on_both(sharded, case):
+  """Process 1 loaded another checkpoint (or passed another theta): no chunk mixes models, both raise."""
+  for saved in sharded:
+    text = str(saved[f"silent/{case}"])
+    assert text == ("ValueError: the model, its weights (params) and every attack option must be the same on every "
+                    "process (each attacks its share of the whole dataset, and the results are put together); "
+                    "processes [1] differ from process 0"), text
+
+
+@pytest.mark.parametrize("case, message", [
+    ("outside", "ValueError: x must lie within [clip_min, clip_max]; example 7, feature (0, 0) is 3.0, "
+                "outside [0.0, 1.0]"),
+    ("chunk_size", "ValueError: chunk_size must be a positive int, got 0"),
+])
+def test_a_bad_argument_on_one_process_raises_on_both_without_waiting(sharded, case, message):
+  """Checks that can differ between processes are agreed: process 1 raises its error, process 0 names it.
+
+  Both processes wrote their error and went on to the end (the launch is bounded by TIMEOUT_S and
+  both exited 0), so neither waited for the other in the digest exchange or at shutdown.
+  """
+  own, other = (str(saved[f"silent/{case}"]) for saved in (sharded[1], sharded[0]))
+  assert own.startswith(message), own
+  assert other == "ValueError: process 1 of 2 failed: " + own
+  for saved in sharded:
+    assert saved["silent/chunks"].size == 0  # refused before any chunk was attacked
+
+
+def test_a_bad_value_in_one_process_copy_makes_both_processes_exit_with_the_error(tmp_path):
+  """Uncaught, as in a user's script: neither process waits for the other (digest exchange, shutdown barrier).
+
+  Neither process is stopped by the test when the other exits; both must end by themselves within
+  TIMEOUT_S (else the test fails), both with the error.
+  """
+  codes = _launch("bad_input", tmp_path, stop_other=False)
+  logs = [(tmp_path / f"bad_input-{i}.log").read_text() for i in range(2)]
+  assert codes == [1, 1], f"return codes {codes}; logs:\n{_logs(tmp_path, 'bad_input')}"
+  error = "ValueError: x must lie within [clip_min, clip_max]; example 7, feature (0, 0) is 3.0"
+  assert error in logs[1] and "ValueError: process 1 of 2 failed: " + error in logs[0], _logs(tmp_path, "bad_input")
+
+
+def test_global_per_example_bounds_and_mask_travel_with_the_batch(sharded):
+  x, t = worker_data.data(18, seed=3)
+  lo, hi, mask = worker_data.silent_space(x)
+  one = _single(x, t, clip_min=lo, clip_max=hi, mask=mask)
+  for saved in sharded:
+    for name, expected in zip(FIELDS, one):
+      rows = saved[f"space/{name}_rows"]
+      np.testing.assert_array_equal(saved[f"space/{name}"], np.asarray(expected)[rows], err_msg=name)
+    assert str(saved["space/x_adv_spec"]) == "P('batch',)"
+  np.testing.assert_array_equal(np.sort(np.concatenate([s["space/x_adv_rows"] for s in sharded])), np.arange(18))
+  changed = np.asarray(one.x_adv) != x
+  assert changed.any() and not (changed & ~mask).any()  # the mask held, and some attacks moved
+  assert np.all(np.asarray(one.x_adv) >= lo) and np.all(np.asarray(one.x_adv) <= hi)
 
 
 def test_interrupted_dataset_resumes_to_the_uninterrupted_result(tmp_path):

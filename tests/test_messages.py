@@ -1,4 +1,4 @@
-"""Mistakes a user makes in the second hour get a message that names the fix (issue 25)."""
+"""Mistakes a user makes in the second hour get a message that names the fix."""
 
 from __future__ import annotations
 

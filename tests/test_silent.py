@@ -1,4 +1,4 @@
-"""Never a silently wrong result: every scenario of issue 12, from the user's side."""
+"""Never a silently wrong result: each scenario from the user's side (stale traces, unseen weights, NaN, traced values)."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def test_numpy_float64_input_gives_no_warning():
   assert r.x_adv.dtype == jnp.float32
 
 
-# ------------------------------------------------- round two (issue 26): the attack core
+# ------------------------------------------------- the attack core: scale, bounds and theta under a trace
 
 
 def _linear(seed=7, m=12, n=N):

@@ -742,6 +742,10 @@ def _num(v, fmt="{:.0f}"):
   return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
 
 
+def _proj_l0(r):
+  return f" (median L0 {r['median_l0_projected']:g})" if r["valid_outputs"] < 1 and r["median_l0_projected"] is not None else ""
+
+
 def _secs(v):
   return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
 
@@ -763,7 +767,7 @@ def figure(results: dict, path: pathlib.Path) -> None:
         style = "-" if row["family"] == "jsma-jax" else "--"
         ax.step(ks, np.asarray(row["robust_accuracy"]) * 100, where="post", linestyle=style, label=a)
       ax.set_title(f"{m}: {cat} (n = {next(iter(rows.values()))['n'] if rows else 0})", fontsize=10)
-      ax.set_xlim(0, K_MAX)
+      ax.set_xlim(0, min(K_MAX, results["models"][m]["data"]["features"]))
       ax.set_ylim(0, 101)
       ax.grid(True, linestyle=":", color="lightgray")
       ax.set_ylabel("robust accuracy (%)")
@@ -795,7 +799,8 @@ def report(results: dict, size_name: str, size: Size) -> str:
       "outputs. L0 is the number of features that differ from the source. Robust accuracy at k is the share of "
       "sources the attack did not turn into a valid success with at most k changed features (all sources are "
       "classified correctly, so it starts at 100%). Times are the attack's own call after a warm-up (for jsma-jax "
-      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start.",
+      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start, and the process's peak RSS (framework, model "
+      "and, for jsma-jax, compilation included).",
       "",
       "Optimality is AttackBench's (Cinà et al., AAAI 2025, arXiv 2404.19460, as computed in "
       "`analysis/plot.py` of github.com/attackbench/AttackBench): 1 - (A_attack - A_best) / (d_max - A_best), "
@@ -818,7 +823,7 @@ def report(results: dict, size_name: str, size: Size) -> str:
     for cat, rows in e["categories"].items():
       lines += [f"### {m}, {cat}", "",
                 "| attack | library | success (any L0) | RA k=1 | RA k=5 | RA k=10 | RA k=20 | RA k=50 | median L0 "
-                "| optimality | time / attack | compile | peak RSS | valid outputs | success after projection | load |",
+                "| optimality | time / attack | compile | peak RSS (call / process) | valid outputs | success after projection | load |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
       for a, r in rows.items():
         ra = r["robust_accuracy"]
@@ -826,8 +831,9 @@ def report(results: dict, size_name: str, size: Size) -> str:
             f"| {a} | {r['library']} | {_pct(r['success_rate'])} | {_pct(ra[1])} | {_pct(ra[5])} | {_pct(ra[10])} | "
             f"{_pct(ra[20])} | {_pct(ra[50])} | {_num(r['median_l0'], '{:g}')} | {_pct(r['optimality'])} | "
             f"{_secs(r['seconds_per_attack'])} | {_num(r['compile_seconds'], '{:.1f} s') if r['family'] == 'jsma-jax' else '-'} | "
-            f"{r['peak_rss_above_start_bytes'] / 2**20:.0f} MiB | {_pct(r['valid_outputs'])} | "
-            f"{_pct(r['success_rate_projected'])} | {r['loadavg_1min'][0]:.1f} |")
+            f"{r['peak_rss_above_start_bytes'] / 2**20:.0f} / {r['peak_rss_process_bytes'] / 2**20:.0f} MiB | "
+            f"{_pct(r['valid_outputs'])} | "
+            f"{_pct(r['success_rate_projected'])}{_proj_l0(r)} | {r['loadavg_1min'][0]:.1f} |")
       viol = [f"{a}: in box {_pct(r['in_box'])}, mask kept {_pct(r['mask_ok'])}, additions only {_pct(r['add_only'])}, "
               f"binary {_pct(r['binary'])}" for a, r in rows.items() if r["valid_outputs"] < 1.0]
       if viol:

@@ -491,16 +491,23 @@ def _peer_stage(model: Model, data: dict, meta: dict, attack: str, category: str
   settings.update(targeted=targeted, adv_lib_defaults_otherwise=True, batch=size.peer_batch)
   module = model.torch_module
 
+  crashes: list[str] = []
+
   def run(x, t):
     out = []
     for i in range(0, len(x), size.peer_batch):
       xb = model.to_torch(x[i:i + size.peer_batch])
       tb = torch.from_numpy(t[i:i + size.peer_batch].astype(np.int64))
-      out.append(model.from_torch(fn(module, xb, tb)))
+      try:
+        out.append(model.from_torch(fn(module, xb, tb)))
+      except RuntimeError as error:  # a crash inside the peer: its batch counts as failed (inputs returned)
+        crashes.append(f"batch of {len(xb)} at {i}: {type(error).__name__}: {error}")
+        out.append(np.ascontiguousarray(x[i:i + size.peer_batch], np.float32))
     return np.concatenate(out)
 
   torch.manual_seed(0)
   run(data["x"][:2], labels[:2])  # warm-up, untimed
+  warmup_crashes, crashes[:] = list(crashes), []
   load_before = os.getloadavg()[0]
   with PeakRSS() as mem:
     start = time.perf_counter()
@@ -508,7 +515,8 @@ def _peer_stage(model: Model, data: dict, meta: dict, attack: str, category: str
     seconds = time.perf_counter() - start
   return {"x_adv": x_adv, "seconds": seconds, "compile_seconds": 0.0, "mem": mem,
           "load": [load_before, os.getloadavg()[0]], "library": f"adv-lib {_version('adv-lib')}",
-          "settings": settings, "judge": "torch", "torch_threads": torch.get_num_threads()}
+          "settings": settings, "judge": "torch", "torch_threads": torch.get_num_threads(),
+          "crashes": crashes, "warmup_crashes": warmup_crashes}
 
 
 def _import_adv_lib():
@@ -562,6 +570,8 @@ def run_group(model_name: str, group: str, attacks, work: pathlib.Path, size: Si
   model = build_model(model_name, work)
   data, meta = load_data(model_name, work)
   for attack, category in todo:
+    if (work / model_name / f"{attack}.{category}.npz").exists():  # finished meanwhile by another process
+      continue
     print(f"[{model_name}] {attack} ({category}) started", flush=True)
     start = time.perf_counter()
     run_stage(model, data, meta, attack, category, work, size)
@@ -611,7 +621,8 @@ def run_stage(model: Model, data: dict, meta: dict, attack: str, category: str, 
           "loadavg_1min": out["load"], "library": out["library"], "settings": out["settings"],
           "judge": out["judge"], "torch_threads": out.get("torch_threads"),
           "judges_disagree": int((reached != reached_other).sum()),
-          "max_abs_change": float(np.abs(x_adv - x).max()) if b else 0.0}
+          "max_abs_change": float(np.abs(x_adv - x).max()) if b else 0.0,
+          "crashes": out.get("crashes", []), "warmup_crashes": out.get("warmup_crashes", [])}
   os.replace(folder / f"{stem}.tmp.npz", folder / f"{stem}.npz")
   (folder / f"{stem}.json").write_text(json.dumps(info, indent=2))
 
@@ -722,6 +733,7 @@ def collect(work: pathlib.Path, models, attacks) -> dict:
             **{k: info[k] for k in ("seconds", "seconds_per_attack", "compile_seconds", "peak_rss_above_start_bytes",
                                     "peak_rss_process_bytes", "mem_method", "loadavg_1min", "library", "settings",
                                     "judges_disagree", "torch_threads")},
+            "crashes": info.get("crashes", []), "warmup_crashes": info.get("warmup_crashes", []),
         }
       for a, o in optimality(dists).items():
         rows[a]["optimality"] = o
@@ -782,6 +794,20 @@ def figure(results: dict, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def summary_table(results: dict) -> list[str]:
+  """One line per model, category and attack: success, robust accuracy at k = 10 and 20, median L0, time."""
+  lines = ["| model | category | attack | success | RA k=10 | RA k=20 | median L0 | optimality | time / attack | valid outputs |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for m in MODELS:
+    for cat, rows in results["models"].get(m, {}).get("categories", {}).items():
+      for a, r in rows.items():
+        ra = r["robust_accuracy"]
+        lines.append(f"| {m} | {cat} | {a} | {_pct(r['success_rate'])} | {_pct(ra[10])} | {_pct(ra[20])} | "
+                     f"{_num(r['median_l0'], '{:g}')} | {_pct(r['optimality'])} | {_secs(r['seconds_per_attack'])} | "
+                     f"{_pct(r['valid_outputs'])} |")
+  return lines
+
+
 def report(results: dict, size_name: str, size: Size) -> str:
   mach = results["machine"]
   lines = [
@@ -806,6 +832,10 @@ def report(results: dict, size_name: str, size: Size) -> str:
       "`analysis/plot.py` of github.com/attackbench/AttackBench): 1 - (A_attack - A_best) / (d_max - A_best), "
       "the area under the robust-accuracy curve against the per-sample best of the attacks in the same table, "
       "up to the largest best distance. It ranks the attacks of one table against each other only.",
+      "",
+      "## Summary",
+      "",
+      *summary_table(results),
       "",
   ]
   for m in MODELS:
@@ -838,6 +868,11 @@ def report(results: dict, size_name: str, size: Size) -> str:
               f"binary {_pct(r['binary'])}" for a, r in rows.items() if r["valid_outputs"] < 1.0]
       if viol:
         lines += ["", "Outputs breaking a constraint (share of outputs that respect each): " + "; ".join(viol) + "."]
+      crashed = [f"{a}: {'; '.join(r['crashes'] or r['warmup_crashes'])}"
+                 + (" (in the untimed warm-up on 2 sources)" if not r["crashes"] else " (those sources count as failed)")
+                 for a, r in rows.items() if r.get("crashes") or r.get("warmup_crashes")]
+      if crashed:
+        lines += ["", "Crashes inside the attack's code: " + " | ".join(crashed) + "."]
       dis = [f"{a} {r['judges_disagree']}" for a, r in rows.items() if r["judges_disagree"]]
       if dis:
         lines += ["", "Outputs on which the JAX model and the torch port disagree about the goal: " + ", ".join(dis) + "."]

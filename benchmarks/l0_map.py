@@ -777,7 +777,8 @@ def figure(results: dict, path: pathlib.Path) -> None:
       rows = results["models"][m]["categories"].get(cat, {})
       for a, row in rows.items():
         style = "-" if row["family"] == "jsma-jax" else "--"
-        ax.step(ks, np.asarray(row["robust_accuracy"]) * 100, where="post", linestyle=style, label=a)
+        color = plt.get_cmap("tab10")((list(JSMA) + list(PEERS)).index(a))  # one colour per attack in every panel
+        ax.step(ks, np.asarray(row["robust_accuracy"]) * 100, where="post", linestyle=style, label=a, color=color)
       ax.set_title(f"{m}: {cat} (n = {next(iter(rows.values()))['n'] if rows else 0})", fontsize=10)
       ax.set_xlim(0, min(K_MAX, results["models"][m]["data"]["features"]))
       ax.set_ylim(0, 101)
@@ -877,13 +878,30 @@ def report(results: dict, size_name: str, size: Size) -> str:
       if dis:
         lines += ["", "Outputs on which the JAX model and the torch port disagree about the goal: " + ", ".join(dis) + "."]
       lines.append("")
+  sources = ", ".join(f"{m} {results['models'][m]['data']['n']}" for m in MODELS if m in results["models"])
   lines += ["## Settings", "",
             f"Peers (adv-lib, defaults otherwise): sigma-zero num_steps={size.sigma_zero_steps}; fmn norm=0 "
             f"steps={size.fmn_steps}; vfga max_iter={size.vfga_max_iter}, n_samples=10; pdpgd norm=0 "
             f"num_steps={size.pdpgd_steps}; batches of {size.peer_batch}. jsma-jax: theta=+1 on [0, 1]; gamma=14.5% "
             "(the paper's) on the images, gamma=1 with the mask on tabular, max_changes=100 with the mask x == 0 on "
             "the detector.", "",
-            "![robust accuracy against the L0 budget](robust_accuracy.png)", ""]
+            "![robust accuracy against the L0 budget](robust_accuracy.png)", "",
+            "## Limits of this run", "",
+            f"- Sources: {sources}; "
+            "the same sources and targets for every attack of a model. Not the 1,000 LeNet digits first planned: the "
+            "adv-lib attacks took about 1 s per digit at 200 steps on this shared CPU.",
+            "- adv-lib's iterative attacks ran with the step counts above, fewer than adv-lib's defaults or AttackBench's "
+            "configurations (sigma-zero 1,000, FMN 1,000, PDPGD 500); more steps would make them stronger and slower.",
+            "- Times: the machine was shared with other jobs (load in the tables) and two or three of this run's "
+            "processes ran at once; a time is comparable with another only roughly. (One stage, cifar-cnn tjsma, ran "
+            "twice by accident: 476 ms and 804 ms per attack; the file kept is the second.)",
+            "- jsma-jax's compile column is the first call's time minus the second's (compile plus one run, minus one "
+            "run); it is noisy under load, and small where the program was already in the persistent compile cache "
+            "(runs/l0_map/jax_cache: the duplicated cifar-cnn tjsma stage shows 3 s).",
+            "- adv-lib has no mask, per-feature bounds or add-only option; its outputs are judged as they come, and "
+            "projected (immutable columns restored; max(x, round(x_adv)) on the detector) in the last column.",
+            "- The CIFAR-sized CNN's data are tinted MNIST digits, not CIFAR-10; the detector's apps are synthetic.",
+            ""]
   return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ redone, so an interrupted run resumes. The report is rebuilt from whatever stage
 
 Usage (in ``.venv-bench``: ``bash benchmarks/setup_env.sh``)::
 
-    .venv-bench/bin/python benchmarks/l0_map.py --quick          # smoke: all of it, small, ~2-4 min
+    .venv-bench/bin/python benchmarks/l0_map.py --quick          # smoke: all of it, small (compile-bound)
     .venv-bench/bin/python benchmarks/l0_map.py                  # the committed run
     .venv-bench/bin/python benchmarks/l0_map.py --report-only    # rebuild report from finished stages
 """
@@ -202,7 +202,7 @@ class _TableMLP:
       loss.backward()
       opt.step()
     module.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _wine():

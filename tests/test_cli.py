@@ -193,10 +193,10 @@ def test_each_command_runs_with_its_defaults_in_a_fresh_folder(command, tmp_path
     assert os.path.getsize(tmp_path / os.path.dirname(report) / figure) > 0, figure
   if command == "reproduce":  # the README's main command at a tiny size: the default shipped LeNet, untrained here
     assert "the shipped model, trained on 50,000 full-MNIST training images" in text
-    assert "lower accuracy" not in text and "recipe `f_glorot_adam_b128_e6`" in text
+    assert "lower accuracy" not in text and "recipe `glorot_adam_b128_e6`" in text
     res = json.loads((tmp_path / "runs/reproduce/results.json").read_text())
     m = res["models"]["tanh"]
-    assert not m["trained_here"] and m["recipe"]["name"] == "f_glorot_adam_b128_e6"
+    assert not m["trained_here"] and m["recipe"]["name"] == "glorot_adam_b128_e6"
     assert m["accuracy"]["test"] > 0.97  # the 1,000 shipped test digits
     assert [(r["variant"], r["n"]) for r in res["rows"]] == [("paper", 9)]
   assert command not in FIGURES or set(FIGURES[command]) <= set(re.findall(r"\]\(([^)]+\.png)\)", text))

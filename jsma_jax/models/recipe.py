@@ -181,7 +181,7 @@ class Recipe:
              else self.schedule)
     init = {"default": "Flax init", "glorot": "Glorot/zero-bias init",
             "pytorch": "PyTorch init"}[self.init] + (", zero output" if self.zero_output else "")
-    data = "50k/10k split" if self.split == "holdout" else "60k"
+    data = "the last sixth of the training images held out" if self.split == "holdout" else "all training images"
     return (f"{self.model.activation}, {init}, {opt} lr {self.learning_rate:g} {sched}, "
             f"batch {self.batch_size}, {self.epochs} epochs, {data}")
 

@@ -63,28 +63,31 @@ def _whole(text: str, minimum: int) -> int:
   return value
 
 
-def in_flags(parser: argparse.ArgumentParser, message: str) -> str:
+def in_flags(parser: argparse.ArgumentParser, message: str, flags: dict | None = None) -> str:
   """``message`` with each option's Python name (its ``dest``) written as its flag.
 
   A name is replaced where a message names an argument: at its start or before ``must``,
   ``and``, ``=``, ``,`` or ``:`` (``"n_sources and batch_size must be >= 1"`` becomes
   ``"--sources and --batch-size must be >= 1"``), so that other words are left alone.
+  ``flags`` adds names that are not a ``dest`` (``{"theta": "--thetas"}``).
   """
-  flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"}
+  flags = {**{a.dest: a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"},
+           **(flags or {})}
   for dest in sorted(flags, key=len, reverse=True):
     message = re.sub(rf"(?<![\w-]){re.escape(dest)}(?=\s+must\b|\s+and\b|\s*=|,|:)", flags[dest], message)
   return message
 
 
-def configuration(parser: argparse.ArgumentParser, make, args: dict):
-  """``make(**args)``; its ``ValueError`` or ``TypeError`` becomes a :class:`UsageError` naming flags."""
+def configuration(parser: argparse.ArgumentParser, make, args: dict, flags: dict | None = None):
+  """``make(**args)``; its ``ValueError`` or ``TypeError`` becomes a :class:`UsageError` naming
+  flags (``flags`` as for :func:`in_flags`)."""
   try:
     return make(**args)
   except (TypeError, ValueError) as e:
-    raise UsageError(in_flags(parser, str(e))) from None
+    raise UsageError(in_flags(parser, str(e), flags)) from None
 
 
-def check_attack_options(parser: argparse.ArgumentParser, **options) -> None:
+def check_attack_options(parser: argparse.ArgumentParser, flags: dict | None = None, **options) -> None:
   """Checks ``jsma`` options given on the command line by the library's own checks
   (``jsma_jax.AttackOptions``: the one home of what ``theta``, ``gamma``, ``max_iter``,
   ... may be), before any data is read or anything compiles.
@@ -95,7 +98,7 @@ def check_attack_options(parser: argparse.ArgumentParser, **options) -> None:
   """
   from jsma_jax import AttackOptions
 
-  configuration(parser, AttackOptions, options)
+  configuration(parser, AttackOptions, options, flags)
 
 
 @contextlib.contextmanager

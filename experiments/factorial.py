@@ -261,10 +261,10 @@ def main(argv=None) -> dict:
   from .stages import writable_folder
 
   log = lambda s: print(s, flush=True)
-  writable_folder(config.out)
   t0 = time.perf_counter()
   train_set = cli_args.load_data("mnist", "idx", "train", config.data_dir)
   test_set = cli_args.load_data("mnist", "idx", "test", config.data_dir)
+  writable_folder(config.out)  # after the data: data that is not there stops the command before it writes
   models = train_all(config, (train_set, test_set), log)
   log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
   if config.stage == "train":

@@ -214,6 +214,11 @@ def main(argv=None) -> dict:
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
+  t0 = time.perf_counter()  # the data first: data that is not there stops the command before it writes
+  train_data, test_data = (cli_args.load_data(config.name, config.source, split, config.data_dir,
+                                              idx_dir=config.idx_dir, download=config.download, prepare_flags=True)
+                           for split in ("train", "test"))
+  load_seconds = time.perf_counter() - t0
   writable_folder(config.out)  # before any training (the arguments checked first)
   config_dict = dataclasses.asdict(config)
   state_path = os.path.join(config.out, train_state.STATE_FILE)
@@ -228,11 +233,6 @@ def main(argv=None) -> dict:
             f"{meta['test_accuracy']:.4f}); use --force to retrain")
       return meta
 
-  t0 = time.perf_counter()
-  train_data, test_data = (cli_args.load_data(config.name, config.source, split, config.data_dir,
-                                              idx_dir=config.idx_dir, download=config.download, prepare_flags=True)
-                           for split in ("train", "test"))
-  load_seconds = time.perf_counter() - t0
   print(f"loaded {config.name} from {config.source}: {len(train_data[1])} train, "
         f"{len(test_data[1])} test ({load_seconds:.1f} s)")
 

@@ -241,7 +241,7 @@ def parse_args(argv=None) -> ZooConfig:
   if not config.thetas:
     raise cli_args.UsageError("--thetas names no direction: pass one or more, comma-separated (--thetas 1,-1)")
   for theta in config.thetas:  # each direction, by the library's own check
-    cli_args.check_attack_options(p, theta=theta)
+    cli_args.check_attack_options(p, {"theta": "--thetas"}, theta=theta)
   return config
 
 
@@ -253,10 +253,10 @@ def main(argv=None) -> dict:
   from .stages import writable_folder
 
   log = lambda s: print(s, flush=True)
-  writable_folder(config.out)
   t0 = time.perf_counter()
   train_set = cli_args.load_data("mnist", "idx", "train", config.data_dir)
   test_set = cli_args.load_data("mnist", "idx", "test", config.data_dir)
+  writable_folder(config.out)  # after the data: data that is not there stops the command before it writes
   models = [train_stage(r, (train_set, test_set), config.out, log) for r in zoo_recipes()]
   log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
   if config.stage == "train":

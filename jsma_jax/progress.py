@@ -56,16 +56,24 @@ def report(iteration, running) -> None:
 COMPILING = "compiling (the first chunk waits for it)"  # the bar's note until its first count
 
 
-def bar(total: int, description: str) -> Any:
+def bar(total: int, description: str, **options: Any) -> Any:
   """A ``tqdm`` bar of ``total`` attacks that says ``compiling`` until its first count; ``None``
   without tqdm (a dependency of the package, so only where it was removed).
 
-  The caller's first ``update`` and ``set_postfix`` replace the note.
+  The first ``update`` clears the note (the caller's ``set_postfix`` then shows its own);
+  ``options`` go to ``tqdm`` (``file=``, ``disable=``, ...).
   """
   try:
     from tqdm.auto import tqdm
   except ImportError:
     return None
-  shown = tqdm(total=total, desc=description, unit="attack")
+
+  class Bar(tqdm):
+    def update(self, n=1):
+      if self.postfix == COMPILING:  # counted: compiled
+        self.set_postfix_str("", refresh=False)
+      return super().update(n)
+
+  shown = Bar(total=total, desc=description, unit="attack", **options)
   shown.set_postfix_str(COMPILING)
   return shown

@@ -215,3 +215,22 @@ def test_attack_command_on_the_study_model(run, tmp_path):
   assert set(r["stop_reasons"]) <= {reason.name for reason in StopReason}
   assert "success rate" in open(os.path.join(folder, "report.md")).read()
   assert np.load(os.path.join(folder, "attacks.npz"))["x_adv"].shape == (18, 28, 28, 1)
+
+
+def test_tabular_writes_where_the_user_runs_it_never_into_the_package(tmp_path, monkeypatch):
+  """``python -m jsma_jax_experiments.tabular`` with no ``--out`` writes under the current folder
+  (``runs/tabular``), not beside its module (site-packages, or the committed results of a checkout)."""
+  import pathlib
+
+  from experiments import tabular
+
+  written = []
+  monkeypatch.setattr(tabular, "run_all", lambda config, out: written.append((config, out)) or {})
+  monkeypatch.chdir(tmp_path)
+  tabular.main([])
+  (config, out), = written
+  package = pathlib.Path(tabular.__file__).resolve().parent
+  assert out.resolve() == tmp_path / "runs" / "tabular"
+  assert package not in out.resolve().parents
+  tabular.main(["--out", "elsewhere", "--seed", "3"])
+  assert written[1][1].resolve() == tmp_path / "elsewhere" and written[1][0].seed == 3

@@ -14,8 +14,9 @@ feature in the initial search domain, as ``jsma-jax reproduce``'s table; the lib
 the model classifies correctly, each attacked towards every other class. OUT receives
 ``results.json`` (settings, model, data, environment, success rate, distortion, stop
 reasons by name, per-pair success), ``attacks.npz`` (per attack: source index, target,
-success, L0, iterations, stop reason, adversarial input in the model's layout:
-``x_adv_layout`` says which, ``NHWC`` as the data sets, ``NCHW`` for a ``.pt2`` program),
+success, L0, iterations, stop reason, adversarial input in the data sets' layout, which
+``x_adv_layout`` names: ``NHWC``, also for a ``.pt2`` program, whose NCHW input is
+``x_adv.transpose(0, 3, 1, 2)``),
 ``report.md`` and the figures of ``jsma-jax reproduce`` (success against the budget,
 per-pair success, adversarial examples, saliency maps).
 """
@@ -34,6 +35,7 @@ import numpy as np
 from . import cli_args
 
 PROG = "jsma-jax attack"
+X_ADV_LAYOUT = "NHWC"  # attacks.npz's x_adv: the data sets' layout, whatever the model's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax attack``."""
   d = AttackConfig()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
                       f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet; "
@@ -228,11 +230,9 @@ def main(argv=None) -> dict:
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
   x_all, y_all = cli_args.load_data(config.name, config.source, config.split, config.data_dir)
-  layout = "NHWC"  # of x_adv in attacks.npz: the model's
   if config.checkpoint.endswith(".pt2") and os.path.isfile(config.checkpoint):
     with cli_args.flag_error("--checkpoint", config.checkpoint):  # the file cannot be attacked: why, in one line
       apply_fn, params, meta = _torch_program(config.checkpoint, x_all[:1])
-    layout = "NCHW"
   else:
     net, meta = cli_args.load_model(config.checkpoint)
     apply_fn, params = as_logits_fn(net)
@@ -283,14 +283,14 @@ def main(argv=None) -> dict:
   atomic_write_npz(os.path.join(config.out, "attacks.npz"), {
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
-      "stop_reason": reason, "x_adv_layout": np.array(layout),
-      "x_adv": np.asarray(r.x_adv) if layout == "NHWC" else np.asarray(r.x_adv).transpose(0, 3, 1, 2)})
+      "stop_reason": reason, "x_adv": np.asarray(r.x_adv),
+      "x_adv_layout": np.array(X_ADV_LAYOUT)})  # said in the file: a .pt2 model's own layout is NCHW
   results["figures"] = _figures(config, r, x, labels, targets, model, results["max_iter"], num_classes)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
   s = results["summary"]
   print(f"success {s['success_rate']:.4f}, distortion (successful) {s['distortion_successful']:.4f}, "
-        f"stop reasons {results['stop_reasons']}; wrote {config.out}/results.json, attacks.npz (x_adv {layout}), "
+        f"stop reasons {results['stop_reasons']}; wrote {config.out}/results.json, attacks.npz (x_adv {X_ADV_LAYOUT}), "
         f"report.md and {len(results['figures'])} figures ({', '.join(results['figures'])})")
   return results
 

@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax factorial``."""
   d = FactorialConfig()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files (required)")
   p.add_argument("--out", default=d.out, help="output folder")
   p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,

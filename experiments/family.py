@@ -76,7 +76,7 @@ def variant_spec(name: str):
 def parser() -> argparse.ArgumentParser:
   d = FamilyConfig()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help=f"checkpoint folder (jsma_jax.models.save_checkpoint), or {cli_args.SHIPPED!r}: the "
                       "package's paper LeNet (jsma_jax.models.load_paper_lenet; shipped:NAME for another shipped one)")

@@ -42,7 +42,7 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
   """The command line of ``jsma-jax reproduce``, with the defaults of ``preset``."""
   d = config_lib.PRESETS[preset]()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter,
+                      formatter_class=cli_args.HelpFormatter,
                               epilog="Defaults shown are those of the chosen --preset.")
   p.add_argument("--preset", choices=tuple(config_lib.PRESETS), default=preset,
                  help="named configuration the other options start from: "
@@ -117,7 +117,9 @@ def main(argv=None) -> dict:
   from . import study
 
   if config.source == "idx":
-    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files" + (
+        f"; without --data-dir, {config_lib.IDX_DIR} under the current folder" if config.data_dir == config_lib.IDX_DIR
+        else ""))
   if config.source != "embedded":  # the data is there, before any work; and which folder is read, said
     cli_args.load_data("mnist", config.source, "test", config.data_dir)
     folder = os.path.abspath(os.path.expanduser(config.data_dir or "~/tensorflow_datasets"))

@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
 
   d = Config()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=None,

@@ -216,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax zoo``."""
   d = ZooConfig()
   p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--data-dir", default=d.data_dir,
                  help="folder of the MNIST IDX files (required: every recipe trains on full MNIST; "
                       "the embedded 5,000 digits are too few)")

@@ -367,3 +367,39 @@ def test_attack_says_when_the_set_has_fewer_sources_than_asked(tmp_path, monkeyp
 
   with np.load(tmp_path / "runs/attack/attacks.npz") as f:
     assert str(f["x_adv_layout"]) == "NHWC" and f["x_adv"].shape[1:] == (28, 28, 1)
+
+
+def test_reproduce_names_the_idx_folder_it_reads(tmp_path, monkeypatch, capsys):
+  """``--dataset idx`` without ``--data-dir`` reads a folder relative to the current one: the
+  command names it, as an absolute path, before any work (and its error says it is the default)."""
+  import numpy as np
+
+  from experiments import config as config_lib
+  from experiments import study
+  from jsma_jax.models import load_mnist
+
+  cwd = tmp_path / "work" / "here"
+  cwd.mkdir(parents=True)
+  monkeypatch.chdir(cwd)
+  assert cli.main(["reproduce", "--dataset", "idx"]) == 2
+  err = capsys.readouterr().err
+  assert "--data-dir" in err and config_lib.IDX_DIR in err and "under the current folder" in err
+  folder = (cwd / config_lib.IDX_DIR).resolve()
+  folder.mkdir(parents=True)
+  for split, prefix in (("train", "train"), ("test", "t10k")):
+    x, y = load_mnist("embedded", split=split)
+    for kind, array in (("images-idx3", np.round(255 * x[:20, ..., 0])), ("labels-idx1", y[:20])):
+      array = np.asarray(array, np.uint8)
+      header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+      (folder / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())
+
+  class Stop(Exception):
+    pass
+
+  def stop(*args, **kwargs):
+    raise Stop
+
+  monkeypatch.setattr(study, "run_study", stop)
+  with pytest.raises(Stop):
+    reproduce.main(["--dataset", "idx", "--out", str(tmp_path / "out")])
+  assert f"MNIST from idx files in {folder} (--data-dir)" in capsys.readouterr().out

@@ -225,7 +225,7 @@ def preset(name: str) -> Recipe:
 
   Example:
     >>> preset("adam_cosine").describe()
-    'tanh, Flax init, Adam lr 0.001 cosine, batch 128, 10 epochs, 60k'
+    'tanh, Flax init, Adam lr 0.001 cosine, batch 128, 10 epochs, all training images'
   """
   if name not in PRESETS:
     raise ValueError(f"recipe must be a Recipe or one of the presets {sorted(PRESETS)}, "

@@ -14,8 +14,11 @@ feature in the initial search domain, as ``jsma-jax reproduce``'s table; the lib
 the model classifies correctly, each attacked towards every other class. OUT receives
 ``results.json`` (settings, model, data, environment, success rate, distortion, stop
 reasons by name, per-pair success), ``attacks.npz`` (per attack: source index, target,
-success, L0, iterations, stop reason, adversarial input), ``report.md`` and the figures of
-``jsma-jax reproduce`` (success against the budget, per-pair success, adversarial examples).
+success, L0, iterations, stop reason, adversarial input in the data sets' layout, which
+``x_adv_layout`` names: ``NHWC``, also for a ``.pt2`` program, whose NCHW input is
+``x_adv.transpose(0, 3, 1, 2)``),
+``report.md`` and the figures of ``jsma-jax reproduce`` (success against the budget,
+per-pair success, adversarial examples, saliency maps).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from . import cli_args
 
 PROG = "jsma-jax attack"
+X_ADV_LAYOUT = "NHWC"  # attacks.npz's x_adv: the data sets' layout, whatever the model's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +76,8 @@ class AttackConfig:
 def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax attack``."""
   d = AttackConfig()
-  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help="checkpoint folder (jsma_jax.models.save_checkpoint; e.g. from jsma-jax train), "
                       f"or {cli_args.SHIPPED!r}: the package's paper LeNet (jsma_jax.models.load_paper_lenet; "
@@ -84,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=d.data_dir, help="idx: folder of the IDX files; tfds: TFDS data folder")
   p.add_argument("--split", choices=("train", "test"), default=d.split, help="the set the sources come from")
-  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
                  help="sources to attack (a seeded sample of the set)")
   p.add_argument("--include-misclassified", action=argparse.BooleanOptionalAction, default=d.include_misclassified,
                  help="also attack sources the model gets wrong (by default only correctly classified ones)")
@@ -100,19 +104,22 @@ def parser() -> argparse.ArgumentParser:
                  help="all: every feature starts in the search domain (the paper's Algorithm 2, and "
                       "jsma-jax reproduce's table: this command defaults to the paper's settings); "
                       "movable: only those that can move in the attack's direction (the library's jsma default)")
-  p.add_argument("--max-iter", type=int, default=d.max_iter,
+  p.add_argument("--max-iter", type=cli_args.count, default=d.max_iter,
                  help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
-  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
-  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sample and of random targets")
+  p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled jsma call")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sample and of random targets")
   return p
 
 
 def parse_args(argv=None) -> AttackConfig:
   """The attack configuration of a command line."""
-  args = vars(parser().parse_args(argv))
+  p = parser()
+  args = vars(p.parse_args(argv))
   args["pairwise"] = not args.pop("single")
   args["source"] = cli_args.data_source(args["source"], args["data_dir"])
-  return AttackConfig(**args)
+  config = cli_args.configuration(p, AttackConfig, args)
+  cli_args.check_attack_options(p, **config.jsma_options())
+  return config
 
 
 def _report(res: dict) -> str:
@@ -123,7 +130,8 @@ def _report(res: dict) -> str:
            f"Command: `{res['command']}`", "",
            f"- checkpoint `{res['config']['checkpoint']}`; accuracy on the set {pct(res['dataset']['accuracy'])}",
            f"- sources: {res['dataset']['n_sources']} ({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
-           f"targets: {res['config']['targets']}; {s['n']} attacks",
+           f"targets: {res['config']['targets']}; {s['n']} attacks"
+           + (f" ({res['dataset']['short']})" if res["dataset"].get("short") else ""),
            f"- settings: {', '.join(f'{k}={v}' for k, v in res['jsma_options'].items())} "
            f"(budget {res['max_iter']} iterations)",
            f"- **success rate {pct(s['success_rate'])}**; mean distortion {pct(s['distortion_successful'])} of "
@@ -211,7 +219,7 @@ def main(argv=None) -> dict:
 
   import jsma_jax
   from jsma_jax import metrics
-  from jsma_jax.models import as_logits_fn, load_dataset
+  from jsma_jax.models import as_logits_fn
 
   from .attacks import run_batched
   from .inputs import Model
@@ -221,10 +229,10 @@ def main(argv=None) -> dict:
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
-  kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
-  x_all, y_all = load_dataset(config.name, config.source, split=config.split, **kwargs)
+  x_all, y_all = cli_args.load_data(config.name, config.source, config.split, config.data_dir)
   if config.checkpoint.endswith(".pt2") and os.path.isfile(config.checkpoint):
-    apply_fn, params, meta = _torch_program(config.checkpoint, x_all[:1])
+    with cli_args.flag_error("--checkpoint", config.checkpoint):  # the file cannot be attacked: why, in one line
+      apply_fn, params, meta = _torch_program(config.checkpoint, x_all[:1])
   else:
     net, meta = cli_args.load_model(config.checkpoint)
     apply_fn, params = as_logits_fn(net)
@@ -236,6 +244,13 @@ def main(argv=None) -> dict:
   if not config.include_misclassified:
     order = order[predicted[order] == y_all[order]]
   idx = order[:config.n_sources]
+  short = None
+  if len(idx) < config.n_sources:  # said, not quietly fewer
+    short = (f"--sources {config.n_sources}: the {config.split} set has only {len(idx)} sources"
+             + ("" if config.include_misclassified else
+                f" the model classifies correctly (of {len(y_all)}; --include-misclassified attacks them all)")
+             + f", so {len(idx)} are attacked")
+    print(f"{PROG}: {short}", flush=True)
   if config.targets == "all":
     e = jsma_jax.all_other_targets(x_all[idx], y_all[idx], num_classes)
     x, targets, labels, src = np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels), idx[np.asarray(e.source_index)]
@@ -258,7 +273,7 @@ def main(argv=None) -> dict:
       "dataset": {"name": config.name, "source": config.source, "data_dir": config.data_dir,
                   "split": config.split, "size": int(len(y_all)), "shape": list(x.shape[1:]),
                   "num_features": m, "num_classes": num_classes, "accuracy": accuracy,
-                  "n_sources": int(len(idx))},
+                  "n_sources": int(len(idx)), "n_sources_asked": config.n_sources, "short": short},
       "environment": environment(), "seed": config.seed, "attack_seconds": seconds,
       "summary": metrics.summary(success, n_changed, m),
       "stop_reasons": {jsma_jax.StopReason(int(c)).name: int((reason == c).sum()) for c in np.unique(reason)},
@@ -268,13 +283,15 @@ def main(argv=None) -> dict:
   atomic_write_npz(os.path.join(config.out, "attacks.npz"), {
       "source_index": src.astype(np.int32), "source": labels.astype(np.int32), "target": targets.astype(np.int32),
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
-      "stop_reason": reason, "x_adv": np.asarray(r.x_adv)})
+      "stop_reason": reason, "x_adv": np.asarray(r.x_adv),
+      "x_adv_layout": np.array(X_ADV_LAYOUT)})  # said in the file: a .pt2 model's own layout is NCHW
   results["figures"] = _figures(config, r, x, labels, targets, model, results["max_iter"], num_classes)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
   s = results["summary"]
   print(f"success {s['success_rate']:.4f}, distortion (successful) {s['distortion_successful']:.4f}, "
-        f"stop reasons {results['stop_reasons']}; wrote {config.out}/results.json, attacks.npz, report.md")
+        f"stop reasons {results['stop_reasons']}; wrote {config.out}/results.json, attacks.npz (x_adv {X_ADV_LAYOUT}), "
+        f"report.md and {len(results['figures'])} figures ({', '.join(results['figures'])})")
   return results
 
 

@@ -100,11 +100,11 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   if table_iter is None:
     return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
                                    description=tag, **options)
+  from jsma_jax import progress
   from jsma_jax.batching import chunks
-  from tqdm.auto import tqdm
 
   parts, wins = [], 0
-  with tqdm(total=len(x), desc=tag, unit="attack") as bar:
+  with progress.bar(len(x), tag) as bar:  # "compiling" until the first chunk is counted
     for start, n, (xs, ts) in chunks((x, targets), min(batch_size, len(x))):
       r = jax.device_get(jsma_local(model.apply_fn, xs, ts, params=model.params, pad_batches=False, **options))
       r = jax.tree.map(lambda v: v[:n], r)

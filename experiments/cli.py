@@ -1,5 +1,7 @@
 """The ``jsma-jax`` command: ``jsma-jax reproduce | train | attack | family | zoo | factorial [options]``.
 
+``jsma-jax --version`` prints the installed version (from the package's metadata).
+
 Each command is a module of this package with its own ``main(argv)`` and ``--help``;
 the module is imported only when its command runs, so ``jsma-jax --help`` works with the
 core install alone.
@@ -21,11 +23,28 @@ COMMANDS = {
     "zoo": ("zoo", "train LeNets by several recipes, attack each, report what moves success"),
     "factorial": ("factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
 }
-EXTRAS = "pip install 'jsma-jax[experiments]'"
+# what a missing module needs, as a user installs it: from the checkout (the package is not on PyPI)
+EXTRAS = {"flax": "experiments", "optax": "experiments", "matplotlib": "experiments",
+          "tensorflow_datasets": "experiments", "array_record": "experiments", "torch": "torch"}
+
+
+def install_line(extra: str) -> str:
+  """The install line of an extra, run in the checkout of jsma-jax."""
+  return f'pip install ".[{extra}]" (in the jsma-jax checkout)'
+
+
+def version() -> str:
+  """The installed version of jsma-jax (its package metadata), or where it cannot be read, why."""
+  from importlib import metadata
+
+  try:
+    return metadata.version("jsma-jax")
+  except metadata.PackageNotFoundError:
+    return "unknown (jsma-jax is not installed: run from a checkout without pip install)"
 
 
 def _usage() -> str:
-  lines = ["usage: jsma-jax {" + ",".join(COMMANDS) + "} [options]", "",
+  lines = ["usage: jsma-jax {" + ",".join(COMMANDS) + "} [options] | --version", "",
            "The experiments of jsma-jax (each command has its own --help):", ""]
   lines += [f"  {name:<10} {about}" for name, (_, about) in COMMANDS.items()]
   return "\n".join(lines)
@@ -37,6 +56,9 @@ def main(argv=None) -> int:
   if not argv or argv[0] in ("-h", "--help"):
     print(_usage())
     return 0 if argv else 2
+  if argv[0] == "--version":
+    print(f"jsma-jax {version()}")
+    return 0
   if argv[0] not in COMMANDS:
     print(_usage(), file=sys.stderr)
     print(f"\njsma-jax: unknown command {argv[0]!r}", file=sys.stderr)
@@ -79,8 +101,10 @@ def run(command: str, argv) -> int:
     print(f"jsma-jax {command}: {e}", file=sys.stderr)
     return 2
   except ModuleNotFoundError as e:
-    if e.name and e.name.split(".")[0] in ("flax", "optax", "matplotlib", "tensorflow_datasets", "array_record"):
-      print(f"jsma-jax {command}: needs {e.name}, which is not installed: {EXTRAS}", file=sys.stderr)
+    top = (e.name or "").split(".")[0]
+    if top in EXTRAS:
+      print(f"jsma-jax {command}: needs {e.name}, which is not installed: {install_line(EXTRAS[top])}",
+            file=sys.stderr)
       return 1
     raise
   except Exception as e:

@@ -7,6 +7,11 @@
 - :func:`require_folder` and :func:`load_model` check paths before any work starts.
 - :class:`UsageError` is a command line that cannot run as given; ``jsma-jax`` prints its
   message as one line (``jsma-jax COMMAND: ...``) and exits with status 2, no traceback.
+  :class:`Parser` raises it for what argparse refuses (an unknown flag, a value of the
+  wrong type or range: :func:`count`, :func:`natural`); :func:`configuration` and
+  :func:`check_attack_options` for what a configuration or the library's own checks refuse,
+  with the flag in place of the Python name (:func:`in_flags`); :func:`load_data` for data
+  that is not where the flags say.
 
 This module imports only the standard library at import time, so ``--help`` needs the core
 install alone.
@@ -15,7 +20,10 @@ install alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import re
 
 SHIPPED = "shipped"  # --checkpoint value: the package's default paper LeNet; "shipped:NAME" another by name
 SOURCES = ("embedded", "idx", "tfds")
@@ -25,6 +33,127 @@ DATASET_HELP = ("where the data comes from: the embedded 5,000 MNIST digits, IDX
 
 class UsageError(Exception):
   """A command line that cannot run as given; the message names the option to pass."""
+
+
+class Parser(argparse.ArgumentParser):
+  """An ``ArgumentParser`` whose errors are a :class:`UsageError` (one line, exit status 2
+  through ``jsma-jax``), not argparse's usage text and ``SystemExit``."""
+
+  def error(self, message):
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def count(text: str) -> int:
+  """An ``argparse`` type: a whole number >= 1 (sources, batch sizes, epochs)."""
+  return _whole(text, 1)
+
+
+def natural(text: str) -> int:
+  """An ``argparse`` type: a whole number >= 0 (seeds, counts that may be zero)."""
+  return _whole(text, 0)
+
+
+def _whole(text: str, minimum: int) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+  if value < minimum:
+    raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+  return value
+
+
+def in_flags(parser: argparse.ArgumentParser, message: str, flags: dict | None = None) -> str:
+  """``message`` with each option's Python name (its ``dest``) written as its flag.
+
+  A name is replaced where a message names an argument: at its start or before ``must``,
+  ``and``, ``=``, ``,`` or ``:`` (``"n_sources and batch_size must be >= 1"`` becomes
+  ``"--sources and --batch-size must be >= 1"``), so that other words are left alone.
+  ``flags`` adds names that are not a ``dest`` (``{"theta": "--thetas"}``).
+  """
+  flags = {**{a.dest: a.option_strings[0] for a in parser._actions if a.option_strings and a.dest != "help"},
+           **(flags or {})}
+  for dest in sorted(flags, key=len, reverse=True):
+    message = re.sub(rf"(?<![\w-]){re.escape(dest)}(?=\s+must\b|\s+and\b|\s*=|,|:)", flags[dest], message)
+  return message
+
+
+def configuration(parser: argparse.ArgumentParser, make, args: dict, flags: dict | None = None):
+  """``make(**args)``; its ``ValueError`` or ``TypeError`` becomes a :class:`UsageError` naming
+  flags (``flags`` as for :func:`in_flags`)."""
+  try:
+    return make(**args)
+  except (TypeError, ValueError) as e:
+    raise UsageError(in_flags(parser, str(e), flags)) from None
+
+
+def check_attack_options(parser: argparse.ArgumentParser, flags: dict | None = None, **options) -> None:
+  """Checks ``jsma`` options given on the command line by the library's own checks
+  (``jsma_jax.AttackOptions``: the one home of what ``theta``, ``gamma``, ``max_iter``,
+  ... may be), before any data is read or anything compiles.
+
+  Raises:
+    UsageError: the library's message, with the flag in place of the option's name
+      (``--gamma must lie in (0, 1] ...``).
+  """
+  from jsma_jax import AttackOptions
+
+  configuration(parser, AttackOptions, options, flags)
+
+
+@contextlib.contextmanager
+def flag_error(flag: str, value):
+  """Inside the block, a ``ValueError`` or ``TypeError`` (a file the flag names that cannot be
+  used: its message says why and how to fix it) becomes a :class:`UsageError` naming the flag."""
+  try:
+    yield
+  except (TypeError, ValueError) as e:
+    raise UsageError(f"{flag} {value!r}: {e}") from None
+
+
+def load_data(name: str, source: str, split: str, data_dir: str | None = None, *,
+              idx_dir: str | None = None, download: bool = False, prepare_flags: bool = False):
+  """``(x, y)`` of ``jsma_jax.models.load_dataset``; data that is not there is a :class:`UsageError`.
+
+  Args:
+    name, source, split, data_dir: as ``--name``, ``--dataset``, ``--split``, ``--data-dir``.
+    idx_dir, download: ``tfds`` only, as ``--idx-dir`` and ``--download`` (``jsma-jax train``).
+    prepare_flags: the command has ``--idx-dir`` and ``--download``: its fix names them.
+
+  Raises:
+    UsageError: the files are not in ``--data-dir`` (or not valid IDX files), the TFDS
+      dataset is not prepared, or ``--name`` has no embedded digits; the message names
+      the flags that fix it.
+  """
+  from jsma_jax.models import load_dataset
+
+  if source == "embedded" and name != "mnist":
+    raise UsageError(f"--name {name}: only MNIST has embedded digits: pass --data-dir FOLDER of its IDX files "
+                     "(or --dataset tfds)")
+  kwargs = {} if source == "embedded" else {"data_dir": data_dir}
+  if source == "tfds" and (idx_dir is not None or download):
+    kwargs.update(idx_dir=idx_dir, download=download)
+  absl = logging.getLogger("absl")  # tensorflow-datasets' notes on a folder it cannot use: the error below says it
+  level = absl.level
+  try:
+    if source == "tfds":
+      absl.setLevel(logging.ERROR)
+    return load_dataset(name, source, split=split, **kwargs)
+  except (FileNotFoundError, ValueError) as e:
+    if source == "tfds" and "not prepared" in str(e):
+      where = repr(data_dir) if data_dir is not None else "TFDS's default folder (~/tensorflow_datasets)"
+      prepare = ("prepare it from IDX files with --idx-dir FOLDER (or allow a download with --download), "
+                 if prepare_flags else "")
+      raise UsageError(f"--dataset tfds: {name} is not prepared in {where}: {prepare}pass --data-dir FOLDER "
+                       "of a prepared TFDS folder, or read the IDX files themselves with --dataset idx "
+                       "--data-dir FOLDER" + (", or drop --dataset for the embedded digits" if name == "mnist"
+                                              else "")) from None
+    if source == "idx":
+      raise UsageError(f"--data-dir {data_dir!r}: {str(e).replace(f'in data_dir={data_dir!r}', 'there')}; "
+                       "pass --data-dir FOLDER holding the four IDX files of the set") from None
+    raise UsageError(f"--dataset {source}: {e}") from None
+  finally:
+    absl.setLevel(level)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

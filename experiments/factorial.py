@@ -227,16 +227,16 @@ def _existing(name: str, path: str, meta: dict) -> Candidate:
 def parser() -> argparse.ArgumentParser:
   """The command line of ``jsma-jax factorial``."""
   d = FactorialConfig()
-  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files (required)")
   p.add_argument("--out", default=d.out, help="output folder")
-  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
                  help="sources per set (validation, test), each attacked towards its 9 other classes")
-  p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
-  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled call")
-  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling")
-  p.add_argument("--tutorial-epochs", type=int, default=d.tutorial_epochs,
+  p.add_argument("--chunk-sources", type=cli_args.count, default=d.chunk_sources, help="sources per stage file")
+  p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled call")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sampling")
+  p.add_argument("--tutorial-epochs", type=cli_args.natural, default=d.tutorial_epochs,
                  help="also train the Theano tutorial's recipe this long (200: its own length; 0: no)")
   p.add_argument("--modern", action=argparse.BooleanOptionalAction, default=d.modern,
                  help="also the recipe most users write today (PyTorch init, Adam, batch 128, 10 epochs), "
@@ -248,28 +248,23 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> FactorialConfig:
   """The configuration of a command line."""
-  ns = parser().parse_args(argv)
-  if ns.n_sources < 1 or ns.chunk_sources < 1 or ns.batch_size < 1:
-    raise cli_args.UsageError("--sources, --chunk-sources and --batch-size must be positive")
-  if ns.tutorial_epochs < 0:
-    raise cli_args.UsageError(f"--tutorial-epochs must be >= 0, got {ns.tutorial_epochs}")
-  return FactorialConfig(**vars(ns))
+  p = parser()
+  return cli_args.configuration(p, FactorialConfig, vars(p.parse_args(argv)))  # counts checked by their types
 
 
 def main(argv=None) -> dict:
   """Runs the factorial zoo of a command line."""
   config = parse_args(sys.argv[1:] if argv is None else argv)
   cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; every model trains on full MNIST")
-  from jsma_jax.models import load_mnist
 
   from . import factorial_report
   from .stages import writable_folder
 
   log = lambda s: print(s, flush=True)
-  writable_folder(config.out)
   t0 = time.perf_counter()
-  train_set = load_mnist("idx", data_dir=config.data_dir, split="train")
-  test_set = load_mnist("idx", data_dir=config.data_dir, split="test")
+  train_set = cli_args.load_data("mnist", "idx", "train", config.data_dir)
+  test_set = cli_args.load_data("mnist", "idx", "test", config.data_dir)
+  writable_folder(config.out)  # after the data: data that is not there stops the command before it writes
   models = train_all(config, (train_set, test_set), log)
   log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
   if config.stage == "train":

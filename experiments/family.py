@@ -75,27 +75,28 @@ def variant_spec(name: str):
 
 def parser() -> argparse.ArgumentParser:
   d = FamilyConfig()
-  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--checkpoint", default=d.checkpoint,
                  help=f"checkpoint folder (jsma_jax.models.save_checkpoint), or {cli_args.SHIPPED!r}: the "
                       "package's paper LeNet (jsma_jax.models.load_paper_lenet; shipped:NAME for another shipped one)")
   p.add_argument("--out", default=d.out, help="output folder")
   p.add_argument("--data-dir", default=d.data_dir,
                  help="folder of the MNIST IDX files (default: none, the embedded test digits)")
-  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
                  help="correctly classified test digits to attack (x9 targeted attacks each)")
-  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sample")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sample")
   p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(d.variants),
                  help=f"variants to run, space-separated (default: all: {' '.join(d.variants)})")
-  p.add_argument("--chunk-size", type=int, default=d.chunk_size, help="attacks per compiled call")
+  p.add_argument("--chunk-size", type=cli_args.count, default=d.chunk_size, help="attacks per compiled call")
   return p
 
 
 def parse_args(argv=None) -> FamilyConfig:
-  args = vars(parser().parse_args(argv))
+  p = parser()
+  args = vars(p.parse_args(argv))
   args["variants"] = tuple(args["variants"])
-  return FamilyConfig(**args)
+  return cli_args.configuration(p, FamilyConfig, args)
 
 
 def _machine() -> dict:
@@ -222,7 +223,7 @@ def main(argv=None) -> dict:
   config = parse_args(argv)
   import jax
 
-  from jsma_jax.models import as_logits_fn, load_mnist
+  from jsma_jax.models import as_logits_fn
 
   from .stages import Stages, atomic_write_bytes, atomic_write_json
   from .study import environment
@@ -235,9 +236,9 @@ def main(argv=None) -> dict:
   net, meta = cli_args.load_model(config.checkpoint)
   apply_fn, params = as_logits_fn(net)
   if config.data_dir is None:
-    x_all, y_all = load_mnist("embedded", split=config.split)
+    x_all, y_all = cli_args.load_data("mnist", "embedded", config.split)
   else:
-    x_all, y_all = load_mnist("idx", data_dir=config.data_dir, split=config.split)
+    x_all, y_all = cli_args.load_data("mnist", "idx", config.split, config.data_dir)
   num_classes = int(jax.eval_shape(apply_fn, params, x_all[:1]).shape[-1])
   predicted = _predict(apply_fn, params, x_all)
   order = np.random.default_rng(config.seed).permutation(len(y_all))

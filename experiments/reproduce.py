@@ -29,14 +29,20 @@ PROG = "jsma-jax reproduce"
 
 
 def _csv(kind):
-  return lambda s: tuple(kind(v) for v in s.split(",") if v)
+  """An ``argparse`` type: comma-separated values of ``kind``."""
+  def parse(text):
+    try:
+      return tuple(kind(v) for v in text.split(",") if v)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+  return parse
 
 
 def parser(preset: str = "quick") -> argparse.ArgumentParser:
   """The command line of ``jsma-jax reproduce``, with the defaults of ``preset``."""
   d = config_lib.PRESETS[preset]()
-  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter,
+  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
+                      formatter_class=cli_args.HelpFormatter,
                               epilog="Defaults shown are those of the chosen --preset.")
   p.add_argument("--preset", choices=tuple(config_lib.PRESETS), default=preset,
                  help="named configuration the other options start from: "
@@ -59,25 +65,25 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
                       "it from --checkpoint-dir)")
   p.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
                  help="folder with lenet_<activation>_mnist checkpoints (models missing there are trained)")
-  p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs of models trained here")
+  p.add_argument("--epochs", type=cli_args.count, default=d.epochs, help="training epochs of models trained here")
   p.add_argument("--splits", type=_csv(str), default=",".join(d.splits),
                  help="source sets of the reproduction row, a subset of train,validation,test")
-  p.add_argument("--sources", dest="n_sources", type=int, default=d.n_sources,
+  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
                  help="sources per set for the reproduction row (each attacked towards every other class)")
-  p.add_argument("--ablation-sources", dest="n_sources_ablation", type=int, default=d.n_sources_ablation,
+  p.add_argument("--ablation-sources", dest="n_sources_ablation", type=cli_args.count, default=d.n_sources_ablation,
                  help="sources for each other variant")
-  p.add_argument("--split-sources", dest="n_sources_splits", type=int, default=d.n_sources_splits,
+  p.add_argument("--split-sources", dest="n_sources_splits", type=cli_args.count, default=d.n_sources_splits,
                  help="sources for the reproduction row on train/validation (None: --sources)")
-  p.add_argument("--chunk-sources", type=int, default=d.chunk_sources, help="sources per stage file")
+  p.add_argument("--chunk-sources", type=cli_args.count, default=d.chunk_sources, help="sources per stage file")
   p.add_argument("--variants", type=_csv(str), default=",".join(d.variants),
                  help="rows to run, comma-separated, among " + ",".join(config_lib.VARIANTS))
   p.add_argument("--pixels", type=_csv(int), default=",".join(map(str, d.pixels)),
                  help="budget grid in changed pixels, ascending (the hardness integral's points)")
   p.add_argument("--gamma", type=float, default=d.gamma, help="the table's budget, a share of the features")
-  p.add_argument("--batch-size", type=int, default=d.batch_size, help="attacks per compiled jsma call")
-  p.add_argument("--figure-examples", dest="n_figure_examples", type=int, default=d.n_figure_examples,
+  p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled jsma call")
+  p.add_argument("--figure-examples", dest="n_figure_examples", type=cli_args.natural, default=d.n_figure_examples,
                  help="saliency-map examples in the figure")
-  p.add_argument("--seed", type=int, default=d.seed, help="seed of the source sampling and of training")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sampling and of training")
   p.add_argument("--zoo-results", default=d.zoo_results,
                  help="a model zoo's results.json (jsma-jax zoo) to show beside the reproduction")
   return p
@@ -86,16 +92,19 @@ def parser(preset: str = "quick") -> argparse.ArgumentParser:
 def parse_args(argv=None) -> config_lib.StudyConfig:
   """The study configuration of a command line: the preset, then the options given."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  first = argparse.ArgumentParser(add_help=False)
+  first = cli_args.Parser(prog=PROG, add_help=False)
   first.add_argument("--preset", choices=tuple(config_lib.PRESETS), default="quick")
   first.add_argument("--full", action="store_true")
   known, _ = first.parse_known_args(argv)
-  args = vars(parser("full_mnist" if known.full else known.preset).parse_args(argv))
+  p = parser("full_mnist" if known.full else known.preset)
+  args = vars(p.parse_args(argv))
   del args["preset"], args["full"]
   preset = config_lib.PRESETS["full_mnist" if known.full else known.preset]()
   given_dir = args["data_dir"] if args["data_dir"] != preset.data_dir else None  # --data-dir alone: idx
   args["source"] = cli_args.data_source(args["source"], given_dir, default=preset.source)
-  return config_lib.StudyConfig(**args)
+  config = cli_args.configuration(p, config_lib.StudyConfig, args)
+  cli_args.check_attack_options(p, gamma=config.gamma)
+  return config
 
 
 def main(argv=None) -> dict:
@@ -108,7 +117,13 @@ def main(argv=None) -> dict:
   from . import study
 
   if config.source == "idx":
-    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files")
+    cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files" + (
+        f"; without --data-dir, {config_lib.IDX_DIR} under the current folder" if config.data_dir == config_lib.IDX_DIR
+        else ""))
+  if config.source != "embedded":  # the data is there, before any work; and which folder is read, said
+    cli_args.load_data("mnist", config.source, "test", config.data_dir)
+    folder = os.path.abspath(os.path.expanduser(config.data_dir or "~/tensorflow_datasets"))
+    print(f"{PROG}: MNIST from {config.source} files in {folder} (--data-dir)", flush=True)
   if config.checkpoint_dir is not None:
     cli_args.require_folder(config.checkpoint_dir, "--checkpoint-dir", "lenet_<activation>_mnist checkpoints")
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)

@@ -13,13 +13,15 @@ on 70% of the table, and the test wines it classifies correctly are attacked:
 * non-targeted (Maximal JSMA, both directions, ``|theta| = 0.25``).
 
 Every attack has a budget of ``max_changes`` changed features. Writes
-``results.json`` and ``report.md`` to the output folder (default
-``experiments/results/tabular``). Needs the ``[tabular]`` extra (scikit-learn)
-and ``[models]`` (Flax, optax).
+``results.json`` and ``report.md`` to ``--out`` (default ``runs/tabular``, under the
+current folder: never into the installed package or the committed
+``experiments/results/tabular/``, which a maintainer refreshes with ``--out
+experiments/results/tabular``). Needs the ``[tabular]`` extra (scikit-learn) and
+``[models]`` (Flax, optax).
 
 Usage::
 
-    python -m experiments.tabular   # installed: python -m jsma_jax_experiments.tabular
+    python -m experiments.tabular --out runs/tabular   # installed: python -m jsma_jax_experiments.tabular
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import time
 
@@ -37,7 +40,7 @@ import numpy as np
 import jsma_jax
 from jsma_jax.family import maximal_rule
 
-HERE = pathlib.Path(__file__).resolve().parent
+OUT = os.path.join("runs", "tabular")  # relative: under the folder the command runs in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +128,12 @@ def measure(result, x, mutable) -> dict:
 
 
 def main(argv=None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--out", default=str(HERE / "results" / "tabular"))
-  p.add_argument("--seed", type=int, default=Config.seed)
+  from . import cli_args
+
+  p = argparse.ArgumentParser(prog="python -m jsma_jax_experiments.tabular", description=__doc__.split("\n")[0],
+                              formatter_class=cli_args.HelpFormatter)
+  p.add_argument("--out", default=OUT, help="output folder (results.json, report.md), relative to the current one")
+  p.add_argument("--seed", type=cli_args.natural, default=Config.seed, help="seed of the split and the model")
   args = p.parse_args(argv)
   return run_all(Config(seed=args.seed), pathlib.Path(args.out))
 
@@ -166,6 +172,7 @@ def run_all(config: Config, out: pathlib.Path) -> dict:
   (out / "results.json").write_text(json.dumps(record, indent=1, default=float))
   (out / "report.md").write_text(report(record))
   print(report(record))
+  print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
   return record
 
 

@@ -14,7 +14,8 @@ Usage::
 ``--dataset`` names the source (``embedded``, ``idx``, ``tfds``; ``--data-dir`` alone
 means ``idx``); ``--name`` picks MNIST or Fashion-MNIST; ``--recipe`` a training recipe
 (``jsma_jax.models.Recipe``): ``shipped``, the default, is the recipe of the package's
-paper LeNet (``theano_tutorial`` at 30 epochs), or one of ``jsma_jax.models.RECIPES``
+default paper LeNet (``glorot_adam_b128_e6``: Glorot initialisation, Adam at 1e-3, batches
+of 128, 6 epochs, the last sixth of the training images held out), or one of ``jsma_jax.models.RECIPES``
 (``theano_tutorial``, ``adam_cosine``, ``pytorch_sgd``); the other options change its
 fields. OUT receives the checkpoint (``weights.msgpack``, ``metadata.json``,
 ``weights.npz``), ``results.json``, ``training.png`` and ``report.md``. A run whose
@@ -85,8 +86,8 @@ def parser() -> argparse.ArgumentParser:
   from jsma_jax.models.recipe import INITS, OPTIMIZERS, PRESETS, SCHEDULES, TRAIN_SPLITS
 
   d = Config()
-  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0],
-                              formatter_class=cli_args.HelpFormatter)
+  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
+                      formatter_class=cli_args.HelpFormatter)
   p.add_argument("--dataset", dest="source", choices=cli_args.SOURCES, default=None, help=cli_args.DATASET_HELP)
   p.add_argument("--name", choices=("mnist", "fashion_mnist"), default=d.name, help="which dataset")
   p.add_argument("--data-dir", default=None,
@@ -97,18 +98,18 @@ def parser() -> argparse.ArgumentParser:
                  help="tfds: allow downloading the IDX files if not prepared")
   p.add_argument("--recipe", choices=(SHIPPED_RECIPE,) + tuple(PRESETS), default=d.recipe,
                  help=f"the training recipe the options below change: {SHIPPED_RECIPE!r}, the recipe of the "
-                      "package's paper LeNet (theano_tutorial at 30 epochs), or one of jsma_jax.models.RECIPES")
+                      f"package's default paper LeNet ({shipped_recipe_name()}), or one of jsma_jax.models.RECIPES")
   recipe = "(default: the recipe's)"
   p.add_argument("--activation", choices=("tanh", "relu"), help=f"the LeNet's activation {recipe}")
-  p.add_argument("--epochs", type=int, help=f"passes over the training set {recipe}")
-  p.add_argument("--batch-size", type=int, help=f"training batch size {recipe}")
+  p.add_argument("--epochs", type=cli_args.count, help=f"passes over the training set {recipe}")
+  p.add_argument("--batch-size", type=cli_args.count, help=f"training batch size {recipe}")
   p.add_argument("--lr", dest="learning_rate", type=float, help=f"the (peak) step size {recipe}")
   p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimiser {recipe}")
   p.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule {recipe}")
   p.add_argument("--init", choices=INITS, help=f"initialisation scheme {recipe}")
   p.add_argument("--split", choices=TRAIN_SPLITS,
                  help=f"all training images, or hold out the last sixth for validation {recipe}")
-  p.add_argument("--seed", type=int, help=f"seed of initialisation and shuffling {recipe}")
+  p.add_argument("--seed", type=cli_args.natural, help=f"seed of initialisation and shuffling {recipe}")
   p.add_argument("--out", default=d.out, help="checkpoint folder to write")
   p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False,
                  help="retrain from the start even if OUT is done, discarding any partial run there")
@@ -121,11 +122,8 @@ def parse_args(argv=None) -> tuple[Config, bool]:
   args = vars(p.parse_args(argv))
   force = args.pop("force")
   args["source"] = cli_args.data_source(args["source"], args["data_dir"])
-  config = Config(**args)
-  try:
-    config.make_recipe()
-  except (TypeError, ValueError) as e:
-    p.error(str(e))
+  config = cli_args.configuration(p, Config, args)
+  cli_args.configuration(p, config.make_recipe, {})  # the recipe's own checks, in flags
   return config, force
 
 
@@ -159,7 +157,7 @@ def _write_reports(out: str, meta: dict) -> None:
   report = (
       f"# LeNet ({recipe.activation}) on {meta['run']['name']} ({meta['run']['source']})\n\n"
       f"- test accuracy: **{meta['test_accuracy']:.4f}** on {dataset['n_test']} "
-      f"test images ({dataset['n_train']} training images)\n"
+      f"test images; {_trained_on(dataset)}\n"
       f"- recipe `{recipe.name}`: {recipe.describe()}, seed {recipe.seed}\n"
       f"- training time: {history['train_seconds']:.0f} s on {sw['backend']} "
       f"({sw['device']}, {sw.get('cpu_count', os.cpu_count())} CPU cores visible)\n"
@@ -171,6 +169,23 @@ def _write_reports(out: str, meta: dict) -> None:
   results = {k: meta[k] for k in ("run", "dataset", "test_accuracy", "train_seconds", "history",
                                   "software")}
   atomic_write_bytes(os.path.join(out, "results.json"), json.dumps(results, indent=2).encode())
+
+
+def shipped_recipe_name() -> str:
+  """The name of the recipe ``--recipe shipped`` trains (the default paper LeNet's)."""
+  from jsma_jax.models import load_metadata
+  from jsma_jax.models.checkpoint import shipped_lenet_path
+
+  with shipped_lenet_path() as path:
+    return load_metadata(path)["recipe"]["name"]
+
+
+def _trained_on(dataset: dict) -> str:
+  """What the weights were fitted on: all the training images, or all but the held-out sixth."""
+  if "n_fit" not in dataset:
+    return f"trained on all {dataset['n_train']:,} training images"
+  return (f"trained on {dataset['n_fit']:,} of the {dataset['n_train']:,} training images, "
+          f"the last {dataset['n_validation']:,} held out for validation")
 
 
 def _reports_describe(out: str, run: dict) -> bool:
@@ -193,13 +208,17 @@ def main(argv=None) -> dict:
   config, force = parse_args(argv)  # before the imports below, so that --help needs the core only
   from jsma_jax.models import checkpoint as ckpt_lib
   from jsma_jax.models import train_state
-  from jsma_jax.models.data import load_dataset
   from jsma_jax.models.train import train
 
   from .stages import writable_folder
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
+  t0 = time.perf_counter()  # the data first: data that is not there stops the command before it writes
+  train_data, test_data = (cli_args.load_data(config.name, config.source, split, config.data_dir,
+                                              idx_dir=config.idx_dir, download=config.download, prepare_flags=True)
+                           for split in ("train", "test"))
+  load_seconds = time.perf_counter() - t0
   writable_folder(config.out)  # before any training (the arguments checked first)
   config_dict = dataclasses.asdict(config)
   state_path = os.path.join(config.out, train_state.STATE_FILE)
@@ -214,15 +233,6 @@ def main(argv=None) -> dict:
             f"{meta['test_accuracy']:.4f}); use --force to retrain")
       return meta
 
-  kwargs = {}
-  if config.source != "embedded":
-    kwargs = dict(data_dir=config.data_dir)
-    if config.source == "tfds":
-      kwargs.update(idx_dir=config.idx_dir, download=config.download)
-  t0 = time.perf_counter()
-  train_data = load_dataset(config.name, config.source, split="train", **kwargs)
-  test_data = load_dataset(config.name, config.source, split="test", **kwargs)
-  load_seconds = time.perf_counter() - t0
   print(f"loaded {config.name} from {config.source}: {len(train_data[1])} train, "
         f"{len(test_data[1])} test ({load_seconds:.1f} s)")
 
@@ -235,6 +245,11 @@ def main(argv=None) -> dict:
     raise train_state.TrainStateError(f"{e} ({PROG} --force does that)") from None
   dataset = {"name": config.name, "source": config.source, "data_dir": config.data_dir,
              "n_train": len(train_data[1]), "n_test": len(test_data[1])}
+  if recipe.split == "holdout":  # the images the weights were fitted on, and those held out
+    from jsma_jax.models import holdout_split
+
+    fit, held = holdout_split(len(train_data[1]))
+    dataset.update(n_fit=int(len(fit)), n_validation=int(len(held)))
   if config.source == "embedded":
     dataset["split"] = ("the embedded digits: 5,000 official training digits (500 per class), "
                         "1,000 official test digits (100 per class)"

@@ -320,8 +320,4 @@ def _per_example_options(options, x: np.ndarray) -> dict:
 
 
 def _progress(total: int, description: str):
-  try:
-    from tqdm.auto import tqdm
-  except ImportError:  # tqdm is a dependency of the package; without it, no bar
-    return None
-  return tqdm(total=total, desc=description, unit="attack")
+  return progress_lib.bar(total, description)  # "compiling" until the first chunk is counted

@@ -169,6 +169,40 @@ class JSMAResult:
     """A copy with the fields named in ``changes`` replaced."""
     return dataclasses.replace(self, **changes)
 
+  def __repr__(self) -> str:
+    """A readable summary: the examples, the stop reasons by name, the changes and the arrays.
+
+    Example:
+      >>> JSMAResult(x_adv=jnp.zeros((3, 4)), success=jnp.array([True, True, False]),
+      ...            iterations=jnp.array([1, 2, 5]), n_changed=jnp.array([2, 4, 9]),
+      ...            stop_reason=jnp.array([1, 1, 2]), predicted=jnp.array([1, 0, 0]))
+      JSMAResult(rule='jsma', 3 examples: SUCCESS 2 (argmax == target), BUDGET_SPENT 1; mean iterations 2.67, mean n_changed 5; x_adv float32[3, 4])
+    """
+    arrays = ", ".join(f"{name} {_described(getattr(self, name))}" for name in _RESULT_ARRAYS
+                       if getattr(self, name) is not None)
+    try:
+      import numpy as np
+
+      reasons = np.asarray(self.stop_reason).reshape(-1)
+      counts = ", ".join(f"{StopReason(int(r)).name} {int((reasons == r).sum())}"
+                         + (f" ({self.criterion})" if int(r) == StopReason.SUCCESS else "")
+                         for r in np.unique(reasons))
+      iterations = float(np.asarray(self.iterations, np.float64).mean()) if reasons.size else 0.0
+      changed = float(np.asarray(self.n_changed, np.float64).mean()) if reasons.size else 0.0
+      x_adv = _described(self.x_adv)
+    except Exception:  # under a trace, or fields that are not arrays of stop reasons: the fields alone
+      return f"JSMAResult(rule={self.rule!r}, criterion={self.criterion!r}; {arrays})"
+    return (f"JSMAResult(rule={self.rule!r}, {reasons.size} examples: {counts or 'none'}; "
+            f"mean iterations {iterations:.3g}, mean n_changed {changed:.3g}; x_adv {x_adv})")
+
+
+def _described(value) -> str:
+  """``dtype[shape]`` of an array (a tracer too), else its type's name."""
+  shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+  if shape is None or dtype is None:
+    return type(value).__name__
+  return f"{dtype}[{', '.join(map(str, shape))}]"
+
 
 jax.tree_util.register_dataclass(JSMAResult, data_fields=list(_RESULT_ARRAYS), meta_fields=["rule", "criterion"])
 # jax.export: a function returning a JSMAResult serialises (its metadata as JSON strings)

@@ -193,10 +193,10 @@ def test_each_command_runs_with_its_defaults_in_a_fresh_folder(command, tmp_path
     assert os.path.getsize(tmp_path / os.path.dirname(report) / figure) > 0, figure
   if command == "reproduce":  # the README's main command at a tiny size: the default shipped LeNet, untrained here
     assert "the shipped model, trained on 50,000 full-MNIST training images" in text
-    assert "lower accuracy" not in text and "recipe `f_glorot_adam_b128_e6`" in text
+    assert "lower accuracy" not in text and "recipe `glorot_adam_b128_e6`" in text
     res = json.loads((tmp_path / "runs/reproduce/results.json").read_text())
     m = res["models"]["tanh"]
-    assert not m["trained_here"] and m["recipe"]["name"] == "f_glorot_adam_b128_e6"
+    assert not m["trained_here"] and m["recipe"]["name"] == "glorot_adam_b128_e6"
     assert m["accuracy"]["test"] > 0.97  # the 1,000 shipped test digits
     assert [(r["variant"], r["n"]) for r in res["rows"]] == [("paper", 9)]
   assert command not in FIGURES or set(FIGURES[command]) <= set(re.findall(r"\]\(([^)]+\.png)\)", text))
@@ -232,3 +232,174 @@ def test_train_on_embedded_digits_validates_on_every_class():
   train_idx, val_idx = holdout_split(len(ys))
   assert set(ys[val_idx].tolist()) == set(ys[train_idx].tolist()) == set(range(10))
   assert (xs[val_idx] == x[5::6]).all()  # jsma-jax reproduce's validation digits
+
+
+# ------------------------------------------------------------ every bad value: one line, exit 2
+
+
+def _bad_values(command: str):
+  """``(argv, flag)``: for every option of a command, values its type or choices refuse."""
+  p = COMMANDS[command][0]()
+  for action in p._actions:
+    if not action.option_strings or action.dest == "help":
+      continue
+    flag = action.option_strings[0]
+    if action.type is cli_args.count:
+      yield [flag, "0"], flag
+      yield [flag, "x"], flag
+    elif action.type is cli_args.natural:
+      yield [flag, "-1"], flag
+    elif action.choices:
+      yield [flag, "nosuch"], flag
+    elif action.type in (int, float):
+      yield [flag, "x"], flag
+  yield ["--nosuch-flag"], "--nosuch-flag"
+
+
+EMPTY = "EMPTY"  # replaced by an empty folder outside the current one (a TFDS folder nothing was prepared in)
+BAD = {  # beyond what the types and choices refuse: the library's checks, the configurations', the data's
+    "attack": [(["--theta", "0"], "--theta"), (["--gamma", "1.5"], "--gamma"), (["--gamma", "0"], "--gamma"),
+               (["--dataset", "tfds", "--data-dir", EMPTY], "--data-dir"),
+               (["--data-dir", EMPTY], "--data-dir"), (["--name", "fashion_mnist"], "--data-dir")],
+    "reproduce": [(["--gamma", "1.5"], "--gamma"), (["--pixels", "1,10"], "--pixels"), (["--pixels", "a"], "--pixels"),
+                  (["--variants", "nosuch"], "--variants"), (["--activations", "sigmoid"], "--activations"),
+                  (["--splits", "nosuch"], "--splits"), (["--dataset", "tfds", "--data-dir", EMPTY], "--data-dir"),
+                  (["--data-dir", EMPTY], "--data-dir")],
+    "train": [(["--lr", "0"], "--lr"), (["--dataset", "tfds", "--data-dir", EMPTY], "--idx-dir"),
+              (["--name", "fashion_mnist"], "--data-dir"), (["--data-dir", EMPTY], "--data-dir")],
+    "family": [(["--data-dir", EMPTY], "--data-dir")],
+    "zoo": [(["--thetas", "0"], "--thetas"), (["--thetas", ""], "--thetas"), (["--thetas", "a"], "--thetas"),
+            (["--data-dir", EMPTY], "--data-dir")],
+    "factorial": [(["--data-dir", EMPTY], "--data-dir")],
+}
+CASES = [(command, argv, flag) for command in COMMANDS for argv, flag in [*_bad_values(command), *BAD.get(command, [])]]
+
+
+@pytest.mark.parametrize("command, argv, flag", CASES,
+                         ids=[f"{c}{'_'.join(a)}".replace("/", "_") or c for c, a, _ in CASES])
+def test_every_bad_value_of_every_command_is_one_line_naming_its_flag(command, argv, flag, capsys, tmp_path,
+                                                                     monkeypatch):
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "cwd").mkdir()
+  monkeypatch.chdir(tmp_path / "cwd")
+  argv = [str(tmp_path / "empty") if a == EMPTY else a for a in argv]
+  _one_line_error(capsys, [command, *argv], flag)
+  assert not os.listdir(tmp_path / "cwd") and not os.listdir(tmp_path / "empty")  # stopped before writing
+
+
+def test_the_library_checks_the_attack_flags_and_the_message_names_the_flag(capsys):
+  """theta and gamma are checked once, by jsma_jax.AttackOptions; the command line shows its flag."""
+  assert cli.main(["attack", "--gamma", "1.5"]) == 2
+  line = capsys.readouterr().err.strip()
+  assert line == "jsma-jax attack: --gamma must lie in (0, 1] (a fraction of the features), got 1.5"
+
+
+def test_in_flags_replaces_names_only_where_they_name_an_argument():
+  p = attack.parser()
+  assert cli_args.in_flags(p, "n_sources and batch_size must be >= 1") == "--sources and --batch-size must be >= 1"
+  assert cli_args.in_flags(p, "give max_iter=3 or nothing") == "give --max-iter=3 or nothing"
+  assert cli_args.in_flags(p, "a label out of range, the split of the name") == "a label out of range, the split of the name"
+
+
+@pytest.mark.slow
+def test_a_fixed_batch_pt2_file_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch, capsys):
+  """A ``.pt2`` program exported for a batch of 4 cannot be attacked one example at a time:
+  ``from_torch``'s reason, as one line that names ``--checkpoint``."""
+  torch = pytest.importorskip("torch")
+  module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+  torch.export.save(torch.export.export(module, (torch.zeros(4, 1, 28, 28),)), str(tmp_path / "fixed4.pt2"))
+  (tmp_path / "cwd").mkdir()
+  monkeypatch.chdir(tmp_path / "cwd")
+  _one_line_error(capsys, ["attack", "--checkpoint", str(tmp_path / "fixed4.pt2")], "--checkpoint")
+  assert not os.listdir(tmp_path / "cwd")
+
+
+def test_version_is_the_package_metadatas(capsys):
+  from importlib import metadata
+
+  assert cli.main(["--version"]) == 0
+  assert capsys.readouterr().out.strip() == f"jsma-jax {metadata.version('jsma-jax')}"
+
+
+# ------------------------------------------------------------------- help that says what is used
+
+
+def test_the_shipped_recipe_has_one_name_in_help_package_and_docs():
+  """``--recipe shipped`` trains the default LeNet's recipe; its help, the shipped model's name and
+  its recorded recipe name are one name, which the docs use too."""
+  import pathlib
+
+  from jsma_jax.models import SHIPPED_LENETS, load_paper_lenet
+
+  name = load_paper_lenet()[1]["recipe"]["name"]
+  assert name == SHIPPED_LENETS[0] == train_lenet.shipped_recipe_name()
+  help_of = {a.dest: a.help for a in train_lenet.parser()._actions}
+  assert name in help_of["recipe"] and "theano" not in help_of["recipe"]
+  assert name in train_lenet.__doc__ and "(``theano_tutorial`` at 30 epochs)" not in train_lenet.__doc__
+  root = pathlib.Path(__file__).resolve().parent.parent
+  for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+    assert f"f_{name}" not in doc.read_text(), doc.name  # the factorial's own label stays in its files
+    assert "the shipped LeNet) |" not in doc.read_text(), doc.name  # a zoo row calling another the default
+
+
+def test_output_defaults_are_under_the_current_folder():
+  """Every command writes where the user runs it (``runs/...``), never into the package or
+  the committed results."""
+  from experiments import tabular
+
+  for command, (make_parser, _) in COMMANDS.items():
+    out = make_parser().get_default("out")
+    assert not os.path.isabs(out) and out.split(os.sep)[0] == "runs", (command, out)
+  assert tabular.OUT == os.path.join("runs", "tabular")
+
+
+def test_attack_says_when_the_set_has_fewer_sources_than_asked(tmp_path, monkeypatch, capsys):
+  """``--sources 5000`` on the 1,000 embedded test digits: it says how many it attacks and why."""
+  monkeypatch.chdir(tmp_path)
+  res = attack.main(["--sources", "5000", "--gamma", "0.01", "--batch-size", "2048"])
+  out = capsys.readouterr().out
+  n = res["dataset"]["n_sources"]
+  assert n < 1000 and f"--sources 5000: the test set has only {n} sources the model classifies correctly" in out
+  assert res["dataset"]["short"] in (tmp_path / "runs/attack/report.md").read_text()
+  wrote = [line for line in out.splitlines() if "wrote" in line][0]
+  assert all(f in wrote for f in res["figures"]) and "x_adv NHWC" in wrote
+  import numpy as np
+
+  with np.load(tmp_path / "runs/attack/attacks.npz") as f:
+    assert str(f["x_adv_layout"]) == "NHWC" and f["x_adv"].shape[1:] == (28, 28, 1)
+
+
+def test_reproduce_names_the_idx_folder_it_reads(tmp_path, monkeypatch, capsys):
+  """``--dataset idx`` without ``--data-dir`` reads a folder relative to the current one: the
+  command names it, as an absolute path, before any work (and its error says it is the default)."""
+  import numpy as np
+
+  from experiments import config as config_lib
+  from experiments import study
+  from jsma_jax.models import load_mnist
+
+  cwd = tmp_path / "work" / "here"
+  cwd.mkdir(parents=True)
+  monkeypatch.chdir(cwd)
+  assert cli.main(["reproduce", "--dataset", "idx"]) == 2
+  err = capsys.readouterr().err
+  assert "--data-dir" in err and config_lib.IDX_DIR in err and "under the current folder" in err
+  folder = (cwd / config_lib.IDX_DIR).resolve()
+  folder.mkdir(parents=True)
+  for split, prefix in (("train", "train"), ("test", "t10k")):
+    x, y = load_mnist("embedded", split=split)
+    for kind, array in (("images-idx3", np.round(255 * x[:20, ..., 0])), ("labels-idx1", y[:20])):
+      array = np.asarray(array, np.uint8)
+      header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+      (folder / f"{prefix}-{kind}-ubyte").write_bytes(header + array.tobytes())
+
+  class Stop(Exception):
+    pass
+
+  def stop(*args, **kwargs):
+    raise Stop
+
+  monkeypatch.setattr(study, "run_study", stop)
+  with pytest.raises(Stop):
+    reproduce.main(["--dataset", "idx", "--out", str(tmp_path / "out")])
+  assert f"MNIST from idx files in {folder} (--data-dir)" in capsys.readouterr().out

@@ -159,14 +159,19 @@ def test_changed_configuration_redoes_the_stage(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--variants", "nope"], "variants"),
-    (["--splits", "dev"], "splits"),
-    (["--pixels", "10,2"], "pixels"),
-    (["--sources", "0"], "n_sources"),
+    (["--variants", "nope"], "--variants"),
+    (["--splits", "dev"], "--splits"),
+    (["--pixels", "10,2"], "--pixels"),
+    (["--sources", "0"], "--sources"),
 ], ids=["variant", "split", "pixels-order", "sources"])
 def test_config_validation(argv, message):
-  with pytest.raises(ValueError, match=message):
+  """The configuration's checks refuse them; the command line's message names the flag."""
+  from experiments.cli_args import UsageError
+
+  with pytest.raises(UsageError, match=message):
     reproduce.parse_args(argv)
+  with pytest.raises(ValueError, match="variants"):  # from Python, the configuration's own check
+    config_lib.StudyConfig(variants=("nope",))
 
 
 def test_full_preset():
@@ -215,3 +220,22 @@ def test_attack_command_on_the_study_model(run, tmp_path):
   assert set(r["stop_reasons"]) <= {reason.name for reason in StopReason}
   assert "success rate" in open(os.path.join(folder, "report.md")).read()
   assert np.load(os.path.join(folder, "attacks.npz"))["x_adv"].shape == (18, 28, 28, 1)
+
+
+def test_tabular_writes_where_the_user_runs_it_never_into_the_package(tmp_path, monkeypatch):
+  """``python -m jsma_jax_experiments.tabular`` with no ``--out`` writes under the current folder
+  (``runs/tabular``), not beside its module (site-packages, or the committed results of a checkout)."""
+  import pathlib
+
+  from experiments import tabular
+
+  written = []
+  monkeypatch.setattr(tabular, "run_all", lambda config, out: written.append((config, out)) or {})
+  monkeypatch.chdir(tmp_path)
+  tabular.main([])
+  (config, out), = written
+  package = pathlib.Path(tabular.__file__).resolve().parent
+  assert out.resolve() == tmp_path / "runs" / "tabular"
+  assert package not in out.resolve().parents
+  tabular.main(["--out", "elsewhere", "--seed", "3"])
+  assert written[1][1].resolve() == tmp_path / "elsewhere" and written[1][0].seed == 3

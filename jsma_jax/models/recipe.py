@@ -181,7 +181,7 @@ class Recipe:
              else self.schedule)
     init = {"default": "Flax init", "glorot": "Glorot/zero-bias init",
             "pytorch": "PyTorch init"}[self.init] + (", zero output" if self.zero_output else "")
-    data = "50k/10k split" if self.split == "holdout" else "60k"
+    data = "the last sixth of the training images held out" if self.split == "holdout" else "all training images"
     return (f"{self.model.activation}, {init}, {opt} lr {self.learning_rate:g} {sched}, "
             f"batch {self.batch_size}, {self.epochs} epochs, {data}")
 
@@ -225,7 +225,7 @@ def preset(name: str) -> Recipe:
 
   Example:
     >>> preset("adam_cosine").describe()
-    'tanh, Flax init, Adam lr 0.001 cosine, batch 128, 10 epochs, 60k'
+    'tanh, Flax init, Adam lr 0.001 cosine, batch 128, 10 epochs, all training images'
   """
   if name not in PRESETS:
     raise ValueError(f"recipe must be a Recipe or one of the presets {sorted(PRESETS)}, "

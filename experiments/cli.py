@@ -22,12 +22,16 @@ COMMANDS = {
     "factorial": ("factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
 }
 EXTRAS = "pip install 'jsma-jax[experiments]'"
+NO_CACHE = "--no-compile-cache"  # accepted by every command
+CACHE_ENV = "JSMA_JAX_COMPILE_CACHE"
 
 
 def _usage() -> str:
   lines = ["usage: jsma-jax {" + ",".join(COMMANDS) + "} [options]", "",
            "The experiments of jsma-jax (each command has its own --help):", ""]
   lines += [f"  {name:<10} {about}" for name, (_, about) in COMMANDS.items()]
+  lines += ["", "Every command keeps its compiled attacks in a per-user cache folder for the next run",
+            f"(jsma_jax.compile_cache); {NO_CACHE} (or {CACHE_ENV}=0) turns that off."]
   return "\n".join(lines)
 
 
@@ -70,8 +74,14 @@ def one_cpu_device_per_core() -> int | None:
 
 def run(command: str, argv) -> int:
   """Runs one command; a :class:`UsageError` or a missing extra is one line on stderr."""
+  cache = NO_CACHE not in argv
+  argv = [a for a in argv if a != NO_CACHE]
   if "-h" not in argv and "--help" not in argv:
     one_cpu_device_per_core()
+    if cache:  # compile once per machine, not once per run
+      from jsma_jax import compile_cache
+
+      compile_cache.enable()
   module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
   try:
     module.main(list(argv))

@@ -241,6 +241,8 @@ def run_worker(kind: str, mode: str, cache: str | None, repeats: int, library: s
 
 
 def summary(rows: dict) -> dict:
+  if set(rows) != set(MODES):  # a run of some modes only (--modes): no ratios across them
+    return {}
   cold, comp, warm = rows["cold"], rows["compile"], rows["warm"]
   return {
       "first_call_cold_s": cold["first_call_s"], "steady_s": cold["steady_s"],
@@ -256,6 +258,27 @@ def summary(rows: dict) -> dict:
   }
 
 
+def table(record: dict) -> str:
+  """The Markdown table of a results file: one row per model kind and library."""
+  head = ("| model | jsma_jax | attacks | first call, cold (s) | steady call (s) | cold / steady | "
+          "first call, 2nd process (s) | 2nd process / steady | lower (s) | compile (s) | derivatives compile (s) | "
+          "compile / derivatives | StableHLO chars | while loops | load avg (1 min) |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for kind, by_lib in record["models"].items():
+    for name, entry in by_lib.items():
+      s, w = entry["summary"], entry["workers"]
+      if not s:  # a run of some modes only
+        continue
+      loads = [v["loadavg_before"][0] for v in w.values()]
+      lines.append(
+          f"| {kind} | {name} | {w['cold']['attacks']} | {s['first_call_cold_s']:.2f} | {s['steady_s']:.3f} | "
+          f"{s['cold_over_steady']:.1f}x | {s['first_call_warm_cache_s']:.2f} | {s['warm_over_steady']:.1f}x | "
+          f"{s['lower_s']:.2f} | {s['compile_s']:.2f} | {s['derivatives_compile_s']:.2f} | "
+          f"{s['compile_over_derivatives']:.1f}x | {s['hlo_chars']:,} | {s['while_loops']} | "
+          f"{min(loads):.1f}-{max(loads):.1f} |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default="lenet,mlp", help=f"comma-separated, of {','.join(KINDS)}")
@@ -264,7 +287,12 @@ def main(argv=None) -> None:
   parser.add_argument("--baseline", default=None,
                       help="a folder holding another jsma_jax (e.g. `git archive BASE jsma_jax | tar -x -C DIR`): "
                            "its workers run interleaved with this checkout's, as 'baseline'")
+  parser.add_argument("--table", default=None, metavar="RESULTS_JSON", help="print the Markdown table of a results file")
+  parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {','.join(MODES)} (fill before warm)")
   args = parser.parse_args(argv)
+  if args.table:
+    print(table(json.loads(Path(args.table).read_text())))
+    return
   kinds = [k for k in args.models.split(",") if k]
   bad = [k for k in kinds if k not in KINDS]
   if bad:
@@ -275,7 +303,7 @@ def main(argv=None) -> None:
   for kind in kinds:
     rows = {name: {} for name in libraries}
     with tempfile.TemporaryDirectory(prefix="jsma-first-call-") as tmp:
-      for mode in MODES:
+      for mode in [m for m in MODES if m in args.modes.split(",")]:
         for name, library in libraries.items():  # interleaved: the machine's load falls on both alike
           cache = os.path.join(tmp, name) if mode in ("fill", "warm") else None
           rows[name][mode] = run_worker(kind, mode, cache, args.repeats, library)

@@ -34,19 +34,20 @@ def install_line(extra: str) -> str:
 
 
 def version() -> str:
-  """The installed version of jsma-jax (its package metadata), or where it cannot be read, why."""
-  from importlib import metadata
+  """The installed version of jsma-jax (its package metadata, read once by ``jsma_jax``)."""
+  import jsma_jax
 
-  try:
-    return metadata.version("jsma-jax")
-  except metadata.PackageNotFoundError:
+  if jsma_jax.__version__ == "0+unknown":
     return "unknown (jsma-jax is not installed: run from a checkout without pip install)"
+  return jsma_jax.__version__
 
 
 def _usage() -> str:
   lines = ["usage: jsma-jax {" + ",".join(COMMANDS) + "} [options] | --version", "",
            "The experiments of jsma-jax (each command has its own --help):", ""]
   lines += [f"  {name:<10} {about}" for name, (_, about) in COMMANDS.items()]
+  lines += ["", "Every command keeps its compiled attacks in a per-user cache folder for the next run",
+            f"(jsma_jax.compile_cache); {NO_CACHE} (or {CACHE_ENV}=0) turns that off."]
   return "\n".join(lines)
 
 
@@ -92,8 +93,14 @@ def one_cpu_device_per_core() -> int | None:
 
 def run(command: str, argv) -> int:
   """Runs one command; a :class:`UsageError` or a missing extra is one line on stderr."""
+  cache = NO_CACHE not in argv
+  argv = [a for a in argv if a != NO_CACHE]
   if "-h" not in argv and "--help" not in argv:
     one_cpu_device_per_core()
+    if cache:  # compile once per machine, not once per run
+      from jsma_jax import compile_cache
+
+      compile_cache.enable()
   module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
   try:
     module.main(list(argv))

@@ -2,6 +2,7 @@
 
 from jsma_jax import metrics
 from jsma_jax.attack import cache_size
+from jsma_jax.compile_cache import enable as enable_compile_cache
 from jsma_jax.attack import jsma
 from jsma_jax.attack import lower
 from jsma_jax.dataset import attack_dataset
@@ -69,6 +70,7 @@ __all__ = [
     "best_pair",
     "bucket_size",
     "cache_size",
+    "enable_compile_cache",
     "forward_derivative",
     "jsma",
     "jsma_rule",

@@ -155,11 +155,18 @@ def _forward(fn, weights, x):
 
 
 def _outputs(model: model_lib.PreparedModel, x, chunk: int = 1024) -> np.ndarray:
-  """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape)."""
+  """The model's outputs at concrete ``x``, ``chunk`` examples per call (one compiled shape).
+
+  For the checks before the attack, the model runs as traced: the loop-friendly rewrite
+  (:mod:`jsma_jax.rewrite`) is for derivatives inside the attack's loop, and outside a
+  loop it only costs compile time (the shipped LeNet's forward pass on 270 examples
+  compiled about 20x longer rewritten than as traced, ``benchmarks/RESULTS.md``).
+  """
+  fn = model.fn.with_evaluate(model_lib.eval_closed_jaxpr)
   parts = []
   with jax.ensure_compile_time_eval():  # concrete even when called inside the user's jit
     for _, n, xs in batching.chunks(x, max(1, min(chunk, x.shape[0]))):
-      parts.append(np.asarray(_forward(model.fn, model.weights, xs))[:n])
+      parts.append(np.asarray(_forward(fn, model.weights, xs))[:n])
   return np.concatenate(parts) if parts else np.zeros((0, model.num_classes))
 
 

@@ -84,6 +84,10 @@ class JaxprModel:
   def __repr__(self) -> str:
     return f"JaxprModel(x: {self.dtype}{list(self.feature_shape)}, {len(self.jaxpr.constvars)} weights)"
 
+  def with_evaluate(self, evaluate: Evaluate) -> JaxprModel:
+    """The same model and weights, evaluated by ``evaluate`` (e.g. :func:`eval_closed_jaxpr`: as traced)."""
+    return JaxprModel(self.jaxpr, self.feature_shape, self.dtype, evaluate, self._pinned)
+
   def __call__(self, weights: Sequence[Any], x: jax.Array) -> jax.Array:
     """Outputs ``[B, N]`` for ``x`` ``[B, *feature_shape]`` with ``weights`` (``PreparedModel.weights``)."""
     if len(weights) != len(self.jaxpr.constvars):

@@ -228,7 +228,9 @@ def best_pairs(
   Three tiers, each exact where it answers: the top-``k`` candidates with
   their certificate (every row), the region search for the rows not certified
   (when ``0 < region < M``), the dense search for the rows whose region
-  overflowed.
+  overflowed. When ``k >= M`` every pair is a candidate: the dense search is
+  the whole program (decided from the shapes as it is traced, so a small
+  model's attack compiles no tier that could never run).
 
   Args:
     a, b: ``[S, M]`` oriented-or-not saliency inputs (see :mod:`jsma_jax.saliency`).
@@ -244,6 +246,8 @@ def best_pairs(
     :class:`Choice` of ``[S]`` arrays, equal to ``vmap(best_pair)`` exactly.
   """
   size, m = a.shape
+  if k >= m:  # every feature is a candidate: the dense search is the answer, and no later tier can run
+    return jax.vmap(lambda a, b, d: best_pair(a, b, d, increase=increase))(a, b, domain)
   cand = jax.vmap(lambda a, b, d: candidate_pair(a, b, d, increase=increase, k=k))(a, b, domain)
   chunk = min(chunk, size)
   pending = ~cand.certified if active is None else active & ~cand.certified

@@ -17,6 +17,10 @@ the suite segfaulted inside ``backend_compile_and_load`` (CI, and again here, al
 into the run, never when the failing module ran alone). After each module, when the
 process holds more than a third of its allowance, JAX's caches are cleared; below that
 the compiled programs stay, for the modules that share them.
+
+The persistent compilation cache (``jsma_jax.compile_cache``, which the ``jsma-jax``
+commands turn on) stays off in the suite's own process: tests never write to the user's
+cache folder; tests/test_compile_cache.py turns it on in child processes of its own.
 """
 
 import gc
@@ -24,6 +28,8 @@ import os
 
 import jax
 import pytest
+
+os.environ.setdefault("JSMA_JAX_COMPILE_CACHE", "0")
 
 
 def _map_allowance() -> int | None:

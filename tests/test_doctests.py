@@ -22,6 +22,7 @@ import jsma_jax
 CORE = {
     "attack": True,
     "batching": True,
+    "compile_cache": True,
     "curves": True,
     "dataset": True,
     "distance": True,

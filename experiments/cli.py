@@ -28,6 +28,10 @@ EXTRAS = {"flax": "experiments", "optax": "experiments", "matplotlib": "experime
           "tensorflow_datasets": "experiments", "array_record": "experiments", "torch": "torch"}
 
 
+NO_CACHE = "--no-compile-cache"  # accepted by every command
+CACHE_ENV = "JSMA_JAX_COMPILE_CACHE"
+
+
 def install_line(extra: str) -> str:
   """The install line of an extra, run in the checkout of jsma-jax."""
   return f'pip install ".[{extra}]" (in the jsma-jax checkout)'

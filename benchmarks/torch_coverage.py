@@ -74,6 +74,13 @@ ATTACKED = ("squeezenet1_1", "shufflenet_v2_x0_5", "mobilenet_v3_small", "resnet
             "convnext_tiny", "vit_b_32", "swin_t")
 
 
+# One model of each family, run first (``--family-first``), so that a run stopped early covers them all.
+FAMILY_FIRST = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
+                "inception_v3", "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf",
+                "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t",
+                "swin_v2_t", "vgg11", "vit_b_32", "wide_resnet50_2")
+
+
 def build(name: str):
   """``(model in eval mode, input side)``: random weights, BatchNorm statistics random too."""
   import torch
@@ -215,6 +222,7 @@ def main() -> None:
   parser.add_argument("--redo", action="store_true")
   parser.add_argument("--attack", choices=("some", "all", "none"), default="some",
                       help="attack every model, those of ATTACKED, or none")
+  parser.add_argument("--family-first", action="store_true", help="the models of FAMILY_FIRST first, then by size")
   parser.add_argument("--only-attacked", action="store_true", help="run only the models of ATTACKED")
   parser.add_argument("--merge", nargs="*", default=(),
                       help="other runs' JSON (e.g. the attacks run apart): their rows complete this run's in the table")
@@ -230,7 +238,8 @@ def main() -> None:
   others = lambda: [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]  # noqa: E731
   # smallest first, so that a run stopped early has the most models
   sizes = {n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"] for n in names}
-  for name in sorted(names, key=sizes.get):
+  first = FAMILY_FIRST if args.family_first else ()
+  for name in sorted(names, key=lambda n: (n not in first, sizes[n])):
     if name in results["models"] and not args.redo:
       continue
     print(f"{time.strftime('%H:%M:%S')} {name} ...", flush=True)

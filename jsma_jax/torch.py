@@ -47,8 +47,8 @@ padding, dilation, groups), ``ConvTranspose2d``, ``Linear``, ``BatchNorm`` / ``L
 activations, ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (with masks),
 ``chunk`` / ``split`` / ``unbind``, advanced indexing, ``gather`` / ``index_select`` /
 ``scatter`` / in-place slice writes, ``arange``, ``fmod``, ``max`` / ``min`` with ``dim``,
-channels-last layouts (``as_strided`` read from the input's memory). Every classification
-model of torchvision 0.28 converts (``benchmarks/results/torch_coverage.md``).
+channels-last layouts (``as_strided`` read from the input's memory). Which of torchvision
+0.28's classification models convert: ``benchmarks/results/torch_coverage.md``.
 ``jsma_jax._aten.supported()`` lists the operators.
 
 A module that does not convert is refused before anything compiles, in one error that lists
@@ -140,13 +140,22 @@ class TorchModel:
     return jax.vmap(lambda xi: self._run(weights, xi[None])[0])(x)
 
   def _run(self, weights: dict, x: jax.Array, failures: list | None = None) -> jax.Array:
-    """The graph on one example; with ``failures``, each step that fails is recorded there and stood in for."""
-    env = {}
+    """The graph on one example.
+
+    With ``failures`` (the check before compiling), a step that fails is recorded there and
+    stood in for by zeros of its traced shape; a step that is already refused (its operator
+    is not converted) or reads a stood-in value is stood in for without a record.
+    """
+    env, stood_in = {}, set()
     for kind, name, target in self._inputs:
       env[name] = x if kind == "input" else weights[target] if kind == "param" else self._constants[target]
     resolve = lambda v: env[v.name] if isinstance(v, _Ref) else (
         type(v)(resolve(u) for u in v) if isinstance(v, (list, tuple)) else v)
     for step in self._steps:
+      if failures is not None and (step.op not in _aten.OPS or _refs((step.args, step.kwargs)) & stood_in):
+        env[step.name] = _stand_in(step.meta)
+        stood_in.add(step.name)
+        continue
       try:
         env[step.name] = _aten.OPS[step.op](*resolve(step.args), **{k: resolve(v) for k, v in step.kwargs.items()})
       except Exception as error:
@@ -155,6 +164,7 @@ class TorchModel:
                            f"{type(error).__name__}: {error}") from error
         failures.append((step, error))
         env[step.name] = _stand_in(step.meta)
+        stood_in.add(step.name)
     return env[self._output]
 
   def _problems(self, weights: dict) -> list[tuple[_Step, Exception]]:
@@ -163,6 +173,16 @@ class TorchModel:
     jax.eval_shape(lambda w, x: self._run(w, x, failures), weights,
                    jax.ShapeDtypeStruct((1, *self.feature_shape), jnp.float32))
     return failures
+
+
+def _refs(value: Any) -> set[str]:
+  if isinstance(value, _Ref):
+    return {value.name}
+  if isinstance(value, (list, tuple)):
+    return set().union(*map(_refs, value)) if value else set()
+  if isinstance(value, dict):
+    return _refs(tuple(value.values()))
+  return set()
 
 
 def _stand_in(meta: Any) -> Any:
@@ -311,20 +331,25 @@ def _convert(program: torch.export.ExportedProgram, feature_shape: tuple, output
       op, where = str(node.target), _where(node)
       if op in _aten.IGNORED:
         continue
+      refused = _Step(node.name, "refused", (), {}, where, _meta(node.meta.get("val")))  # stands in when checking
       if op == _OWN_STATISTICS and "InstanceNorm" not in _layer(node)[1]:
         arguments.setdefault(f"{op} (batch statistics: BatchNorm with track_running_stats=False mixes the "
                              "examples of a batch; keep running statistics)", []).append(where)
+        steps.append(refused)
         continue
       if op in _aten.TRAINING_OPS and op != _OWN_STATISTICS:
         training.setdefault(op, []).append(where)
+        steps.append(refused)
         continue
       if op not in _aten.OPS:
         missing.setdefault(op, []).append(where)
+        steps.append(refused)
         continue
       try:
         args, kwargs = _arg(tuple(node.args)), {k: _arg(v) for k, v in node.kwargs.items()}
       except _aten.Unsupported as error:
         arguments.setdefault(f"{op} ({error})", []).append(where)
+        steps.append(refused)
         continue
       if op.startswith("aten.as_strided"):  # reads memory: give it its input's layout in the trace
         val = node.args[0].meta.get("val")
@@ -352,11 +377,11 @@ def _convert(program: torch.export.ExportedProgram, feature_shape: tuple, output
   if sum(kind == "input" for kind, _, _ in inputs) != 1:
     raise ValueError("module must take one input tensor (the batch x); use a wrapper module for others")
   model = TorchModel(inputs, steps, output_name, constants, feature_shape, picked_index)
-  if not (missing or training or arguments):  # every operator has a JAX function: try each on the shapes
-    weights = {n: jax.ShapeDtypeStruct(v.shape, _dtype(v.dtype)) for n, v in program.state_dict.items()
-               if n in model.param_names}
-    for step, error in model._problems(weights):
-      arguments.setdefault(f"{step.op} ({error})", []).append(step.where)
+  # every converted operator tried on the traced shapes (the refused ones stood in for), without compiling
+  weights = {n: jax.ShapeDtypeStruct(v.shape, _dtype(v.dtype)) for n, v in program.state_dict.items()
+             if n in model.param_names}
+  for step, error in model._problems(weights):
+    arguments.setdefault(f"{step.op} ({error})", []).append(step.where)
   if missing or training or arguments:
     parts = ["module: jsma_jax.torch cannot convert this module (nothing was compiled):"]
     if training:

@@ -196,3 +196,19 @@ def test_command_line_names_a_damaged_checkpoint(tmp_path):
   damaged.write_bytes(b"not a zip at all")
   with pytest.raises(ValueError, match=r"damaged\.pt2 is not a readable torch\.export program"):
     attack_cli.main(["--checkpoint", str(damaged), "--out", str(tmp_path / "run"), "--sources", "1"])
+
+
+def test_a_missing_operator_and_an_unconvertible_argument_in_one_refusal():
+  class Both(nn.Module):
+    def forward(self, x):
+      y = torch.topk(x, 2, dim=1).values  # an operator the bridge lacks
+      z = torch.zeros(x.shape[0], 2).scatter_reduce(1, torch.tensor([[0, 1, 1, 0]]).expand(x.shape[0], 4), x,
+                                                    reduce="mean")  # an argument it refuses
+      return torch.cat([y, z], 1)
+
+  with pytest.raises(ValueError) as caught:
+    from_torch(Both().eval(), torch.ones(1, 4))
+  message = str(caught.value)
+  assert "aten.topk.default" in message
+  assert "operators with arguments the bridge does not convert" in message
+  assert "scatter_reduce with reduce='mean'" in message

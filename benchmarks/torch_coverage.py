@@ -207,7 +207,7 @@ def markdown(results: dict, others: list[dict] = ()) -> str:
     lines += ["", "## Not converted or not attacked", ""]
     for r in failed:
       lines.append(f"- `{r['model']}`: {(r.get('error') or r.get('attack_error') or '')[:800]}")
-  missing = results.get("not_run") or []
+  missing = sorted(set(results.get("not_run") or []) - set(merged))
   if missing:
     lines += ["", f"Not run (the run stopped before them): {', '.join(missing)}."]
   return "\n".join(lines) + "\n"
@@ -226,7 +226,12 @@ def main() -> None:
   parser.add_argument("--only-attacked", action="store_true", help="run only the models of ATTACKED")
   parser.add_argument("--merge", nargs="*", default=(),
                       help="other runs' JSON (e.g. the attacks run apart): their rows complete this run's in the table")
+  parser.add_argument("--table-only", action="store_true", help="write --markdown from the JSON, run nothing")
   args = parser.parse_args()
+  if args.table_only:
+    results = json.loads(Path(args.out).read_text())
+    Path(args.markdown).write_text(markdown(results, [json.loads(Path(p).read_text()) for p in args.merge]))
+    return
   torchvision = _import_torchvision()
   names = args.models or torchvision.models.list_models(module=torchvision.models)
   if args.attack == "some" and args.only_attacked:

@@ -1,7 +1,9 @@
 r"""Which torchvision classifiers ``jsma_jax.torch.from_torch`` converts, and a short attack on each (issue 36).
 
 For every model of ``torchvision.models.list_models(module=torchvision.models)``, built as a
-user builds it (random weights, eval mode, BatchNorm with random running statistics):
+user builds it (random weights, eval mode, BatchNorm with random running statistics; a weight
+matrix torchvision initialises to zero, ViT's head, gets random values too, else its logits
+would be 0 for every input):
 
 * ``converts``: ``from_torch(model, x)`` returns (its own check included: the logits of
   one example within float32 tolerance of torch's); else the first line of its error;
@@ -98,6 +100,9 @@ def build(name: str):
   model = torchvision.models.get_model(name, weights=None, **kwargs)
   gen = torch.Generator().manual_seed(1)
   with torch.no_grad():
+    for t in model.parameters():  # a zero-initialised weight matrix (ViT's head): random too, or the
+      if t.ndim >= 2 and not t.any():  # logits would be 0 whatever the input, and the check empty
+        t.copy_(torch.randn(t.shape, generator=gen) * 0.02)
     for key, t in model.state_dict().items():
       if key.endswith("running_mean"):
         t.copy_(torch.rand(t.shape, generator=gen) * 0.2 - 0.1)
@@ -170,12 +175,15 @@ def machine() -> dict:
   return info
 
 
+def torchvision_models():
+  return _import_torchvision().models
+
+
 def markdown(results: dict, others: list[dict] = ()) -> str:
   merged = {name: dict(row) for name, row in results["models"].items()}
-  for other in others:  # an attack measured in another run completes the row
+  for other in others:  # a row of another run (conversion and attack) replaces this run's
     for name, row in other["models"].items():
-      merged.setdefault(name, {}).update({k: v for k, v in row.items() if k.startswith("attack") or
-                                          k not in merged.get(name, {})})
+      merged.setdefault(name, {}).update(row)
   rows = sorted(merged.values(), key=lambda r: r["model"])
   ok = [r for r in rows if r.get("converts")]
   ran = [r for r in ok if r.get("attack_ran")]
@@ -222,6 +230,7 @@ def main() -> None:
   parser.add_argument("--redo", action="store_true")
   parser.add_argument("--attack", choices=("some", "all", "none"), default="some",
                       help="attack every model, those of ATTACKED, or none")
+  parser.add_argument("--in-order", action="store_true", help="run --models in the order given")
   parser.add_argument("--family-first", action="store_true", help="the models of FAMILY_FIRST first, then by size")
   parser.add_argument("--only-attacked", action="store_true", help="run only the models of ATTACKED")
   parser.add_argument("--merge", nargs="*", default=(),
@@ -230,6 +239,8 @@ def main() -> None:
   args = parser.parse_args()
   if args.table_only:
     results = json.loads(Path(args.out).read_text())
+    every = _import_torchvision().models.list_models(module=torchvision_models())
+    results["not_run"] = [n for n in every if n not in results["models"]]
     Path(args.markdown).write_text(markdown(results, [json.loads(Path(p).read_text()) for p in args.merge]))
     return
   torchvision = _import_torchvision()
@@ -244,7 +255,8 @@ def main() -> None:
   # smallest first, so that a run stopped early has the most models
   sizes = {n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"] for n in names}
   first = FAMILY_FIRST if args.family_first else ()
-  for name in sorted(names, key=lambda n: (n not in first, sizes[n])):
+  order = names if args.in_order else sorted(names, key=lambda n: (n not in first, sizes[n]))
+  for name in order:
     if name in results["models"] and not args.redo:
       continue
     print(f"{time.strftime('%H:%M:%S')} {name} ...", flush=True)

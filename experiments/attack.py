@@ -201,12 +201,9 @@ def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
 def _torch_program(path: str, example_nhwc: np.ndarray):
   """``(apply_fn, params, meta)`` of a ``torch.export`` file, taking the NHWC images of the data sets."""
   import jax.numpy as jnp
-  import torch
+  from jsma_jax.torch import from_pt2
 
-  from jsma_jax.torch import from_torch
-
-  example = torch.from_numpy(np.ascontiguousarray(example_nhwc.transpose(0, 3, 1, 2)))
-  bridge, params = from_torch(torch.export.load(path), example)
+  bridge, params = from_pt2(path, np.ascontiguousarray(example_nhwc.transpose(0, 3, 1, 2)))
   apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))  # noqa: E731
   return apply_fn, params, {"model": {"arch": f"torch.export program {os.path.basename(path)} (NCHW)"}}
 

@@ -24,6 +24,17 @@ def is_concrete(value: Any) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+def from_torch_tensor(name: str, value: Any) -> Any:
+  """A PyTorch tensor (found by duck typing: the core never imports torch) as a NumPy array; else ``value``."""
+  if not type(value).__module__.startswith("torch") or not hasattr(value, "numpy"):
+    return value
+  try:
+    return value.detach().cpu().numpy()
+  except (TypeError, RuntimeError) as error:  # e.g. bfloat16, which NumPy cannot hold
+    raise TypeError(f"{name} is a torch tensor that NumPy cannot hold ({error}); pass "
+                    f"{name}.detach().cpu().float().numpy() (or .long() for labels)") from None
+
+
 def check_scalar(name: str, value: Any, *, traced_ok: bool = False) -> Any:
   """A real number: Python, NumPy or a 0-d JAX array; returned as a float (or the tracer when allowed)."""
   if not is_concrete(value):
@@ -62,6 +73,7 @@ def check_bound(name: str, value: Any) -> Any:
   Arrays are kept as they are (NumPy or JAX); their shape is checked against
   ``x`` by :func:`check_feature_space`.
   """
+  value = from_torch_tensor(name, value)
   if np.ndim(value) == 0 and not isinstance(value, (list, tuple)):
     return check_scalar(name, value, traced_ok=True)
   if not hasattr(value, "shape") or not hasattr(value, "dtype"):
@@ -79,6 +91,7 @@ def check_mask(mask: Any) -> Any:
   """The attack's mask of modifiable features: ``None`` or a bool array (its shape is checked against ``x`` later)."""
   if mask is None:
     return None
+  mask = from_torch_tensor("mask", mask)
   if not hasattr(mask, "shape") or not hasattr(mask, "dtype"):
     mask = np.asarray(mask)
   if mask.dtype != np.bool_:
@@ -258,6 +271,7 @@ def check_count(name: str, value: Any, *, minimum: int, optional: bool = True, w
 
 def check_inputs(x: Any, targets: Any) -> tuple[Any, Any]:
   """Kinds and shapes of ``x`` ``[B, *shape]`` and ``targets`` ``[B]``."""
+  x, targets = from_torch_tensor("x", x), from_torch_tensor("targets", targets)
   if not hasattr(x, "shape") or not hasattr(x, "dtype"):
     x = np.asarray(x)
   if not all(isinstance(d, (int, np.integer)) for d in x.shape):

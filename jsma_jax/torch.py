@@ -39,13 +39,22 @@ own ATen table      are PyTorch's stable export path; ~45 operators cover the co
 ==================  =======================================================================
 
 Supported layers (each tested against torch, logits and input gradients, in
-``tests/test_torch_bridge.py``): ``Conv1d/2d/3d`` (stride, padding, dilation, groups),
-``ConvTranspose2d``, ``Linear``, ``BatchNorm`` / ``LayerNorm`` / ``GroupNorm`` (eval),
-``MaxPool`` (padding, dilation, ``ceil_mode``), ``AvgPool`` (``count_include_pad``,
-``ceil_mode``, ``divisor_override``), ``AdaptiveAvgPool``, ``Dropout`` (eval: removed),
-``ReLU``, ``Tanh``, ``Sigmoid``, ``GELU``, ``ELU``, ``LeakyReLU``, ``Hardtanh``,
-``Softplus``, ``(Log)Softmax``, ``F.pad``, flatten / view / permute / cat, residual
-additions. ``jsma_jax._aten.supported()`` lists the operators.
+``tests/test_torch_bridge.py`` and ``tests/test_torch_ops.py``): ``Conv1d/2d/3d`` (stride,
+padding, dilation, groups), ``ConvTranspose2d``, ``Linear``, ``BatchNorm`` / ``LayerNorm`` /
+``GroupNorm`` / ``InstanceNorm`` (eval), ``MaxPool`` (padding, dilation, ``ceil_mode``),
+``AvgPool`` (``count_include_pad``, ``ceil_mode``, ``divisor_override``), ``AdaptiveAvgPool``,
+``Upsample`` (nearest, nearest-exact, (bi/tri)linear), ``Dropout`` (eval: removed), the usual
+activations, ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` (with masks),
+``chunk`` / ``split`` / ``unbind``, advanced indexing, ``gather`` / ``index_select`` /
+``scatter`` / in-place slice writes, ``arange``, ``fmod``, ``max`` / ``min`` with ``dim``,
+channels-last layouts (``as_strided`` read from the input's memory). Which of torchvision
+0.28's classification models convert: ``benchmarks/results/torch_coverage.md``.
+``jsma_jax._aten.supported()`` lists the operators.
+
+A module that does not convert is refused before anything compiles, in one error that lists
+every operator (and argument) it lacks with the layers and source lines that use it.
+Outputs: a tensor is the logits; of a dict or named tuple, the entry ``"logits"``; of a tuple
+or list, the first entry; ``output=`` picks another.
 
 Example:
   >>> import jsma_jax, torch
@@ -94,6 +103,7 @@ class _Step(NamedTuple):
   args: tuple
   kwargs: dict
   where: str  # the layer and source line, for errors
+  meta: Any  # what torch's trace says the node returns: (shape, dtype), a list of those, or None
 
 
 class TorchModel:
@@ -102,11 +112,14 @@ class TorchModel:
   Attributes:
     feature_shape: the shape of one example in the module's layout, e.g. ``(1, 28, 28)``.
     param_names: the ``state_dict`` names that ``params`` must hold.
+    output_index: which of the module's outputs (flattened, as ``torch.utils._pytree``
+      flattens them) is the logits.
   """
 
-  def __init__(self, inputs: list, steps: list, output: str, constants: dict, feature_shape: tuple):
+  def __init__(self, inputs: list, steps: list, output: str, constants: dict, feature_shape: tuple,
+               output_index: int = 0):
     self._inputs, self._steps, self._output, self._constants = inputs, steps, output, constants
-    self.feature_shape = feature_shape
+    self.feature_shape, self.output_index = feature_shape, output_index
     self.param_names = tuple(target for kind, _, target in inputs if kind == "param")
 
   def __repr__(self) -> str:
@@ -126,19 +139,73 @@ class TorchModel:
       return self._run(weights, x)
     return jax.vmap(lambda xi: self._run(weights, xi[None])[0])(x)
 
-  def _run(self, weights: dict, x: jax.Array) -> jax.Array:
-    env = {}
+  def _run(self, weights: dict, x: jax.Array, failures: list | None = None) -> jax.Array:
+    """The graph on one example.
+
+    With ``failures`` (the check before compiling), a step that fails is recorded there and
+    stood in for by zeros of its traced shape; a step that is already refused (its operator
+    is not converted) or reads a stood-in value is stood in for without a record.
+    """
+    env, stood_in = {}, set()
     for kind, name, target in self._inputs:
       env[name] = x if kind == "input" else weights[target] if kind == "param" else self._constants[target]
     resolve = lambda v: env[v.name] if isinstance(v, _Ref) else (
         type(v)(resolve(u) for u in v) if isinstance(v, (list, tuple)) else v)
     for step in self._steps:
+      if failures is not None and (step.op not in _aten.OPS or _refs((step.args, step.kwargs)) & stood_in):
+        env[step.name] = _stand_in(step.meta)
+        stood_in.add(step.name)
+        continue
       try:
         env[step.name] = _aten.OPS[step.op](*resolve(step.args), **{k: resolve(v) for k, v in step.kwargs.items()})
       except Exception as error:
-        raise ValueError(f"jsma_jax.torch could not convert {step.where}: {step.op}: "
-                         f"{type(error).__name__}: {error}") from error
+        if failures is None:
+          raise ValueError(f"jsma_jax.torch could not convert {step.where}: {step.op}: "
+                           f"{type(error).__name__}: {error}") from error
+        failures.append((step, error))
+        env[step.name] = _stand_in(step.meta)
+        stood_in.add(step.name)
     return env[self._output]
+
+  def _problems(self, weights: dict) -> list[tuple[_Step, Exception]]:
+    """Every step that fails on an example, found by tracing the graph once without compiling it."""
+    failures = []
+    jax.eval_shape(lambda w, x: self._run(w, x, failures), weights,
+                   jax.ShapeDtypeStruct((1, *self.feature_shape), jnp.float32))
+    return failures
+
+
+def _refs(value: Any) -> set[str]:
+  if isinstance(value, _Ref):
+    return {value.name}
+  if isinstance(value, (list, tuple)):
+    return set().union(*map(_refs, value)) if value else set()
+  if isinstance(value, dict):
+    return _refs(tuple(value.values()))
+  return set()
+
+
+def _stand_in(meta: Any) -> Any:
+  """Zeros of the shape torch's trace gives a node, so that the steps after a failed one still run."""
+  if isinstance(meta, list):
+    return [_stand_in(m) for m in meta]
+  if meta is None:
+    return None
+  shape, dtype = meta
+  return jnp.zeros(shape, dtype)
+
+
+def _meta(value: Any) -> Any:
+  if isinstance(value, (list, tuple)):
+    return [_meta(v) for v in value]
+  if isinstance(value, torch.Tensor) and value.dtype in _DTYPES:
+    return tuple(s if isinstance(s, int) else 1 for s in value.shape), _dtype(value.dtype)
+  return None
+
+
+def _dtype(dtype: torch.dtype) -> Any:
+  """Torch's dtype as the one JAX computes in (64-bit integers are 32-bit unless jax_enable_x64)."""
+  return jax.dtypes.canonicalize_dtype(_DTYPES[dtype])
 
 
 @contextlib.contextmanager
@@ -149,13 +216,20 @@ def _quiet_torch():
     yield
 
 
-def _where(node) -> str:
-  """``layer 'features.3' (torch.nn.Upsample) at model.py:12``, from the node's metadata."""
+def _layer(node) -> tuple[str, str]:
+  """``(path, class)`` of the innermost layer that made ``node`` (``("", "")`` when none)."""
   stack = node.meta.get("nn_module_stack") or {}
   stack = [v for v in stack.values() if not str(v[0]).startswith("_empty_nn_module_stack")]
-  if stack:
-    path, cls = stack[-1]
-    cls = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+  if not stack:
+    return "", ""
+  path, cls = stack[-1]
+  return path, cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _where(node) -> str:
+  """``layer 'features.3' (torch.nn.Upsample) at model.py:12 `source```, from the node's metadata."""
+  path, cls = _layer(node)
+  if cls:
     layer = f"layer {path!r} ({cls})" if path else f"the forward of {cls}"
   else:
     layer = "the model's forward"
@@ -178,7 +252,7 @@ def _arg(value: Any) -> Any:
   if isinstance(value, torch.dtype):
     if value not in _DTYPES:
       raise _aten.Unsupported(f"dtype {value}")
-    return _DTYPES[value]
+    return _dtype(value)
   if isinstance(value, (torch.device, torch.layout, torch.memory_format)):
     return None
   return value
@@ -191,10 +265,52 @@ def _array(tensor: torch.Tensor) -> jax.Array:
   return jnp.asarray(tensor.numpy())
 
 
-def _convert(program: torch.export.ExportedProgram, feature_shape: tuple) -> TorchModel:
-  """The ``TorchModel`` of a core-ATen ``program``; raises for what does not convert."""
+# Instance normalisation lowers to batch norm over the example's own statistics; any other layer
+# that does (BatchNorm with track_running_stats=False) mixes the examples of a batch.
+_OWN_STATISTICS = "aten._native_batch_norm_legit.no_stats"
+
+
+def _listing(problems: dict[str, list[str]], limit: int = 3) -> str:
+  lines = []
+  for what, places in problems.items():
+    unique = list(dict.fromkeys(places))
+    shown = "; ".join(unique[:limit]) + (f"; and {len(unique) - limit} more" if len(unique) > limit else "")
+    lines.append(f"  - {what}: {shown}")
+  return "\n".join(lines)
+
+
+def _output_index(program: torch.export.ExportedProgram, n: int, output: int | str | None) -> int:
+  """Which of the program's ``n`` flat outputs holds the logits: the rule of :func:`from_torch`'s ``output``."""
+  tree = torch.utils._pytree.tree_unflatten(list(range(n)), program.call_spec.out_spec)
+  describe = lambda t: type(t).__name__ + (f" with keys {list(t)}" if isinstance(t, Mapping) else
+                                           f" of {len(t)}" if isinstance(t, (list, tuple)) else "")
+  if output is None:
+    if isinstance(tree, int):
+      return tree
+    if isinstance(tree, Mapping):
+      output = "logits"
+    elif isinstance(tree, (list, tuple)) and hasattr(tree, "logits"):  # a named tuple
+      tree = tree._asdict() if hasattr(tree, "_asdict") else tree
+      output = "logits"
+    elif isinstance(tree, (list, tuple)) and tree:
+      output = 0
+    else:
+      raise ValueError(f"module returned a {describe(tree)}; pass output= (an index or key) to say which is the logits")
+  try:
+    picked = tree[output] if not hasattr(tree, "_asdict") or isinstance(output, int) else tree._asdict()[output]
+  except (KeyError, IndexError, TypeError):
+    raise ValueError(f"output: the module returned a {describe(tree)}, which has no entry {output!r}; pass output= "
+                     "as an index of the tuple or a key of the dict that holds the logits") from None
+  if not isinstance(picked, int):
+    raise ValueError(f"output: the module's entry {output!r} is a {describe(picked)}, not one tensor of logits")
+  return picked
+
+
+def _convert(program: torch.export.ExportedProgram, feature_shape: tuple, output: int | str | None) -> TorchModel:
+  """The ``TorchModel`` of a core-ATen ``program``; raises one error listing everything that does not convert."""
   specs = {s.arg.name: s for s in program.graph_signature.input_specs}
-  inputs, steps, constants, output = [], [], {}, None
+  inputs, steps, constants, output_name = [], [], {}, None
+  missing, training, arguments = {}, {}, {}  # problem -> places
   for node in program.graph.nodes:
     if node.op == "placeholder":
       spec = specs[node.name]
@@ -215,28 +331,70 @@ def _convert(program: torch.export.ExportedProgram, feature_shape: tuple) -> Tor
       op, where = str(node.target), _where(node)
       if op in _aten.IGNORED:
         continue
-      if op in _aten.TRAINING_OPS:
-        raise ValueError(f"module: {where} runs in training mode ({op}); call module.eval() before "
-                         "from_torch or torch.export, and use F.dropout(x, training=self.training)")
+      refused = _Step(node.name, "refused", (), {}, where, _meta(node.meta.get("val")))  # stands in when checking
+      if op == _OWN_STATISTICS and "InstanceNorm" not in _layer(node)[1]:
+        arguments.setdefault(f"{op} (batch statistics: BatchNorm with track_running_stats=False mixes the "
+                             "examples of a batch; keep running statistics)", []).append(where)
+        steps.append(refused)
+        continue
+      if op in _aten.TRAINING_OPS and op != _OWN_STATISTICS:
+        training.setdefault(op, []).append(where)
+        steps.append(refused)
+        continue
       if op not in _aten.OPS:
-        raise ValueError(f"module: jsma_jax.torch does not convert {where}: it lowers to the ATen operator "
-                         f"{op}; jsma_jax.torch.supported_operators() lists the {len(_aten.supported())} it converts")
+        missing.setdefault(op, []).append(where)
+        steps.append(refused)
+        continue
       try:
         args, kwargs = _arg(tuple(node.args)), {k: _arg(v) for k, v in node.kwargs.items()}
       except _aten.Unsupported as error:
-        raise ValueError(f"module: jsma_jax.torch does not convert {where} ({op}): {error}") from error
-      steps.append(_Step(node.name, op, args, kwargs, where))
+        arguments.setdefault(f"{op} ({error})", []).append(where)
+        steps.append(refused)
+        continue
+      if op.startswith("aten.as_strided"):  # reads memory: give it its input's layout in the trace
+        val = node.args[0].meta.get("val")
+        if isinstance(val, torch.Tensor) and all(isinstance(s, int) for s in (*val.stride(), val.storage_offset())):
+          kwargs["input_layout"] = (tuple(val.stride()), val.storage_offset())
+      steps.append(_Step(node.name, op, args, kwargs, where, _meta(node.meta.get("val"))))
     elif node.op == "output":
-      outs = [s for s in program.graph_signature.output_specs]
-      if any(s.kind.name != "USER_OUTPUT" for s in outs):
-        raise ValueError("module: the exported program updates its buffers (BatchNorm statistics in training "
-                         "mode?); call module.eval() before from_torch or torch.export")
-      if len(outs) != 1 or not isinstance(node.args[0][0], torch.fx.Node):
-        raise ValueError(f"module must return one tensor of logits [B, N], its program returns {len(outs)} outputs")
-      output = node.args[0][0].name
+      outs = program.graph_signature.output_specs
+      for spec, value in zip(outs, node.args[0]):
+        if spec.kind.name == "USER_INPUT_MUTATION":
+          raise ValueError(f"module: its forward changes its input in place ({_where(value)}); the attack "
+                           f"differentiates the module at its input, so write the new value to a new tensor "
+                           f"(e.g. x = x * 2 instead of x.mul_(2))")
+        if spec.kind.name != "USER_OUTPUT":
+          raise ValueError(f"module: its forward updates {spec.kind.name.lower().replace('_', ' ')} "
+                           f"{spec.target!r} ({_where(value)}); the attack needs a forward that only "
+                           "computes the logits: in eval mode BatchNorm keeps its statistics, so move "
+                           "other updates out of forward")
+      user = [value for spec, value in zip(outs, node.args[0]) if spec.kind.name == "USER_OUTPUT"]
+      picked_index = _output_index(program, len(user), output)
+      picked = user[picked_index]
+      if not isinstance(picked, torch.fx.Node):
+        raise ValueError(f"module must return a tensor of logits [B, N]; the chosen output is {picked!r}")
+      output_name = picked.name
   if sum(kind == "input" for kind, _, _ in inputs) != 1:
     raise ValueError("module must take one input tensor (the batch x); use a wrapper module for others")
-  return TorchModel(inputs, steps, output, constants, feature_shape)
+  model = TorchModel(inputs, steps, output_name, constants, feature_shape, picked_index)
+  # every converted operator tried on the traced shapes (the refused ones stood in for), without compiling
+  weights = {n: jax.ShapeDtypeStruct(v.shape, _dtype(v.dtype)) for n, v in program.state_dict.items()
+             if n in model.param_names}
+  for step, error in model._problems(weights):
+    arguments.setdefault(f"{step.op} ({error})", []).append(step.where)
+  if missing or training or arguments:
+    parts = ["module: jsma_jax.torch cannot convert this module (nothing was compiled):"]
+    if training:
+      parts.append("it runs in training mode; call module.eval() before from_torch or torch.export, and use "
+                   "F.dropout(x, training=self.training):\n" + _listing(training))
+    if missing:
+      parts.append(f"it uses {len(missing)} ATen operator{'s' if len(missing) > 1 else ''} that the bridge "
+                   f"does not convert (supported_operators() lists the {len(_aten.supported())} it does):\n"
+                   + _listing(missing))
+    if arguments:
+      parts.append("operators with arguments the bridge does not convert:\n" + _listing(arguments))
+    raise ValueError("\n".join(parts))
+  return model
 
 
 def supported_operators() -> list[str]:
@@ -247,11 +405,11 @@ def supported_operators() -> list[str]:
 def params_of(module: torch.nn.Module | torch.export.ExportedProgram) -> dict[str, jax.Array]:
   """The module's current weights and buffers as JAX arrays, keyed by ``state_dict`` names."""
   state = module.state_dict if isinstance(module, torch.export.ExportedProgram) else module.state_dict()
-  return {name: _array(t) for name, t in state.items() if t.is_floating_point()}
+  return {name: _array(t) for name, t in state.items()}
 
 
 def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_input: Any, *,
-               check: bool = True) -> tuple[TorchModel, dict[str, jax.Array]]:
+               output: int | str | None = None, check: bool = True) -> tuple[TorchModel, dict[str, jax.Array]]:
   """A PyTorch module as a pure JAX function of its weights: ``(apply_fn, params)``.
 
   Args:
@@ -260,6 +418,9 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
       exported for one example or with a dynamic batch.
     example_input: a batch ``[B >= 1, *features]`` in the module's layout (NCHW for images);
       only its first example's shape and values are used.
+    output: which of the module's outputs is the logits, where it returns several: an index
+      of a tuple or a key of a dict. By default a tensor is the logits; of a dict (or a named
+      tuple), the entry ``"logits"``; of a tuple or list, the first entry.
     check: compare the converted logits with the module's on ``example_input[:1]``.
 
   Returns:
@@ -267,8 +428,9 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
     and ``params`` (``dict`` of JAX arrays keyed by ``state_dict`` names).
 
   Raises:
-    ValueError: the module is in training mode, a layer does not convert (the message
-      names it), or ``torch.export`` fails on the module.
+    ValueError: the module is in training mode, changes its input in place, does not
+      convert (one message lists every operator that does not, with the layers and source
+      lines that use it), or ``torch.export`` fails on the module.
 
   Example:
     >>> import torch
@@ -292,6 +454,11 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
     if isinstance(batch, int) and batch != 1:
       raise ValueError(f"module: the program was exported for a batch of {batch}; export it for one example "
                        "or with a dynamic batch (dynamic_shapes={'x': {0: torch.export.Dim('batch')}})")
+    takes = program.graph.find_nodes(op="placeholder", target=given.arg.name)[0].meta["val"].shape[1:]
+    if len(takes) != x1.ndim - 1 or any(isinstance(t, int) and t != n for t, n in zip(takes, x1.shape[1:])):
+      raise ValueError(f"example_input: the program takes examples of shape {[_size(t) for t in takes]} "
+                       f"(batch axis excluded), the data's are {list(x1.shape[1:])}; give it data of the shape "
+                       "it was exported for (e.g. NCHW, the same image size and channels)")
   else:
     try:
       with _quiet_torch():
@@ -304,12 +471,13 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
   reference = program.module() if exported else module  # what the conversion is checked against
   with _quiet_torch():
     program = program.run_decompositions()
-  apply_fn = _convert(program, tuple(x1.shape[1:]))
+  apply_fn = _convert(program, tuple(x1.shape[1:]), output)
   params = {n: _array(program.state_dict[n]) for n in apply_fn.param_names}
   if check:
     with torch.no_grad():
       want = reference(x1.to(next(iter(program.state_dict.values()), x1).device))
     got = np.asarray(jax.jit(apply_fn)(params, _array(x1)))
+    want = torch.utils._pytree.tree_flatten(want)[0][apply_fn.output_index]
     want = want.detach().cpu().float().numpy() if isinstance(want, torch.Tensor) else None
     if want is None or want.shape != got.shape:
       raise ValueError(f"module must return logits [B, N]; on example_input[:1] it returned "
@@ -319,3 +487,34 @@ def from_torch(module: torch.nn.Module | torch.export.ExportedProgram, example_i
       raise ValueError(f"jsma_jax.torch: the converted model's logits differ from the module's by "
                        f"{float(np.abs(got - want).max()):.3g} on example_input[:1]; please report this model")
   return apply_fn, params
+
+
+def _size(n: Any) -> Any:
+  return n if isinstance(n, int) else str(n)
+
+
+def from_pt2(path: str | os.PathLike, example_input: Any, *, output: int | str | None = None,
+             check: bool = True) -> tuple[TorchModel, dict[str, jax.Array]]:
+  """:func:`from_torch` of a file saved by ``torch.export.save`` (``.pt2``); every error names the file.
+
+  Raises:
+    FileNotFoundError: no file at ``path``.
+    ValueError: the file is not a readable ``torch.export`` program (damaged, or another
+      format), its program takes examples of another shape than ``example_input``'s, or
+      it does not convert (see :func:`from_torch`).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"checkpoint {path}: no such file")
+  try:
+    with _quiet_torch():
+      program = torch.export.load(path)
+  except Exception as error:  # a damaged zip, another format: torch's many exceptions
+    first = (str(error).strip().splitlines() or [""])[0]
+    raise ValueError(f"checkpoint {path} is not a readable torch.export program ({type(error).__name__}: "
+                     f"{first}); save one with torch.export.save(torch.export.export(model.eval(), (x,)), "
+                     "path)") from error
+  try:
+    return from_torch(program, example_input, output=output, check=check)
+  except ValueError as error:
+    raise ValueError(f"checkpoint {path}: {error}") from error

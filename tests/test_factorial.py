@@ -1,4 +1,4 @@
-"""The factorial zoo (experiments/factorial.py): its design, its analysis against a plain
+"""The factorial zoo (experiments/zoo/factorial.py): its design, its analysis against a plain
 reference, the snapshot that gives the short length, the pre-registered choice, and a
 tiny run end to end."""
 
@@ -12,7 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import factorial, factorial_report, zoo
+from experiments.zoo import factorial
+from experiments.zoo import factorial_report
+from experiments.zoo import zoo
 from jsma_jax.models import Recipe, load_checkpoint, load_mnist, preset
 
 
@@ -139,7 +141,7 @@ def test_a_snapshot_is_the_shorter_run_bit_for_bit(tmp_path):
 
 
 def test_cli_refuses_bad_sizes():
-  from experiments.cli_args import UsageError
+  from experiments.common.cli_args import UsageError
 
   with pytest.raises(UsageError, match="--sources"):
     factorial.parse_args(["--sources", "0"])

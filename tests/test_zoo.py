@@ -1,12 +1,12 @@
-"""The model zoo (experiments/zoo.py) end to end at a tiny size: train, attack, report, resume."""
+"""The model zoo (experiments/zoo/zoo.py) end to end at a tiny size: train, attack, report, resume."""
 
 import os
 
 import numpy as np
 import pytest
 
-from experiments import zoo
-from experiments import zoo_report
+from experiments.zoo import zoo
+from experiments.zoo import zoo_report
 from jsma_jax.models import Recipe, load_mnist, preset
 
 

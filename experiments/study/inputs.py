@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import SPLITS, StudyConfig
-from .stages import Stages
+from ..common.stages import Stages
 
 # ------------------------------------------------------------------------------ data
 

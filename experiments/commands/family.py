@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from . import cli_args
+from ..common import cli_args
 
 PROG = "jsma-jax family"
 VARIANTS = ("jsma", "wjsma", "tjsma", "jsma-single", "untargeted", "maximal")
@@ -225,8 +225,8 @@ def main(argv=None) -> dict:
 
   from jsma_jax.models import as_logits_fn
 
-  from .stages import Stages, atomic_write_bytes, atomic_write_json
-  from .study import environment
+  from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
+  from ..study.study import environment
 
   wall = time.perf_counter()
   machine = _machine()
@@ -277,6 +277,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("family", sys.argv[1:]))

@@ -2,8 +2,8 @@
 
 Papernot et al., *The Limitations of Deep Learning in Adversarial Settings* (EuroS&P
 2016), Sections IV and V. Every source is attacked towards every other class. Each piece
-of work is a stage of :mod:`.stages` (atomic, resumable); :func:`run_study` returns the
-aggregated results that :mod:`.reproduce` writes to ``results.json`` with the figures
+of work is a stage of :mod:`..common.stages` (atomic, resumable); :func:`run_study` returns the
+aggregated results that :mod:`..commands.reproduce` writes to ``results.json`` with the figures
 and the report.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 
 from jsma_jax import metrics
 
-from .attacks import Context, RowResult, attack_stage, distance_stage, picture_stage
+from .attack_stages import Context, RowResult, attack_stage, distance_stage, picture_stage
 from .config import StudyConfig
 from .inputs import load_data, model_stage
-from .stages import Stages
+from ..common.stages import Stages
 
 
 class StudyResult(NamedTuple):

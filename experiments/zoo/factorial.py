@@ -5,7 +5,7 @@ Usage::
   jsma-jax factorial --data-dir path/to/mnist --out runs/factorial
   jsma-jax factorial --data-dir path/to/mnist --out runs/factorial --stage train
 
-(``python -m experiments.factorial`` from a checkout is the same command.)
+(``python -m experiments.zoo.factorial`` from a checkout is the same command.)
 
 The one-factor-at-a-time zoo (:mod:`.zoo`) changes one choice from a weak 5-epoch
 baseline, so it cannot see interactions. Here every combination of four two-level
@@ -44,7 +44,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import cli_args
+from ..common import cli_args
 
 PROG = "jsma-jax factorial"
 SHORT_EPOCHS = 2
@@ -258,7 +258,7 @@ def main(argv=None) -> dict:
   cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; every model trains on full MNIST")
 
   from . import factorial_report
-  from .stages import writable_folder
+  from ..common.stages import writable_folder
 
   log = lambda s: print(s, flush=True)
   t0 = time.perf_counter()
@@ -282,6 +282,6 @@ def read_choice(out: str) -> dict | None:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("factorial", sys.argv[1:]))

@@ -11,7 +11,7 @@ import numpy as np
 
 from jsma_jax import metrics
 
-from .stages import Stages, atomic_write_bytes, atomic_write_json
+from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
 
 
 class Outcome(NamedTuple):
@@ -43,7 +43,7 @@ class RecipeRow(NamedTuple):
 
 def source_indices(n_test: int, n: int, seed: int) -> np.ndarray:
   """The zoo's test sources: the first ``n`` of the same seeded permutation as the
-  reproduction study's test rows (``experiments.inputs.source_indices``)."""
+  reproduction study's test rows (``experiments.study.inputs.source_indices``)."""
   rng = np.random.default_rng([seed, 2])  # 2: the test set's index in SPLITS
   return rng.permutation(n_test)[:n]
 
@@ -168,7 +168,7 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
 def summarize(config, rows: list[RecipeRow], pairs=None) -> dict:
   """Every number of the zoo: the table, the paired comparisons (``pairs``: triples
   ``(factor, recipe, changed recipe)``, default ``zoo.PAIRS``), the rank correlations."""
-  from .study import environment
+  from ..study.study import environment
   from .zoo import PAIRS
 
   table = []

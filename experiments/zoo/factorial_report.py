@@ -11,7 +11,7 @@ import numpy as np
 
 from jsma_jax import metrics
 
-from .stages import Stages, atomic_write_bytes, atomic_write_json
+from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
 from .zoo_report import ModelMeasures, Outcome, RecipeRow, attack_sources, format_p, model_measures, sign_test_p
 
 SETS = ("validation", "test")
@@ -135,8 +135,8 @@ def validation_pool(train_set):
 
 def sources(set_name: str, n_pool: int, n: int, seed: int) -> np.ndarray:
   """The first ``n`` of the seeded permutation of a set that the reproduction study uses
-  for it (``experiments.inputs.source_indices``), so the sources are the study's too."""
-  from .config import SPLITS
+  for it (``experiments.study.inputs.source_indices``), so the sources are the study's too."""
+  from ..study.config import SPLITS
 
   return np.random.default_rng([seed, SPLITS.index(set_name)]).permutation(n_pool)[:n]
 
@@ -248,7 +248,7 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
     for set_name in SETS:
       entry[set_name] = rows_of(outcomes[set_name][m.name])
     table.append(entry)
-  from .study import environment
+  from ..study.study import environment
 
   results = {"config": dataclasses.asdict(config), "factors": [f._asdict() for f in FACTORS], "table": table,
              "effects_on_success": analysis, "effects_on_model_measures": other_effects,

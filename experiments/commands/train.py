@@ -10,7 +10,7 @@ Usage::
   jsma-jax train --dataset tfds --data-dir ~/tensorflow_datasets \\
       --idx-dir path/to/mnist --out runs/models/lenet_tanh_tfds
 
-(``python -m experiments.train_lenet`` from a checkout is the same command.)
+(``python -m experiments.commands.train`` from a checkout is the same command.)
 ``--dataset`` names the source (``embedded``, ``idx``, ``tfds``; ``--data-dir`` alone
 means ``idx``); ``--name`` picks MNIST or Fashion-MNIST; ``--recipe`` a training recipe
 (``jsma_jax.models.Recipe``): ``shipped``, the default, is the recipe of the package's
@@ -33,7 +33,7 @@ import os
 import sys
 import time
 
-from . import cli_args
+from ..common import cli_args
 
 PROG = "jsma-jax train"
 SHIPPED_RECIPE = "shipped"  # --recipe value: the recipe recorded in the shipped paper LeNet
@@ -139,7 +139,7 @@ def _every_sixth_last(x, y):
 
 
 def _plot(history, path):
-  from .figures import training_curves
+  from ..common.figures import training_curves
 
   training_curves(history, path)
 
@@ -150,7 +150,7 @@ def _write_reports(out: str, meta: dict) -> None:
   describe, last)."""
   from jsma_jax.models import Recipe
 
-  from .stages import atomic_write_bytes
+  from ..common.stages import atomic_write_bytes
   history, dataset, sw = meta["history"], meta["dataset"], meta["software"]
   recipe = Recipe.from_dict(meta["recipe"])
   _plot(history, os.path.join(out, "training.png"))
@@ -210,7 +210,7 @@ def main(argv=None) -> dict:
   from jsma_jax.models import train_state
   from jsma_jax.models.train import train
 
-  from .stages import writable_folder
+  from ..common.stages import writable_folder
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
@@ -273,6 +273,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("train", sys.argv[1:]))

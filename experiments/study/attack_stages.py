@@ -21,7 +21,7 @@ from jsma_jax import target_rows
 
 from .config import REPRODUCTION, Budgets, Row, StudyConfig
 from .inputs import Data, Model, source_indices
-from .stages import Stages
+from ..common.stages import Stages
 
 
 class Context(NamedTuple):

@@ -5,7 +5,7 @@ Usage::
   jsma-jax zoo --data-dir path/to/mnist --out runs/zoo          # train, attack, report
   jsma-jax zoo --data-dir path/to/mnist --out runs/zoo --stage train
 
-(``python -m experiments.zoo`` from a checkout is the same command.) Every recipe of
+(``python -m experiments.zoo.zoo`` from a checkout is the same command.) Every recipe of
 :data:`ZOO` trains one LeNet on full MNIST (``out/models/<recipe>``); each is attacked
 with the paper's settings (pairs, logits Jacobian, all features in the initial domain,
 gamma = 14.5%) with theta = +1 and theta = -1, on the same test sources x 9 targets.
@@ -13,7 +13,7 @@ The report (``report.md``, ``zoo.png``, ``results.json``) sets success and disto
 beside test accuracy, mean logit margin and mean softmax confidence, and measures which
 factor moves success: paired comparisons of recipes that differ in one factor, and
 Spearman rank correlations over the zoo. Each model and each attack chunk is an atomic
-stage (:mod:`.stages`): a repeated command resumes.
+stage (:mod:`..common.stages`): a repeated command resumes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
-from . import cli_args
+from ..common import cli_args
 
 PROG = "jsma-jax zoo"
 LONG_EPOCHS = 30  # the shipped model's; the tutorial's 200 epochs cost 110 min on a 2-core CPU
@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
   config = parse_args(sys.argv[1:] if argv is None else argv)
   cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; the zoo trains on full MNIST")
 
-  from .stages import writable_folder
+  from ..common.stages import writable_folder
 
   log = lambda s: print(s, flush=True)
   t0 = time.perf_counter()
@@ -266,6 +266,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("zoo", sys.argv[1:]))

@@ -113,7 +113,7 @@ def _model_choice(results: dict) -> list[str]:
             "(`experiments/results/zoo/report.md`)."]
   zoo = results["config"].get("zoo_results")
   if zoo and os.path.isfile(zoo):
-    from .zoo_report import table_lines
+    from ..zoo.zoo_report import table_lines
 
     with open(zoo) as f:
       z = json.load(f)

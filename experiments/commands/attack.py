@@ -7,7 +7,7 @@ Usage::
       --data-dir path/to/mnist --sources 1000 --out runs/attack_relu   # IDX files: full MNIST
   jsma-jax attack --checkpoint CKPT --theta -1 --initial-domain movable      # other settings
 
-(``python -m experiments.attack`` from a checkout is the same command.) The defaults are
+(``python -m experiments.commands.attack`` from a checkout is the same command.) The defaults are
 the paper's settings (theta = +1, gamma = 14.5%, pairs, Jacobian of the logits, every
 feature in the initial search domain, as ``jsma-jax reproduce``'s table; the library's
 ``jsma`` starts from the features that can move instead); the sources are a seeded sample of the set that
@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from . import cli_args
+from ..common import cli_args
 
 PROG = "jsma-jax attack"
 X_ADV_LAYOUT = "NHWC"  # attacks.npz's x_adv: the data sets' layout, whatever the model's
@@ -150,8 +150,8 @@ def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, 
   import jsma_jax
   from jsma_jax import metrics
 
-  from . import figures
-  from .config import PAPER_PIXELS
+  from ..common import figures
+  from ..study.config import PAPER_PIXELS
 
   m, pairwise = int(np.prod(x.shape[1:])), config.pairwise
   per_iteration = 2 if pairwise else 1
@@ -221,10 +221,10 @@ def main(argv=None) -> dict:
   from jsma_jax import metrics
   from jsma_jax.models import as_logits_fn
 
-  from .attacks import run_batched
-  from .inputs import Model
-  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
-  from .study import environment
+  from ..study.attack_stages import run_batched
+  from ..study.inputs import Model
+  from ..common.stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
+  from ..study.study import environment
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   if config.source == "idx":
@@ -296,6 +296,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("attack", sys.argv[1:]))

@@ -2,8 +2,8 @@
 
 Usage::
 
-  python -m experiments.adversarial_training --out runs/adversarial_training
-  python -m experiments.adversarial_training --dataset idx --data-dir ../shared/data/mnist \\
+  python -m experiments.scripts.adversarial_training --out runs/adversarial_training
+  python -m experiments.scripts.adversarial_training --dataset idx --data-dir ../shared/data/mnist \\
       --epochs 1 --attack-size 32 --out experiments/results/adversarial_training
 
 Every training step is ONE compiled function (``jax.jit``) of ``(params, opt_state, key,
@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any, Callable, NamedTuple
 
-PROG = "python -m experiments.adversarial_training"
+PROG = "python -m experiments.scripts.adversarial_training"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,7 +371,7 @@ def _curve(values, every: int) -> list[float]:
 def run(config: Config, log: Callable[[str], None] = print) -> dict:
   """Trains both models, evaluates them, and writes ``results.json`` and ``report.md`` to ``config.out``."""
   from jsma_jax.models import evaluate, load_checkpoint, save_checkpoint
-  from . import stages as stages_lib
+  from ..common import stages as stages_lib
 
   wall_start = time.perf_counter()
   stages = stages_lib.Stages(config.out, log=log)

@@ -16,8 +16,8 @@ from experiments.common import cli_args
 from experiments.commands import family
 from experiments.commands import reproduce
 from experiments.commands import train as train_lenet
-from experiments.zoo import factorial
-from experiments.zoo import zoo
+from experiments.commands import factorial
+from experiments.commands import zoo
 
 COMMANDS = {  # command -> (its parser, its configuration from a command line)
     "reproduce": (reproduce.parser, reproduce.parse_args),

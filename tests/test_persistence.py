@@ -224,12 +224,12 @@ def test_cli_prints_one_line_for_a_damaged_checkpoint(tmp_path, two_models, caps
   assert err.startswith("jsma-jax attack: error: checkpoint") and path in err and "not valid JSON" in err
 
 
-# ------------------------------------------------- an unwritable --out (26.5)
+# ------------------------------------------------------- an unwritable --out
 
 
 def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_models, monkeypatch, capsys):
   """``--out`` under a file (a typo): the command stops at once, saying so, and attacks nothing."""
-  from experiments.study import attack_stages as attacks_lib
+  import jsma_jax
 
   path = str(tmp_path / "lenet")
   save_checkpoint(path, two_models[0])
@@ -239,7 +239,7 @@ def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_mod
   def no_attack(*args, **kwargs):
     raise AssertionError("an attack ran before the output folder was checked")
 
-  monkeypatch.setattr(attacks_lib, "run_batched", no_attack)
+  monkeypatch.setattr(jsma_jax, "attack_dataset", no_attack)
   assert cli.main(["attack", "--checkpoint", path, "--out", out, "--sources", "1"]) == 1
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
@@ -257,7 +257,7 @@ def test_reproduce_and_attack_share_the_one_output_check():
     assert "writable_folder(config.out)" in inspect.getsource(module.main), module.__name__
 
 
-# ------------------------------------------ stage records that cannot be mixed (26.3)
+# ------------------------------------------------ stage records that cannot be mixed
 
 
 def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monkeypatch):
@@ -343,7 +343,7 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]
 
 
-# ---------------------------------------------------- training that resumes (24.2)
+# ---------------------------------------------------------- training that resumes
 
 TIMINGS = {"epoch_seconds", "train_seconds"}
 

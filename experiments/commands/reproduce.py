@@ -23,7 +23,10 @@ import shlex
 import sys
 
 from ..common import cli_args
+from ..common import stages
 from ..study import config as config_lib
+from ..study import report
+from ..study import study
 
 PROG = "jsma-jax reproduce"
 
@@ -110,11 +113,8 @@ def parse_args(argv=None) -> config_lib.StudyConfig:
 def main(argv=None) -> dict:
   """Runs the study of a command line and writes its folder; returns ``results``."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  config = parse_args(argv)  # before the imports below, so that --help needs the core only
-  from ..common import figures
-  from ..study import report
-  from ..common import stages
-  from ..study import study
+  config = parse_args(argv)  # before the import below, so that --help needs the core only
+  from ..common import figures  # matplotlib: the [experiments] extra
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files" + (

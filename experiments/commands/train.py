@@ -33,7 +33,13 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from ..common import cli_args
+from ..common.stages import atomic_write_bytes, writable_folder
+
+# Flax and optax (jsma_jax.models) and matplotlib (figures): imported inside the functions
+# that use them (heavy, the [experiments] extra), so that --help needs the core only.
 
 PROG = "jsma-jax train"
 SHIPPED_RECIPE = "shipped"  # --recipe value: the recipe recorded in the shipped paper LeNet
@@ -131,15 +137,13 @@ def _every_sixth_last(x, y):
   """The embedded training digits with every 6th moved to the end, so that the recipe's holdout
   (the last sixth) validates on all classes, as ``jsma-jax reproduce`` does: the digits are
   sorted by class, and their last sixth would be nines and eights only."""
-  import numpy as np
-
   n = len(y)
   order = np.concatenate([np.flatnonzero(np.arange(n) % 6 != 5), np.flatnonzero(np.arange(n) % 6 == 5)])
   return x[order], y[order]
 
 
 def _plot(history, path):
-  from ..common.figures import training_curves
+  from ..common.figures import training_curves  # matplotlib: the [experiments] extra
 
   training_curves(history, path)
 
@@ -150,7 +154,6 @@ def _write_reports(out: str, meta: dict) -> None:
   describe, last)."""
   from jsma_jax.models import Recipe
 
-  from ..common.stages import atomic_write_bytes
   history, dataset, sw = meta["history"], meta["dataset"], meta["software"]
   recipe = Recipe.from_dict(meta["recipe"])
   _plot(history, os.path.join(out, "training.png"))
@@ -209,8 +212,6 @@ def main(argv=None) -> dict:
   from jsma_jax.models import checkpoint as ckpt_lib
   from jsma_jax.models import train_state
   from jsma_jax.models.train import train
-
-  from ..common.stages import writable_folder
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")

@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 
+# Flax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
+
 
 def main(argv=None) -> dict:
   """Writes the shipped checkpoint; returns its metadata."""

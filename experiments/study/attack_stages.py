@@ -16,12 +16,14 @@ from jsma_jax import jsma_local
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 from jsma_jax import other_classes
+from jsma_jax import progress
 from jsma_jax import single_feature_saliency
 from jsma_jax import target_rows
+from jsma_jax.batching import chunks
 
+from ..common.stages import Stages
 from .config import REPRODUCTION, Budgets, Row, StudyConfig
 from .inputs import Data, Model, source_indices
-from ..common.stages import Stages
 
 
 class Context(NamedTuple):
@@ -100,8 +102,6 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   if table_iter is None:
     return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
                                    description=tag, **options)
-  from jsma_jax import progress
-  from jsma_jax.batching import chunks
 
   parts, wins = [], 0
   with progress.bar(len(x), tag) as bar:  # "compiling" until the first chunk is counted

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import time
 from typing import Any, Callable, NamedTuple
 
-import jax
 import numpy as np
 
 from jsma_jax import metrics
@@ -23,6 +21,7 @@ from jsma_jax import metrics
 from .attack_stages import Context, RowResult, attack_stage, distance_stage, picture_stage
 from .config import StudyConfig
 from .inputs import load_data, model_stage
+from ..common.environment import environment
 from ..common.stages import Stages
 
 
@@ -31,17 +30,6 @@ class StudyResult(NamedTuple):
 
   results: dict
   pictures: dict[str, dict[str, np.ndarray]]  # per activation: the picture stage's arrays
-
-
-def environment() -> dict:
-  """JAX version, backend, device and host, recorded with every run."""
-  from jsma_jax.models.checkpoint import cpu_model
-
-  dev = jax.devices()[0]
-  return {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(dev),
-          "device_kind": getattr(dev, "device_kind", ""), "device_count": jax.device_count(),
-          "python": platform.python_version(), "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "processor": cpu_model()}
 
 
 def pair_measures(ctx: Context, row: RowResult, distance: tuple[dict, dict]) -> dict:

@@ -1,1 +1,2 @@
-"""The model zoos: recipes trained and attacked one factor at a time (:mod:`.zoo`) and by a 2^4 factorial design (:mod:`.factorial`), with their reports."""
+"""The model zoos: recipes changed one factor at a time (:mod:`.zoo`, :mod:`.zoo_report`) and
+a 2^4 factorial design (:mod:`.factorial`, :mod:`.factorial_report`)."""

@@ -1,4 +1,8 @@
-"""The attack stages: rows of the table (in chunks), adversarial distance, the picture."""
+"""The study's attack stages: rows of the table (in chunks), adversarial distance, the picture.
+
+The stages of ``jsma-jax reproduce`` that call the library; the library's own entry point is
+:mod:`jsma_jax.attack` (``jsma``), which this module uses.
+"""
 
 from __future__ import annotations
 

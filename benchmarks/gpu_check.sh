@@ -35,7 +35,7 @@ ls .mnist/t10k-images-idx3-ubyte* >/dev/null 2>&1 && DATA=(--data-dir .mnist)
 CKPT=runs/models/lenet_tanh_mnist
 if [ ! -d "$CKPT" ]; then
   CKPT=runs/models/lenet_tanh_embedded
-  [ -d "$CKPT" ] || run $PY -m experiments.train_lenet --dataset embedded --activation tanh --epochs 10 --out "$CKPT"
+  [ -d "$CKPT" ] || run $PY -m experiments.commands.train --dataset embedded --activation tanh --epochs 10 --out "$CKPT"
 fi
 
 if [ -n "${SMOKE:-}" ]; then

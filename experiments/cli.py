@@ -2,7 +2,7 @@
 
 ``jsma-jax --version`` prints the installed version (from the package's metadata).
 
-Each command is a module of this package with its own ``main(argv)`` and ``--help``;
+Each command is a module of :mod:`.commands` with its own ``main(argv)`` and ``--help``;
 the module is imported only when its command runs, so ``jsma-jax --help`` works with the
 core install alone.
 """
@@ -13,15 +13,15 @@ import importlib
 import os
 import sys
 
-from .cli_args import UsageError
+from .common.cli_args import UsageError
 
 COMMANDS = {
-    "reproduce": ("reproduce", "reproduce Papernot et al. (EuroS&P 2016): the study, figures and report"),
-    "train": ("train_lenet", "train the paper's LeNet on MNIST and save a checkpoint"),
-    "attack": ("attack", "attack a checkpoint on a dataset and write results.json and report.md"),
-    "family": ("family", "compare the JSMA family on one model: table, curve, report"),
-    "zoo": ("zoo", "train LeNets by several recipes, attack each, report what moves success"),
-    "factorial": ("factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
+    "reproduce": ("commands.reproduce", "reproduce Papernot et al. (EuroS&P 2016): the study, figures and report"),
+    "train": ("commands.train", "train the paper's LeNet on MNIST and save a checkpoint"),
+    "attack": ("commands.attack", "attack a checkpoint on a dataset and write results.json and report.md"),
+    "family": ("commands.family", "compare the JSMA family on one model: table, curve, report"),
+    "zoo": ("commands.zoo", "train LeNets by several recipes, attack each, report what moves success"),
+    "factorial": ("commands.factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
 }
 # what a missing module needs, as a user installs it: from the checkout (the package is not on PyPI)
 EXTRAS = {"flax": "experiments", "optax": "experiments", "matplotlib": "experiments",
@@ -137,7 +137,7 @@ def _explained_errors() -> tuple[type, ...]:
     from jsma_jax.models import CheckpointError
     from jsma_jax.models.train_state import TrainStateError
 
-    from .stages import OutputFolderError
+    from .common.stages import OutputFolderError
   except ImportError:
     return ()
   return (CheckpointError, OutputFolderError, TrainStateError)

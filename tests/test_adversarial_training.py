@@ -1,4 +1,4 @@
-"""JSMA inside a training step (experiments/adversarial_training.py) at a tiny size.
+"""JSMA inside a training step (experiments/scripts/adversarial_training.py) at a tiny size.
 
 One run of the command line (embedded MNIST, 3 steps of 16 with 4 attacked at
 max_iter 3, 2 x 9 evaluation attacks); the step-level checks reuse its compiled
@@ -18,7 +18,7 @@ import pytest
 from flax import nnx
 
 import jsma_jax
-from experiments import adversarial_training as at
+from experiments.scripts import adversarial_training as at
 from jsma_jax.models import LeNet, as_logits_fn, load_mnist
 
 TINY = ["--max-steps", "3", "--batch-size", "16", "--attack-size", "4", "--train-max-iter", "3",

@@ -10,14 +10,14 @@ import re
 
 import pytest
 
-from experiments import attack
+from experiments.commands import attack
 from experiments import cli
-from experiments import cli_args
-from experiments import family
-from experiments import reproduce
-from experiments import train_lenet
-from experiments import factorial
-from experiments import zoo
+from experiments.common import cli_args
+from experiments.commands import family
+from experiments.commands import reproduce
+from experiments.commands import train as train_lenet
+from experiments.commands import factorial
+from experiments.commands import zoo
 
 COMMANDS = {  # command -> (its parser, its configuration from a command line)
     "reproduce": (reproduce.parser, reproduce.parse_args),
@@ -345,7 +345,7 @@ def test_the_shipped_recipe_has_one_name_in_help_package_and_docs():
 def test_output_defaults_are_under_the_current_folder():
   """Every command writes where the user runs it (``runs/...``), never into the package or
   the committed results."""
-  from experiments import tabular
+  from experiments.scripts import tabular
 
   for command, (make_parser, _) in COMMANDS.items():
     out = make_parser().get_default("out")
@@ -374,8 +374,8 @@ def test_reproduce_names_the_idx_folder_it_reads(tmp_path, monkeypatch, capsys):
   command names it, as an absolute path, before any work (and its error says it is the default)."""
   import numpy as np
 
-  from experiments import config as config_lib
-  from experiments import study
+  from experiments.study import config as config_lib
+  from experiments.study import study
   from jsma_jax.models import load_mnist
 
   cwd = tmp_path / "work" / "here"

@@ -8,13 +8,13 @@ import os
 import numpy as np
 import pytest
 
-from experiments import attack as attack_cli
+from experiments.commands import attack as attack_cli
 from experiments import cli
-from experiments import config as config_lib
-from experiments import inputs
-from experiments import reproduce
-from experiments import stages as stages_lib
-from experiments import train_lenet
+from experiments.study import config as config_lib
+from experiments.study import inputs
+from experiments.commands import reproduce
+from experiments.common import stages as stages_lib
+from experiments.commands import train as train_lenet
 from jsma_jax import StopReason
 from jsma_jax import all_other_targets
 from jsma_jax import jsma
@@ -166,7 +166,7 @@ def test_changed_configuration_redoes_the_stage(tmp_path):
 ], ids=["variant", "split", "pixels-order", "sources"])
 def test_config_validation(argv, message):
   """The configuration's checks refuse them; the command line's message names the flag."""
-  from experiments.cli_args import UsageError
+  from experiments.common.cli_args import UsageError
 
   with pytest.raises(UsageError, match=message):
     reproduce.parse_args(argv)
@@ -223,11 +223,11 @@ def test_attack_command_on_the_study_model(run, tmp_path):
 
 
 def test_tabular_writes_where_the_user_runs_it_never_into_the_package(tmp_path, monkeypatch):
-  """``python -m jsma_jax_experiments.tabular`` with no ``--out`` writes under the current folder
+  """``python -m jsma_jax_experiments.scripts.tabular`` with no ``--out`` writes under the current folder
   (``runs/tabular``), not beside its module (site-packages, or the committed results of a checkout)."""
   import pathlib
 
-  from experiments import tabular
+  from experiments.scripts import tabular
 
   written = []
   monkeypatch.setattr(tabular, "run_all", lambda config, out: written.append((config, out)) or {})

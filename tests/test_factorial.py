@@ -1,4 +1,4 @@
-"""The factorial zoo (experiments/factorial.py): its design, its analysis against a plain
+"""The factorial zoo (experiments/zoo/factorial.py): its design, its analysis against a plain
 reference, the snapshot that gives the short length, the pre-registered choice, and a
 tiny run end to end."""
 
@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import factorial, factorial_report, zoo
+from experiments.commands import factorial as factorial_cli
+from experiments.common import stats
+from experiments.zoo import factorial
+from experiments.zoo import factorial_report
+from experiments.zoo import zoo
 from jsma_jax.models import Recipe, load_checkpoint, load_mnist, preset
 
 
@@ -87,9 +91,9 @@ def test_effects_refuse_an_incomplete_design():
 
 
 def test_sign_test():
-  assert factorial_report.sign_test_p(0, 0) == 1.0
-  assert factorial_report.sign_test_p(5, 0) == pytest.approx(2 / 32)
-  assert factorial_report.sign_test_p(3, 3) == 1.0
+  assert stats.sign_test_p(0, 0) == 1.0
+  assert stats.sign_test_p(5, 0) == pytest.approx(2 / 32)
+  assert stats.sign_test_p(3, 3) == 1.0
 
 
 def test_paired_counts_the_discordant_attacks():
@@ -97,7 +101,7 @@ def test_paired_counts_the_discordant_attacks():
   b = np.array([1, 0, 0, 0, 1, 0, 1], bool)
   q = factorial_report.paired("x", "y", "why", "test", -1.0, a, b)
   assert (q.a_only, q.b_only) == (3, 1) and q.difference == pytest.approx(2 / 7)
-  assert q.p == pytest.approx(factorial_report.sign_test_p(3, 1)) and q.theta == -1.0
+  assert q.p == pytest.approx(stats.sign_test_p(3, 1)) and q.theta == -1.0
   with pytest.raises(ValueError, match="same attacks"):
     factorial_report.paired("x", "y", "why", "test", 1.0, a, b[:3])
 
@@ -139,12 +143,12 @@ def test_a_snapshot_is_the_shorter_run_bit_for_bit(tmp_path):
 
 
 def test_cli_refuses_bad_sizes():
-  from experiments.cli_args import UsageError
+  from experiments.common.cli_args import UsageError
 
   with pytest.raises(UsageError, match="--sources"):
-    factorial.parse_args(["--sources", "0"])
+    factorial_cli.parse_args(["--sources", "0"])
   with pytest.raises(UsageError, match="--tutorial-epochs"):
-    factorial.parse_args(["--tutorial-epochs", "-1"])
+    factorial_cli.parse_args(["--tutorial-epochs", "-1"])
 
 
 @pytest.mark.slow
@@ -153,7 +157,6 @@ def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes
   two = tuple(f for f in factorial.FACTORS if f.name in ("optimizer", "length"))
   two = tuple(f._replace(fields=({"epochs": 1}, {"epochs": 2}), codes=("e1", "e2")) if f.name == "length" else f
               for f in two)
-  monkeypatch.setattr(factorial, "FACTORS", two)
   monkeypatch.setattr(factorial, "modern_recipes", lambda: [
       Recipe(name="modern_tanh", init="pytorch", optimizer="adam", schedule="constant", epochs=1)])
   x, y = load_mnist("embedded", split="train")
@@ -161,12 +164,12 @@ def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes
   train_set, test_set = (x[::4], y[::4]), (xt[::5], yt[::5])  # every class (the files are sorted)
   config = factorial.FactorialConfig(out=str(tmp_path / "f"), n_sources=2, chunk_sources=2, batch_size=18,
                                      gamma=0.05)
-  models = factorial.train_all(config, (train_set, test_set), lambda s: None)
+  models = factorial.train_all(config, (train_set, test_set), lambda s: None, two)
   names = [m.name for m in models]
   assert names[:4] == ["f_sgd_e1", "f_sgd_e2", "f_adam_e1", "f_adam_e2"]
   assert names[4:6] == ["modern_tanh", "theano_tutorial_30ep"]
   assert [m.held_out_validation for m in models][:6] == [True] * 4 + [False, True]
-  results = factorial_report.run(config, models, train_set, test_set, lambda s: None)
+  results = factorial_report.run(config, models, train_set, test_set, lambda s: None, two)
   choice = factorial.read_choice(config.out)
   assert choice == results["choice"] and choice["chosen"] in choice["distances"]
   assert "modern_tanh" not in choice["distances"]
@@ -190,7 +193,7 @@ def test_a_tiny_factorial_end_to_end_chooses_before_the_test_attacks_and_resumes
           (choice["chosen"], "theano_tutorial_200ep", "validation", 1.0)} <= pairs
   assert len(pairs) == 20 and "## Models beside the design, paired" in report
   # a repeated run loads every stage: nothing is attacked again, the report is the same
-  again = factorial_report.run(config, factorial.train_all(config, (train_set, test_set), lambda s: None),
-                               train_set, test_set, lambda s: None)
+  again = factorial_report.run(config, factorial.train_all(config, (train_set, test_set), lambda s: None, two),
+                               train_set, test_set, lambda s: None, two)
   same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN distortions too
   assert same(again["table"], results["table"]) and again["choice"] == results["choice"]

@@ -315,10 +315,10 @@ def test_attack_dataset_chunks_per_example_bounds_and_mask():
 
 @pytest.mark.slow
 def test_tabular_example_runs(tmp_path):
-  """experiments/tabular.py end to end, briefly trained: bounds from the data, immutable columns never change."""
+  """experiments/scripts/tabular.py end to end, briefly trained: bounds from the data, immutable columns never change."""
   pytest.importorskip("sklearn")
   pytest.importorskip("flax")
-  from experiments import tabular
+  from experiments.scripts import tabular
 
   record = tabular.run_all(tabular.Config(steps=60), tmp_path)
   assert (tmp_path / "report.md").exists() and (tmp_path / "results.json").exists()

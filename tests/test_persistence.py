@@ -224,12 +224,12 @@ def test_cli_prints_one_line_for_a_damaged_checkpoint(tmp_path, two_models, caps
   assert err.startswith("jsma-jax attack: error: checkpoint") and path in err and "not valid JSON" in err
 
 
-# ------------------------------------------------- an unwritable --out (26.5)
+# ------------------------------------------------------- an unwritable --out
 
 
 def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_models, monkeypatch, capsys):
   """``--out`` under a file (a typo): the command stops at once, saying so, and attacks nothing."""
-  from experiments import attacks as attacks_lib
+  import jsma_jax
 
   path = str(tmp_path / "lenet")
   save_checkpoint(path, two_models[0])
@@ -239,7 +239,7 @@ def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_mod
   def no_attack(*args, **kwargs):
     raise AssertionError("an attack ran before the output folder was checked")
 
-  monkeypatch.setattr(attacks_lib, "run_batched", no_attack)
+  monkeypatch.setattr(jsma_jax, "attack_dataset", no_attack)
   assert cli.main(["attack", "--checkpoint", path, "--out", out, "--sources", "1"]) == 1
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
@@ -250,20 +250,20 @@ def test_reproduce_and_attack_share_the_one_output_check():
   """One home for the check: both commands call ``stages.writable_folder``."""
   import inspect
 
-  from experiments import attack as attack_cli
-  from experiments import reproduce
+  from experiments.commands import attack as attack_cli
+  from experiments.commands import reproduce
 
   for module in (attack_cli, reproduce):
     assert "writable_folder(config.out)" in inspect.getsource(module.main), module.__name__
 
 
-# ------------------------------------------ stage records that cannot be mixed (26.3)
+# ------------------------------------------------ stage records that cannot be mixed
 
 
 def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monkeypatch):
   """Config 1 finishes a stage; config 2 rewrites its .npz and dies before its .json;
   config 1 again: the .npz is not the one its record was written with, so it is redone."""
-  from experiments import stages as stages_lib
+  from experiments.common import stages as stages_lib
 
   logs = []
   stages = stages_lib.Stages(str(tmp_path), logs.append)
@@ -284,7 +284,7 @@ def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monk
 
 def test_stage_artefact_replaced_by_another_run_is_redone(tmp_path, two_models):
   """A stage that wrote a checkpoint is redone when the checkpoint was replaced since."""
-  from experiments import stages as stages_lib
+  from experiments.common import stages as stages_lib
 
   path = str(tmp_path / "models" / "m")
   models = two_models
@@ -318,9 +318,9 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   """The issue's scenario: study A done; study B (another epoch count) on the same --out
   replaces models/tiny_mlp_tanh and dies before its stage record; rerunning A retrains
   A's model instead of attacking B's, and gives A's numbers again."""
-  from experiments import inputs
-  from experiments import reproduce
-  from experiments import stages as stages_lib
+  from experiments.study import inputs
+  from experiments.commands import reproduce
+  from experiments.common import stages as stages_lib
 
   out = str(tmp_path / "study")
   a, b = STUDY + ["--epochs", "1", "--out", out], STUDY + ["--epochs", "2", "--out", out]
@@ -343,7 +343,7 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]
 
 
-# ---------------------------------------------------- training that resumes (24.2)
+# ---------------------------------------------------------- training that resumes
 
 TIMINGS = {"epoch_seconds", "train_seconds"}
 
@@ -506,7 +506,7 @@ def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp
 def test_train_command_rewrites_reports_it_did_not_finish(tmp_path, monkeypatch, capsys):
   """Stopped between the checkpoint and its reports: the next run writes the reports of
   this checkpoint instead of leaving another run's results.json beside it."""
-  from experiments import train_lenet
+  from experiments.commands import train as train_lenet
 
   out = tmp_path / "lenet"
   out.mkdir()
@@ -544,7 +544,7 @@ def test_the_persistence_page_runs_as_written(capsys):
 def test_family_rerun_on_a_replaced_checkpoint_is_not_answered_from_the_old_model(tmp_path, two_models, capsys):
   """``jsma-jax family --checkpoint C`` done; C retrained in place; the same command
   attacks the new model instead of loading the old model's stage."""
-  from experiments import family
+  from experiments.commands import family
 
   ckpt, out = str(tmp_path / "lenet"), str(tmp_path / "family")
   argv = ["--checkpoint", ckpt, "--out", out, "--sources", "1", "--variants", "jsma", "--chunk-size", "16"]

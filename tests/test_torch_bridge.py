@@ -324,7 +324,7 @@ def test_same_answer_as_advertorch(mnist_attacks):
 def test_command_line_attacks_a_torch_export_file(tmp_path):
   """``jsma-jax attack --checkpoint model.pt2``: a saved PyTorch program on the NHWC digits."""
   pytest.importorskip("jsma_jax.models")
-  from experiments import attack as attack_cli
+  from experiments.commands import attack as attack_cli
 
   module = _seeded(_head((1, 28, 28), nn.Conv2d(1, 4, 5, stride=3), nn.ReLU()))
   batch = torch.export.Dim("batch", min=1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import train_lenet
+from experiments.commands import train as train_lenet
 from jsma_jax.models import LeNet
 from jsma_jax.models import ModelConfig
 from jsma_jax.models import SmallCNN

@@ -1,12 +1,13 @@
-"""The model zoo (experiments/zoo.py) end to end at a tiny size: train, attack, report, resume."""
+"""The model zoo (experiments/zoo/zoo.py) end to end at a tiny size: train, attack, report, resume."""
 
 import os
 
 import numpy as np
 import pytest
 
-from experiments import zoo
-from experiments import zoo_report
+from experiments.common import stats
+from experiments.zoo import zoo
+from experiments.zoo import zoo_report
 from jsma_jax.models import Recipe, load_mnist, preset
 
 
@@ -30,16 +31,16 @@ def test_zoo_recipes_span_the_factors_and_pairs_change_one_factor():
 
 def test_mcnemar_p():
   a = np.array([True] * 10 + [False] * 10)
-  assert zoo_report.mcnemar_p(a, a) == 1.0
+  assert stats.mcnemar_p(a, a) == 1.0
   b = np.array([False] * 10 + [False] * 10)
-  assert zoo_report.mcnemar_p(a, b) == pytest.approx(2 / 2 ** 10)
+  assert stats.mcnemar_p(a, b) == pytest.approx(2 / 2 ** 10)
   # more than 1,023 discordant pairs (2.0 ** n overflows a float): exact, no error
   a, b = np.zeros(3000, bool), np.ones(3000, bool)
   b[:1000] = False
   a[:10] = True
-  assert zoo_report.mcnemar_p(a, b) == 0.0  # below the smallest float
+  assert stats.mcnemar_p(a, b) == 0.0  # below the smallest float
   a, b = np.arange(2000) % 2 == 0, np.arange(2000) % 2 == 1  # 1000 vs 1000
-  assert zoo_report.mcnemar_p(a, b) == 1.0
+  assert stats.mcnemar_p(a, b) == 1.0
 
 
 def test_zoo_trains_attacks_reports_and_resumes(tmp_path, capsys):

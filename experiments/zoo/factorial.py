@@ -5,7 +5,7 @@ Usage::
   jsma-jax factorial --data-dir path/to/mnist --out runs/factorial
   jsma-jax factorial --data-dir path/to/mnist --out runs/factorial --stage train
 
-(``python -m experiments.factorial`` from a checkout is the same command.)
+(``python -m experiments.commands.factorial`` from a checkout is the same command.)
 
 The one-factor-at-a-time zoo (:mod:`.zoo`) changes one choice from a weak 5-epoch
 baseline, so it cannot see interactions. Here every combination of four two-level
@@ -33,18 +33,16 @@ Order of work, each an atomic stage that a repeated command resumes:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
 import os
-import sys
-import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
-import numpy as np
+from . import zoo
 
-from . import cli_args
+# Flax and optax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 PROG = "jsma-jax factorial"
 SHORT_EPOCHS = 2
@@ -86,25 +84,25 @@ FACTORS = (
 )
 
 
-def cell_name(levels: tuple[int, ...]) -> str:
-  """The recipe name of a cell, e.g. ``f_pytorch_adam_b128_e10``."""
-  return "f_" + "_".join(f.codes[lv] for f, lv in zip(FACTORS, levels, strict=True))
+def cell_name(levels: tuple[int, ...], factors: tuple[Factor, ...] = FACTORS) -> str:
+  """The recipe name of a cell of the design ``factors``, e.g. ``f_pytorch_adam_b128_e10``."""
+  return "f_" + "_".join(f.codes[lv] for f, lv in zip(factors, levels, strict=True))
 
 
-def cell_recipe(levels: tuple[int, ...]):
+def cell_recipe(levels: tuple[int, ...], factors: tuple[Factor, ...] = FACTORS):
   """The recipe of a cell: the Theano tutorial's (tanh, 50k/10k split, constant rate,
   seed 0) with each factor at its level."""
   from jsma_jax.models import preset
 
   r = preset("theano_tutorial")
-  for f, lv in zip(FACTORS, levels, strict=True):
+  for f, lv in zip(factors, levels, strict=True):
     r = f.apply(r, lv)
-  return r.replace(name=cell_name(levels))
+  return r.replace(name=cell_name(levels, factors))
 
 
-def cells() -> list[tuple[int, ...]]:
-  """Every cell of the 2^4 design, in standard order (the first factor varies slowest)."""
-  return list(itertools.product((0, 1), repeat=len(FACTORS)))
+def cells(factors: tuple[Factor, ...] = FACTORS) -> list[tuple[int, ...]]:
+  """Every cell of the 2^k design ``factors``, in standard order (the first factor varies slowest)."""
+  return list(itertools.product((0, 1), repeat=len(factors)))
 
 
 def modern_recipes() -> list:
@@ -175,19 +173,18 @@ class Candidate(NamedTuple):
   read: bool = False  # read from a committed checkpoint, not trained by this run
 
 
-def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
-  """Trains (or finds) every model of the run, in the order of the report."""
+def train_all(config: FactorialConfig, data, log, factors: tuple[Factor, ...] = FACTORS) -> list[Candidate]:
+  """Trains (or finds) every model of the run (the cells of the design ``factors``), in the order of the report."""
   from jsma_jax.models import load_metadata
   from jsma_jax.models.checkpoint import shipped_lenet_path
 
-  from . import zoo
-
   out = []
-  for short_long in itertools.product((0, 1), repeat=len(FACTORS) - 1):
+  for short_long in itertools.product((0, 1), repeat=len(factors) - 1):
     long_levels, short_levels = short_long + (1,), short_long + (0,)
-    zoo.train_stage(cell_recipe(long_levels), data, config.out, log, snapshots=(cell_recipe(short_levels),))
-  for levels in cells():
-    t = zoo.trained(cell_recipe(levels), config.out)
+    zoo.train_stage(cell_recipe(long_levels, factors), data, config.out, log,
+                    snapshots=(cell_recipe(short_levels, factors),))
+  for levels in cells(factors):
+    t = zoo.trained(cell_recipe(levels, factors), config.out)
     out.append(Candidate(t.recipe.name, t.path, t.info, t.recipe, True))
   for r in modern_recipes() if config.modern else ():
     t = zoo.train_stage(r, data, config.out, log)
@@ -197,7 +194,7 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
     out.append(_existing("theano_tutorial_30ep", str(shipped), load_metadata(shipped)))
   committed = {}  # the tutorial's longer runs, trained once and committed: results/zoo/theano_<E>ep
   for epochs in TUTORIAL_COMMITTED:
-    folder = os.path.join(os.path.dirname(__file__), "results", "zoo", f"theano_{epochs}ep")
+    folder = os.path.join(RESULTS, "zoo", f"theano_{epochs}ep")
     if os.path.isdir(folder):
       committed[epochs] = folder
       out.append(_existing(f"theano_tutorial_{epochs}ep", folder, load_metadata(folder)))
@@ -211,6 +208,7 @@ def train_all(config: FactorialConfig, data, log) -> list[Candidate]:
   return out
 
 
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")  # experiments/results
 TUTORIAL_COMMITTED = (100, 200)  # epochs of the tutorial's recipe that may lie in results/zoo
 
 
@@ -224,54 +222,6 @@ def _existing(name: str, path: str, meta: dict) -> Candidate:
   return Candidate(name, path, info, recipe, recipe.split == "holdout", read=True)
 
 
-def parser() -> argparse.ArgumentParser:
-  """The command line of ``jsma-jax factorial``."""
-  d = FactorialConfig()
-  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                      formatter_class=cli_args.HelpFormatter)
-  p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files (required)")
-  p.add_argument("--out", default=d.out, help="output folder")
-  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
-                 help="sources per set (validation, test), each attacked towards its 9 other classes")
-  p.add_argument("--chunk-sources", type=cli_args.count, default=d.chunk_sources, help="sources per stage file")
-  p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled call")
-  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sampling")
-  p.add_argument("--tutorial-epochs", type=cli_args.natural, default=d.tutorial_epochs,
-                 help="also train the Theano tutorial's recipe this long (200: its own length; 0: no)")
-  p.add_argument("--modern", action=argparse.BooleanOptionalAction, default=d.modern,
-                 help="also the recipe most users write today (PyTorch init, Adam, batch 128, 10 epochs), "
-                      "tanh and ReLU")
-  p.add_argument("--stage", choices=("all", "train", "validation"), default=d.stage,
-                 help="train: the models only; validation: up to the choice (a repeated run loads what is done)")
-  return p
-
-
-def parse_args(argv=None) -> FactorialConfig:
-  """The configuration of a command line."""
-  p = parser()
-  return cli_args.configuration(p, FactorialConfig, vars(p.parse_args(argv)))  # counts checked by their types
-
-
-def main(argv=None) -> dict:
-  """Runs the factorial zoo of a command line."""
-  config = parse_args(sys.argv[1:] if argv is None else argv)
-  cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; every model trains on full MNIST")
-
-  from . import factorial_report
-  from .stages import writable_folder
-
-  log = lambda s: print(s, flush=True)
-  t0 = time.perf_counter()
-  train_set = cli_args.load_data("mnist", "idx", "train", config.data_dir)
-  test_set = cli_args.load_data("mnist", "idx", "test", config.data_dir)
-  writable_folder(config.out)  # after the data: data that is not there stops the command before it writes
-  models = train_all(config, (train_set, test_set), log)
-  log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
-  if config.stage == "train":
-    return {"models": {m.name: m.info for m in models}}
-  return factorial_report.run(config, models, train_set, test_set, log)
-
-
 def read_choice(out: str) -> dict | None:
   """The choice recorded by an earlier run in ``out`` (``choice.json``), or None."""
   path = os.path.join(out, "choice.json")
@@ -279,9 +229,3 @@ def read_choice(out: str) -> dict | None:
     return None
   with open(path) as f:
     return json.load(f)
-
-
-if __name__ == "__main__":
-  from .cli import run
-
-  sys.exit(run("factorial", sys.argv[1:]))

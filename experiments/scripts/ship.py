@@ -2,7 +2,7 @@
 
 Usage::
 
-  python -m experiments.ship --checkpoint runs/factorial/models/f_glorot_adam_b128_e6 \\
+  python -m experiments.scripts.ship --checkpoint runs/factorial/models/f_glorot_adam_b128_e6 \\
       --name glorot_adam_b128_e6 --data-dir ../shared/data/mnist
 
 Loads the checkpoint, measures it on the official test set (IDX files) and on the 1,000
@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# Flax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 
 def main(argv=None) -> dict:

@@ -1,4 +1,8 @@
-"""The attack stages: rows of the table (in chunks), adversarial distance, the picture."""
+"""The study's attack stages: rows of the table (in chunks), adversarial distance, the picture.
+
+The stages of ``jsma-jax reproduce`` that call the library; the library's own entry point is
+:mod:`jsma_jax.attack` (``jsma``), which this module uses.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ from jsma_jax import jsma_local
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 from jsma_jax import other_classes
+from jsma_jax import progress
 from jsma_jax import single_feature_saliency
 from jsma_jax import target_rows
+from jsma_jax.batching import chunks
 
+from ..common.stages import Stages
 from .config import REPRODUCTION, Budgets, Row, StudyConfig
 from .inputs import Data, Model, source_indices
-from .stages import Stages
 
 
 class Context(NamedTuple):
@@ -100,8 +106,6 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   if table_iter is None:
     return jsma_jax.attack_dataset(model.apply_fn, x, targets, params=model.params, chunk_size=batch_size,
                                    description=tag, **options)
-  from jsma_jax import progress
-  from jsma_jax.batching import chunks
 
   parts, wins = [], 0
   with progress.bar(len(x), tag) as bar:  # "compiling" until the first chunk is counted

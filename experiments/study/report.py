@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
 import numpy as np
 
+from ..common.stats import percent
+from ..zoo.zoo_report import table_lines
 from .config import REPRODUCTION
 
+# Flax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
+
+_pct = functools.partial(percent, missing="n/a", finite_only=True)  # NaN: a row with nothing to count
 REF = REPRODUCTION.name  # the reproduction row's variant name in results.json
 
 PAPER = {"success": 0.9710, "distortion": 0.0402, "decrease_success": 0.647,
          "per_split": {"train": 0.9705, "validation": 0.9719, "test": 0.9705}}
-
-
-def _pct(v, digits=2):
-  return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:.{digits}f}%"
 
 
 def _row(results, act, variant, split=None):
@@ -113,8 +116,6 @@ def _model_choice(results: dict) -> list[str]:
             "(`experiments/results/zoo/report.md`)."]
   zoo = results["config"].get("zoo_results")
   if zoo and os.path.isfile(zoo):
-    from .zoo_report import table_lines
-
     with open(zoo) as f:
       z = json.load(f)
     out += ["", f"The zoo beside it ({z['n_attacks_per_theta']} attacks per theta on test sources, "

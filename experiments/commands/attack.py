@@ -7,7 +7,7 @@ Usage::
       --data-dir path/to/mnist --sources 1000 --out runs/attack_relu   # IDX files: full MNIST
   jsma-jax attack --checkpoint CKPT --theta -1 --initial-domain movable      # other settings
 
-(``python -m experiments.attack`` from a checkout is the same command.) The defaults are
+(``python -m experiments.commands.attack`` from a checkout is the same command.) The defaults are
 the paper's settings (theta = +1, gamma = 14.5%, pairs, Jacobian of the logits, every
 feature in the initial search domain, as ``jsma-jax reproduce``'s table; the library's
 ``jsma`` starts from the features that can move instead); the sources are a seeded sample of the set that
@@ -30,9 +30,20 @@ import shlex
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from . import cli_args
+import jsma_jax
+from jsma_jax import metrics
+
+from ..common import cli_args
+from ..common.environment import environment
+from ..common.stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
+from ..study.config import PAPER_PIXELS
+
+# Flax (jsma_jax.models), matplotlib (figures) and torch (a .pt2): imported inside the functions
+# that use them (heavy: the [experiments] and [torch] extras), so that --help needs the core only.
 
 PROG = "jsma-jax attack"
 X_ADV_LAYOUT = "NHWC"  # attacks.npz's x_adv: the data sets' layout, whatever the model's
@@ -145,13 +156,11 @@ def _report(res: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, num_classes: int) -> list[str]:
-  """The figures of ``jsma-jax reproduce`` for this run; returns their file names."""
-  import jsma_jax
-  from jsma_jax import metrics
-
-  from . import figures
-  from .config import PAPER_PIXELS
+def _figures(config: AttackConfig, r, x, labels, targets, apply_fn, params, model_info: dict, max_iter: int,
+             num_classes: int) -> list[str]:
+  """The figures of ``jsma-jax reproduce`` for this run (the model ``apply_fn(params, x)``, described by
+  ``model_info``); returns their file names."""
+  from ..common import figures  # matplotlib: the [experiments] extra
 
   m, pairwise = int(np.prod(x.shape[1:])), config.pairwise
   per_iteration = 2 if pairwise else 1
@@ -160,7 +169,7 @@ def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, 
   sweep = metrics.budget_sweep(r.success, r.iterations, r.trace, budgets)
   points = [dict(pixels=per_iteration * k, **metrics.summary(sweep.success[j], sweep.n_changed[j], m))
             for j, k in enumerate(budgets)]
-  name = f"{model.info.get('arch', 'model')} {model.info.get('activation', '')}".strip()
+  name = f"{model_info.get('arch', 'model')} {model_info.get('activation', '')}".strip()
   names = [figures.budget_curves({name: points}, per_iteration * max_iter, m,
                                  os.path.join(config.out, "success_vs_budget.png"),
                                  paper=config.jsma_options() == AttackConfig().jsma_options()),
@@ -175,7 +184,7 @@ def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, 
   names.append(figures.adversarial_grid({"grid": grid, "grid_success": ok}, "", os.path.join(
       config.out, "adversarial_grid.png"), model=name))
   pick = np.linspace(0, len(targets) - 1, min(3, len(targets))).astype(int)
-  _, a, b = jsma_jax.target_rows(model.apply_fn, x[pick], targets[pick], params=model.params)
+  _, a, b = jsma_jax.target_rows(apply_fn, x[pick], targets[pick], params=params)
   picture = {"ex_x": x[pick], "ex_adv": np.asarray(r.x_adv)[pick], "ex_source": labels[pick],
              "ex_target": targets[pick], "ex_success": np.asarray(r.success)[pick],
              "ex_saliency": np.asarray(jsma_jax.single_feature_saliency(np.asarray(a), np.asarray(b)))}
@@ -185,8 +194,6 @@ def _figures(config: AttackConfig, r, x, labels, targets, model, max_iter: int, 
 
 def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
   """``argmax`` of the logits of every input, in batches of one compiled shape."""
-  import jax
-
   b = min(batch_size, len(x))
   logits = jax.jit(apply_fn)
   out = []
@@ -211,17 +218,8 @@ def _torch_program(path: str, example_nhwc: np.ndarray):
 def main(argv=None) -> dict:
   """Runs the attack of a command line and writes its folder; returns ``results``."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  config = parse_args(argv)  # before the imports below, so that --help needs the core only
-  import jax
-
-  import jsma_jax
-  from jsma_jax import metrics
-  from jsma_jax.models import as_logits_fn
-
-  from .attacks import run_batched
-  from .inputs import Model
-  from .stages import atomic_write_bytes, atomic_write_json, atomic_write_npz, writable_folder
-  from .study import environment
+  config = parse_args(argv)  # before the import below, so that --help needs the core only
+  from jsma_jax.models import as_logits_fn  # flax: the [experiments] extra
 
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   if config.source == "idx":
@@ -257,9 +255,8 @@ def main(argv=None) -> dict:
   print(f"{PROG}: {len(targets)} attacks on {len(idx)} sources ({config.name} {config.split}, "
         f"model accuracy {accuracy:.4f})", flush=True)
   start = time.perf_counter()
-  model = Model("", apply_fn, params, meta.get("model", {}), {})
-  r = run_batched(model, x, targets, config.batch_size, lambda s: print(s, flush=True), "attack",
-                  record_trace=True, **config.jsma_options())
+  r = jsma_jax.attack_dataset(apply_fn, x, targets, params=params, chunk_size=config.batch_size,
+                              description="attack", record_trace=True, **config.jsma_options())
   seconds = time.perf_counter() - start
   m = int(np.prod(x.shape[1:]))
   success, n_changed, reason = np.asarray(r.success), np.asarray(r.n_changed), np.asarray(r.stop_reason)
@@ -282,7 +279,8 @@ def main(argv=None) -> dict:
       "success": success, "n_changed": n_changed, "iterations": np.asarray(r.iterations),
       "stop_reason": reason, "x_adv": np.asarray(r.x_adv),
       "x_adv_layout": np.array(X_ADV_LAYOUT)})  # said in the file: a .pt2 model's own layout is NCHW
-  results["figures"] = _figures(config, r, x, labels, targets, model, results["max_iter"], num_classes)
+  results["figures"] = _figures(config, r, x, labels, targets, apply_fn, params, meta.get("model", {}),
+                                results["max_iter"], num_classes)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   atomic_write_bytes(os.path.join(config.out, "report.md"), _report(results).encode())
   s = results["summary"]
@@ -293,6 +291,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("attack", sys.argv[1:]))

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Callable, NamedTuple
 
+import jax
 import numpy as np
 
+import jsma_jax
 from jsma_jax import metrics
 
-from .stages import Stages, atomic_write_bytes, atomic_write_json
+from ..common.environment import environment
+from ..common.sources import seeded_sources
+from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
+from ..common.stats import format_p, mcnemar_p, percent
+from .zoo import PAIRS
+
+# Flax (jsma_jax.models) and matplotlib: imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 
 class Outcome(NamedTuple):
@@ -41,17 +49,8 @@ class RecipeRow(NamedTuple):
   outcomes: dict  # theta -> Outcome
 
 
-def source_indices(n_test: int, n: int, seed: int) -> np.ndarray:
-  """The zoo's test sources: the first ``n`` of the same seeded permutation as the
-  reproduction study's test rows (``experiments.inputs.source_indices``)."""
-  rng = np.random.default_rng([seed, 2])  # 2: the test set's index in SPLITS
-  return rng.permutation(n_test)[:n]
-
-
 def model_measures(apply_fn, params, test) -> ModelMeasures:
   """Accuracy, mean logit margin and mean softmax confidence on the test set."""
-  import jax
-
   forward = jax.jit(apply_fn)  # one wrapper for every batch
   logits = [np.asarray(forward(params, test[0][lo:lo + 1000])) for lo in range(0, len(test[1]), 1000)]
   z = np.concatenate(logits).astype(np.float64)
@@ -63,7 +62,7 @@ def model_measures(apply_fn, params, test) -> ModelMeasures:
 
 
 def _chunks(config, n_test: int) -> list[np.ndarray]:
-  idx = source_indices(n_test, config.n_sources, config.seed)
+  idx = seeded_sources(n_test, config.n_sources, config.seed, 2)  # 2: the test set's index in SPLITS
   return [idx[lo:lo + config.chunk_sources] for lo in range(0, len(idx), config.chunk_sources)]
 
 
@@ -85,8 +84,6 @@ def attack_sources(stages: Stages, names: list[str], key: dict, apply_fn, params
   """The paper's attack (pairs, logits, domain all) on each source of ``pool`` chosen by
   ``chunks`` (index arrays, one stage each, named by ``names``) towards its 9 other
   classes; ``key`` (what the model depends on) goes into each stage's key."""
-  import jsma_jax
-
   parts = []
   for name, chunk in zip(names, chunks, strict=True):
 
@@ -103,30 +100,6 @@ def attack_sources(stages: Stages, names: list[str], key: dict, apply_fn, params
                                   "initial_domain": "all"}, work)
     parts.append(Outcome(arrays["success"], arrays["n_changed"], arrays["stop_reason"]))
   return Outcome(*(np.concatenate([getattr(p, f) for p in parts]) for f in Outcome._fields))
-
-
-def sign_test_p(n_pos: int, n_neg: int) -> float:
-  """Exact two-sided sign test: the binomial(n_pos + n_neg, 1/2) probability of a split at
-  least as uneven as ``n_pos`` : ``n_neg``."""
-  n = n_pos + n_neg
-  if n == 0:
-    return 1.0
-  k = min(n_pos, n_neg)
-  # integers throughout: 2.0 ** n overflows a float beyond n = 1023 discordant pairs; the
-  # quotient is rounded once (to 0.0 below the smallest float, rendered as such)
-  tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
-  return min(1.0, 2 * tail)
-
-
-def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
-  """Exact two-sided McNemar p-value of paired successes ``a`` and ``b`` (same attacks):
-  the sign test on the discordant pairs."""
-  return sign_test_p(int((~a & b).sum()), int((a & ~b).sum()))
-
-
-def format_p(value: float) -> str:
-  """A p-value as the reports print it."""
-  return "< 1e-300" if value == 0.0 else f"{value:.2g}"
 
 
 def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
@@ -168,9 +141,6 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
 def summarize(config, rows: list[RecipeRow], pairs=None) -> dict:
   """Every number of the zoo: the table, the paired comparisons (``pairs``: triples
   ``(factor, recipe, changed recipe)``, default ``zoo.PAIRS``), the rank correlations."""
-  from .study import environment
-  from .zoo import PAIRS
-
   table = []
   for r in rows:
     entry = {"recipe": r.name, "description": r.description, **r.measures._asdict(),
@@ -246,20 +216,16 @@ def figure(rows: list[RecipeRow], path: str) -> None:
   plt.close(fig)
 
 
-def _pct(v):
-  return "-" if v is None else f"{100 * v:.2f}%"
-
-
 def table_lines(results: dict) -> list[str]:
   """The zoo's table, in Markdown (also shown beside the reproduction's report)."""
   lines = ["| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for t in results["table"]:
     p, m = t.get("theta+1", {}), t.get("theta-1", {})
-    lines.append(f"| {t['recipe']} | {t['description']} | {_pct(t['test_accuracy'])} | "
-                 f"{_pct(t['validation_accuracy'])} | {t['mean_margin']:.2f} | {t['mean_confidence']:.4f} | "
-                 f"{_pct(p.get('success_rate'))} | {_pct(p.get('distortion_successful'))} | "
-                 f"{_pct(m.get('success_rate'))} | {_pct(m.get('distortion_successful'))} |")
+    lines.append(f"| {t['recipe']} | {t['description']} | {percent(t['test_accuracy'])} | "
+                 f"{percent(t['validation_accuracy'])} | {t['mean_margin']:.2f} | {t['mean_confidence']:.4f} | "
+                 f"{percent(p.get('success_rate'))} | {percent(p.get('distortion_successful'))} | "
+                 f"{percent(m.get('success_rate'))} | {percent(m.get('distortion_successful'))} |")
   return lines
 
 
@@ -290,12 +256,12 @@ def render(config, results: dict) -> str:
   def cells(d):
     if not d:
       return "not run | -"
-    return f"{_pct(d['success'][0])} -> {_pct(d['success'][1])} | {format_p(d['mcnemar_p'])}"
+    return f"{percent(d['success'][0])} -> {percent(d['success'][1])} | {format_p(d['mcnemar_p'])}"
 
   for item in results["pairs"]:
     lines.append(
-        f"| {item['factor']} | {item['from']} -> {item['to']} | {_pct(item['test_accuracy'][0])} -> "
-        f"{_pct(item['test_accuracy'][1])} | {cells(item.get('theta+1'))} | {cells(item.get('theta-1'))} |")
+        f"| {item['factor']} | {item['from']} -> {item['to']} | {percent(item['test_accuracy'][0])} -> "
+        f"{percent(item['test_accuracy'][1])} | {cells(item.get('theta+1'))} | {cells(item.get('theta-1'))} |")
   lines += ["", "## Rank correlations over the zoo", "",
             "Spearman's rho between each model measure and success, across the recipes:", "",
             "| | rho |", "|---|---|"]

@@ -15,8 +15,9 @@ from typing import Callable, NamedTuple
 from jsma_jax import max_iterations
 from jsma_jax import metrics
 
+from ..common.sources import SPLITS
+
 PAPER_PIXELS = (2, 10, 20, 40, 60, 80, 100, 200, 300)
-SPLITS = ("train", "validation", "test")
 SOURCES = ("embedded", "idx", "tfds")
 ARCHS = ("lenet", "tiny_mlp")
 ACTIVATIONS = ("tanh", "relu")

@@ -25,6 +25,9 @@ import logging
 import os
 import re
 
+# The library (JAX, and flax through jsma_jax.models) is imported inside the functions that
+# use it: cli imports this module for every command line, --help and --version included.
+
 SHIPPED = "shipped"  # --checkpoint value: the package's default paper LeNet; "shipped:NAME" another by name
 SOURCES = ("embedded", "idx", "tfds")
 DATASET_HELP = ("where the data comes from: the embedded 5,000 MNIST digits, IDX files or "

@@ -10,7 +10,7 @@ Usage::
   jsma-jax train --dataset tfds --data-dir ~/tensorflow_datasets \\
       --idx-dir path/to/mnist --out runs/models/lenet_tanh_tfds
 
-(``python -m experiments.train_lenet`` from a checkout is the same command.)
+(``python -m experiments.commands.train`` from a checkout is the same command.)
 ``--dataset`` names the source (``embedded``, ``idx``, ``tfds``; ``--data-dir`` alone
 means ``idx``); ``--name`` picks MNIST or Fashion-MNIST; ``--recipe`` a training recipe
 (``jsma_jax.models.Recipe``): ``shipped``, the default, is the recipe of the package's
@@ -33,7 +33,13 @@ import os
 import sys
 import time
 
-from . import cli_args
+import numpy as np
+
+from ..common import cli_args
+from ..common.stages import atomic_write_bytes, writable_folder
+
+# Flax and optax (jsma_jax.models) and matplotlib (figures): imported inside the functions
+# that use them (heavy, the [experiments] extra), so that --help needs the core only.
 
 PROG = "jsma-jax train"
 SHIPPED_RECIPE = "shipped"  # --recipe value: the recipe recorded in the shipped paper LeNet
@@ -131,15 +137,13 @@ def _every_sixth_last(x, y):
   """The embedded training digits with every 6th moved to the end, so that the recipe's holdout
   (the last sixth) validates on all classes, as ``jsma-jax reproduce`` does: the digits are
   sorted by class, and their last sixth would be nines and eights only."""
-  import numpy as np
-
   n = len(y)
   order = np.concatenate([np.flatnonzero(np.arange(n) % 6 != 5), np.flatnonzero(np.arange(n) % 6 == 5)])
   return x[order], y[order]
 
 
 def _plot(history, path):
-  from .figures import training_curves
+  from ..common.figures import training_curves  # matplotlib: the [experiments] extra
 
   training_curves(history, path)
 
@@ -150,7 +154,6 @@ def _write_reports(out: str, meta: dict) -> None:
   describe, last)."""
   from jsma_jax.models import Recipe
 
-  from .stages import atomic_write_bytes
   history, dataset, sw = meta["history"], meta["dataset"], meta["software"]
   recipe = Recipe.from_dict(meta["recipe"])
   _plot(history, os.path.join(out, "training.png"))
@@ -209,8 +212,6 @@ def main(argv=None) -> dict:
   from jsma_jax.models import checkpoint as ckpt_lib
   from jsma_jax.models import train_state
   from jsma_jax.models.train import train
-
-  from .stages import writable_folder
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the IDX files")
@@ -273,6 +274,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("train", sys.argv[1:]))

@@ -2,8 +2,8 @@
 
 Usage::
 
-  python -m experiments.adversarial_training --out runs/adversarial_training
-  python -m experiments.adversarial_training --dataset idx --data-dir ../shared/data/mnist \\
+  python -m experiments.scripts.adversarial_training --out runs/adversarial_training
+  python -m experiments.scripts.adversarial_training --dataset idx --data-dir ../shared/data/mnist \\
       --epochs 1 --attack-size 32 --out experiments/results/adversarial_training
 
 Every training step is ONE compiled function (``jax.jit``) of ``(params, opt_state, key,
@@ -34,7 +34,19 @@ import sys
 import time
 from typing import Any, Callable, NamedTuple
 
-PROG = "python -m experiments.adversarial_training"
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+
+import jsma_jax
+
+from ..common import stages as stages_lib
+
+# Flax and optax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
+
+PROG = "python -m experiments.scripts.adversarial_training"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,11 +172,8 @@ def make_train_step(apply_fn, *, num_classes: int, total_steps: int, learning_ra
     examples), ``attack_success``, ``attack_l0`` (mean features changed),
     ``attack_iterations`` (scalars), and ``targets`` ``[A]``, ``x_adv`` ``[A, ...]``.
   """
-  import jax
-  import jax.numpy as jnp
   import optax
 
-  import jsma_jax
 
   if lr_schedule == "cosine":
     tx = optax.adam(optax.cosine_decay_schedule(learning_rate, max(total_steps, 1)))
@@ -215,8 +224,6 @@ SCALARS = ("loss", "clean_loss", "clean_accuracy", "adv_loss", "adv_accuracy", "
 
 def train_model(config: Config, train_data, *, adversarial: bool, log: Callable[[str], None] = print):
   """Trains one LeNet (adversarially or plainly) as ``config`` says; returns ``(model, history)``."""
-  import jax
-  import numpy as np
   from flax import nnx
 
   from jsma_jax.models import LeNet, LogitsFn
@@ -281,9 +288,6 @@ def train_model(config: Config, train_data, *, adversarial: bool, log: Callable[
 
 def pick_sources(models, test_data, count: int, seed: int):
   """Indices of the first ``count`` test digits (in a seeded order) that every model classifies correctly."""
-  import jax
-  import numpy as np
-
   from jsma_jax.models import as_logits_fn
 
   images, labels = test_data
@@ -303,9 +307,6 @@ def pick_sources(models, test_data, count: int, seed: int):
 
 def attack_model(config: Config, model, test_data, sources, name: str) -> dict:
   """JSMA with the paper's settings on ``sources`` x every other class: a summary dict."""
-  import numpy as np
-
-  import jsma_jax
   from jsma_jax.models import as_logits_fn
 
   apply_fn, params = as_logits_fn(model)
@@ -328,9 +329,6 @@ def attack_model(config: Config, model, test_data, sources, name: str) -> dict:
 
 
 def _environment() -> dict:
-  import jax
-  import jaxlib
-
   from jsma_jax.models.checkpoint import cpu_model
   return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "backend": jax.default_backend(),
           "device": str(jax.devices()[0].device_kind), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
@@ -338,9 +336,6 @@ def _environment() -> dict:
 
 
 def _load_data(config: Config):
-  import jax
-  import numpy as np
-
   from jsma_jax.models import load_mnist
   kwargs = {} if config.source == "embedded" else {"data_dir": config.data_dir}
   train = load_mnist(config.source, split="train", **kwargs)
@@ -371,7 +366,6 @@ def _curve(values, every: int) -> list[float]:
 def run(config: Config, log: Callable[[str], None] = print) -> dict:
   """Trains both models, evaluates them, and writes ``results.json`` and ``report.md`` to ``config.out``."""
   from jsma_jax.models import evaluate, load_checkpoint, save_checkpoint
-  from . import stages as stages_lib
 
   wall_start = time.perf_counter()
   stages = stages_lib.Stages(config.out, log=log)

@@ -21,14 +21,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import sys
 import time
 
+import jax
 import numpy as np
 
-from . import cli_args
+import jsma_jax
+from jsma_jax import family
+from jsma_jax.curves import robustness_curve
+
+from ..common import cli_args
+from ..common.environment import environment
+from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
+
+# Flax (jsma_jax.models) and matplotlib: imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 PROG = "jsma-jax family"
 VARIANTS = ("jsma", "wjsma", "tjsma", "jsma-single", "untargeted", "maximal")
@@ -60,9 +71,6 @@ class FamilyConfig:
 
 def variant_spec(name: str):
   """``(rule, pairwise)`` of a variant."""
-  import jsma_jax
-  from jsma_jax import family
-
   return {
       "jsma": (jsma_jax.jsma_rule(), True),
       "wjsma": (jsma_jax.wjsma_rule(), True),
@@ -107,9 +115,6 @@ def _machine() -> dict:
 
 def run_variant(config: FamilyConfig, name: str, apply_fn, params, x, y, num_classes: int) -> tuple[dict, dict]:
   """One variant on the sources: its curve and table row (summary) and per-attack arrays."""
-  import jsma_jax
-  from jsma_jax.curves import robustness_curve
-
   rule, pairwise = variant_spec(name)
   m = int(np.prod(x.shape[1:]))
   if rule.targeted:
@@ -141,8 +146,6 @@ def run_variant(config: FamilyConfig, name: str, apply_fn, params, x, y, num_cla
 
 
 def _predict(apply_fn, params, x: np.ndarray, size: int = 1000) -> np.ndarray:
-  import jax
-
   f = jax.jit(apply_fn)
   return np.concatenate([np.asarray(f(params, x[i:i + size]).argmax(-1)) for i in range(0, len(x), size)])
 
@@ -221,12 +224,9 @@ def plot(results: dict, path: str) -> None:
 def main(argv=None) -> dict:
   argv = sys.argv[1:] if argv is None else list(argv)
   config = parse_args(argv)
-  import jax
 
   from jsma_jax.models import as_logits_fn
 
-  from .stages import Stages, atomic_write_bytes, atomic_write_json
-  from .study import environment
 
   wall = time.perf_counter()
   machine = _machine()
@@ -267,7 +267,6 @@ def main(argv=None) -> dict:
   os.makedirs(config.out, exist_ok=True)
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   with open(os.path.join(config.out, "results.json")) as f:  # the report reads what was written (nan as null)
-    import json
 
     results = json.load(f)
   plot(results, os.path.join(config.out, "success_vs_budget.png"))
@@ -277,6 +276,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("family", sys.argv[1:]))

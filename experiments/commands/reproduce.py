@@ -7,7 +7,7 @@ Usage::
       --checkpoint-dir runs/models --sources 300 --ablation-sources 50 --out runs/mnist
   jsma-jax reproduce --preset full_mnist --data-dir path/to/mnist  # 10,000 sources per set
 
-(``python -m experiments.reproduce`` from a checkout is the same command.) OUT receives
+(``python -m experiments.commands.reproduce`` from a checkout is the same command.) OUT receives
 ``results.json`` (every number, the configuration, dataset, model accuracy, JAX version,
 backend, device and seed), the figures (PNG) and ``report.md``, plus ``stages/`` (one
 atomic JSON/NPZ per finished stage) and ``models/``. A repeated command resumes:
@@ -22,8 +22,11 @@ import os
 import shlex
 import sys
 
-from . import cli_args
-from . import config as config_lib
+from ..common import cli_args
+from ..common import stages
+from ..study import config as config_lib
+from ..study import report
+from ..study import study
 
 PROG = "jsma-jax reproduce"
 
@@ -110,11 +113,8 @@ def parse_args(argv=None) -> config_lib.StudyConfig:
 def main(argv=None) -> dict:
   """Runs the study of a command line and writes its folder; returns ``results``."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  config = parse_args(argv)  # before the imports below, so that --help needs the core only
-  from . import figures
-  from . import report
-  from . import stages
-  from . import study
+  config = parse_args(argv)  # before the import below, so that --help needs the core only
+  from ..common import figures  # matplotlib: the [experiments] extra
 
   if config.source == "idx":
     cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files" + (
@@ -141,6 +141,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  from .cli import run
+  from ..cli import run
 
   sys.exit(run("reproduce", sys.argv[1:]))

@@ -11,8 +11,15 @@ import numpy as np
 
 from jsma_jax import metrics
 
-from .stages import Stages, atomic_write_bytes, atomic_write_json
-from .zoo_report import ModelMeasures, Outcome, RecipeRow, attack_sources, format_p, model_measures, sign_test_p
+from ..common.environment import environment
+from ..common.sources import SPLITS, seeded_sources
+from ..common.stages import Stages, atomic_write_bytes, atomic_write_json
+from ..common.stats import format_p, percent, sign_test_p
+from .factorial import DISTORTION_WEIGHT, PAPER_VALIDATION, cell_name, cells, choice_distance
+from .zoo_report import ModelMeasures, Outcome, RecipeRow, attack_sources, figure, model_measures
+
+# Flax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 SETS = ("validation", "test")
 
@@ -135,10 +142,8 @@ def validation_pool(train_set):
 
 def sources(set_name: str, n_pool: int, n: int, seed: int) -> np.ndarray:
   """The first ``n`` of the seeded permutation of a set that the reproduction study uses
-  for it (``experiments.inputs.source_indices``), so the sources are the study's too."""
-  from .config import SPLITS
-
-  return np.random.default_rng([seed, SPLITS.index(set_name)]).permutation(n_pool)[:n]
+  for it (``experiments.study.inputs.source_indices``), so the sources are the study's too."""
+  return seeded_sources(n_pool, n, seed, SPLITS.index(set_name))
 
 
 def _attack(stages, config, cand, weights: str, apply_fn, params, pool, set_name: str, theta: float,
@@ -164,8 +169,6 @@ def rows_of(outcomes: dict[float, Outcome]) -> dict:
 
 def choose(models, validation_rows: dict[str, dict]) -> dict:
   """The pre-registered choice: the eligible model nearest the paper on validation."""
-  from .factorial import DISTORTION_WEIGHT, PAPER_VALIDATION, choice_distance
-
   eligible = [m.name for m in models if m.held_out_validation]
   distances = {name: choice_distance(validation_rows[name]) for name in eligible}
   chosen = min(eligible, key=lambda name: distances[name])  # min keeps the first of a tie
@@ -176,11 +179,11 @@ def choose(models, validation_rows: dict[str, dict]) -> dict:
           "excluded": [m.name for m in models if not m.held_out_validation]}
 
 
-def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict:
-  """Validation attacks, the choice, test attacks, analysis and report."""
+def run(config, models, train_set, test_set, log: Callable[[str], None], factors) -> dict:
+  """Validation attacks, the choice, test attacks, analysis and report; ``factors``: the
+  design (``factorial.FACTORS``) whose cells are among ``models``."""
+  # flax (jsma_jax.models): loaded by the run, not by importing the report
   from jsma_jax.models import as_logits_fn, load_checkpoint
-
-  from .factorial import FACTORS, cells
 
   stages = Stages(config.out, log)
   pools = {"validation": validation_pool(train_set), "test": test_set}
@@ -214,25 +217,24 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
             f"distortion {metrics.mean_distortion(o.n_changed, 784, o.success):.4f}")
   if config.stage == "validation":
     return {"stage": config.stage, "choice": choice}
-  names = tuple(f.name for f in FACTORS)
-  from .factorial import cell_name
+  names = tuple(f.name for f in factors)
 
   analysis = {}
   for theta in config.thetas:
     for set_name in SETS:
-      design = {c: outcomes[set_name][cell_name(c)][theta].success for c in cells()}
+      design = {c: outcomes[set_name][cell_name(c, factors)][theta].success for c in cells(factors)}
       analysis[f"{set_name}/theta{theta:+g}"] = [e._asdict() | {"name": e.name} for e in effects(design, names)]
   per_model = {}
-  for c in cells():
-    n = cell_name(c)
+  for c in cells(factors):
+    n = cell_name(c, factors)
     per_model[c] = {"test_accuracy": measures[n].test_accuracy, "mean_margin": measures[n].mean_margin,
                     **{f"distortion{t:+g}": rows_of(outcomes["test"][n])[f"distortion{t:+g}"] for t in config.thetas}}
   other_effects = {}
   for r in range(1, len(names) + 1):
     for subset in itertools.combinations(range(len(names)), r):
       label = " x ".join(names[j] for j in subset)
-      other_effects[label] = {q: contrast({c: per_model[c][q] for c in cells()}, subset)
-                              for q in per_model[cells()[0]]}
+      other_effects[label] = {q: contrast({c: per_model[c][q] for c in cells(factors)}, subset)
+                              for q in per_model[cells(factors)[0]]}
   comparisons = []
   for a, b, what in COMPARISONS:
     a = choice["chosen"] if a == "chosen" else a
@@ -248,9 +250,7 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
     for set_name in SETS:
       entry[set_name] = rows_of(outcomes[set_name][m.name])
     table.append(entry)
-  from .study import environment
-
-  results = {"config": dataclasses.asdict(config), "factors": [f._asdict() for f in FACTORS], "table": table,
+  results = {"config": dataclasses.asdict(config), "factors": [f._asdict() for f in factors], "table": table,
              "effects_on_success": analysis, "effects_on_model_measures": other_effects,
              "choice": choice, "comparisons": comparisons, "n_attacks_per_theta": int(config.n_sources * 9),
              "wall_seconds": {"training": float(sum(m.info.get("train_seconds") or 0 for m in models if not m.read)),
@@ -260,22 +260,14 @@ def run(config, models, train_set, test_set, log: Callable[[str], None]) -> dict
   atomic_write_json(os.path.join(config.out, "results.json"), results)
   rows = [RecipeRow(m.name, m.recipe.describe(), measures[m.name], m.info.get("validation_accuracy"),
                     m.info.get("train_seconds") or 0.0, outcomes["test"][m.name]) for m in models]
-  from .zoo_report import figure
-
   figure(rows, os.path.join(config.out, "factorial.png"))
   atomic_write_bytes(os.path.join(config.out, "report.md"), render(config, results).encode())
   log(f"wrote {config.out}/results.json, report.md and factorial.png")
   return results
 
 
-def _pct(v) -> str:
-  return "-" if v is None else f"{100 * v:.2f}%"
-
-
 def render(config, results: dict) -> str:
-  """``report.md``."""
-  from .factorial import FACTORS
-
+  """``report.md`` of ``results`` (its design: ``results["factors"]``)."""
   env = results["environment"]
   n = results["n_attacks_per_theta"]
   lines = [
@@ -297,8 +289,8 @@ def render(config, results: dict) -> str:
       "| factor | level 0 | level 1 |",
       "|---|---|---|",
   ]
-  for f in FACTORS:
-    lines.append(f"| {f.name} | {f.levels[0]} | {f.levels[1]} |")
+  for f in results["factors"]:
+    lines.append(f"| {f['name']} | {f['levels'][0]} | {f['levels'][1]} |")
   lines += ["", "The short length of each cell is the long run's weights after its epochs (exact: a constant "
             "rate and per-epoch shuffles make them a shorter run's, bit for bit). Beside the design: "
             + ("the recipe most users would write today (`modern_*`: PyTorch init, Adam 1e-3, batch 128, "
@@ -311,10 +303,10 @@ def render(config, results: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for t in results["table"]:
     v, s = t["validation"], t["test"]
-    lines.append(f"| {t['model']} | {t['description']} | {_pct(t['test_accuracy'])} | {t['mean_margin']:.2f} | "
-                 f"{t['mean_confidence']:.4f} | {_pct(v.get('success+1'))} | {_pct(v.get('distortion+1'))} | "
-                 f"{_pct(v.get('success-1'))} | {_pct(s.get('success+1'))} | {_pct(s.get('distortion+1'))} | "
-                 f"{_pct(s.get('success-1'))} | {_pct(s.get('distortion-1'))} |")
+    lines.append(f"| {t['model']} | {t['description']} | {percent(t['test_accuracy'])} | {t['mean_margin']:.2f} | "
+                 f"{t['mean_confidence']:.4f} | {percent(v.get('success+1'))} | {percent(v.get('distortion+1'))} | "
+                 f"{percent(v.get('success-1'))} | {percent(s.get('success+1'))} | {percent(s.get('distortion+1'))} | "
+                 f"{percent(s.get('success-1'))} | {percent(s.get('distortion-1'))} |")
   lines += ["", "Paper (Papernot et al. 2016): 97.10% success, 4.02% distortion (theta = +1, test); "
             "97.19% on validation (unconfirmed per-set figure); 64.7% success (theta = -1).", "",
             "![factorial](factorial.png)", "",

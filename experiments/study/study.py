@@ -2,8 +2,8 @@
 
 Papernot et al., *The Limitations of Deep Learning in Adversarial Settings* (EuroS&P
 2016), Sections IV and V. Every source is attacked towards every other class. Each piece
-of work is a stage of :mod:`.stages` (atomic, resumable); :func:`run_study` returns the
-aggregated results that :mod:`.reproduce` writes to ``results.json`` with the figures
+of work is a stage of :mod:`..common.stages` (atomic, resumable); :func:`run_study` returns the
+aggregated results that :mod:`..commands.reproduce` writes to ``results.json`` with the figures
 and the report.
 """
 
@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import time
 from typing import Any, Callable, NamedTuple
 
-import jax
 import numpy as np
 
 from jsma_jax import metrics
 
-from .attacks import Context, RowResult, attack_stage, distance_stage, picture_stage
+from .attack_stages import Context, RowResult, attack_stage, distance_stage, picture_stage
 from .config import StudyConfig
 from .inputs import load_data, model_stage
-from .stages import Stages
+from ..common.environment import environment
+from ..common.stages import Stages
 
 
 class StudyResult(NamedTuple):
@@ -31,17 +30,6 @@ class StudyResult(NamedTuple):
 
   results: dict
   pictures: dict[str, dict[str, np.ndarray]]  # per activation: the picture stage's arrays
-
-
-def environment() -> dict:
-  """JAX version, backend, device and host, recorded with every run."""
-  from jsma_jax.models.checkpoint import cpu_model
-
-  dev = jax.devices()[0]
-  return {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(dev),
-          "device_kind": getattr(dev, "device_kind", ""), "device_count": jax.device_count(),
-          "python": platform.python_version(), "platform": platform.platform(),
-          "cpu_count": os.cpu_count(), "processor": cpu_model()}
 
 
 def pair_measures(ctx: Context, row: RowResult, distance: tuple[dict, dict]) -> dict:

@@ -21,7 +21,7 @@ experiments/results/tabular``). Needs the ``[tabular]`` extra (scikit-learn) and
 
 Usage::
 
-    python -m experiments.tabular --out runs/tabular   # installed: python -m jsma_jax_experiments.tabular
+    python -m experiments.scripts.tabular --out runs/tabular   # installed: python -m jsma_jax_experiments.scripts.tabular
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ import numpy as np
 
 import jsma_jax
 from jsma_jax.family import maximal_rule
+
+from ..common import cli_args
+from ..common.environment import environment
+
+# Flax, optax and scikit-learn: imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 OUT = os.path.join("runs", "tabular")  # relative: under the folder the command runs in
 
@@ -128,9 +134,7 @@ def measure(result, x, mutable) -> dict:
 
 
 def main(argv=None) -> dict:
-  from . import cli_args
-
-  p = argparse.ArgumentParser(prog="python -m jsma_jax_experiments.tabular", description=__doc__.split("\n")[0],
+  p = argparse.ArgumentParser(prog="python -m jsma_jax_experiments.scripts.tabular", description=__doc__.split("\n")[0],
                               formatter_class=cli_args.HelpFormatter)
   p.add_argument("--out", default=OUT, help="output folder (results.json, report.md), relative to the current one")
   p.add_argument("--seed", type=cli_args.natural, default=Config.seed, help="seed of the split and the model")
@@ -157,7 +161,6 @@ def run_all(config: Config, out: pathlib.Path) -> dict:
     rows[name] = measure(result, np.asarray(batch.x), mutable)
   result = jsma_jax.jsma(apply_fn, sources, labels, rule=maximal_rule(), theta=config.theta, **common)
   rows["non-targeted (Maximal JSMA)"] = measure(result, sources, mutable)
-  from .study import environment
 
   record = {
       "config": dataclasses.asdict(config), "environment": environment(), "seconds": time.perf_counter() - t0,

@@ -5,7 +5,7 @@ Usage::
   jsma-jax zoo --data-dir path/to/mnist --out runs/zoo          # train, attack, report
   jsma-jax zoo --data-dir path/to/mnist --out runs/zoo --stage train
 
-(``python -m experiments.zoo`` from a checkout is the same command.) Every recipe of
+(``python -m experiments.commands.zoo`` from a checkout is the same command.) Every recipe of
 :data:`ZOO` trains one LeNet on full MNIST (``out/models/<recipe>``); each is attacked
 with the paper's settings (pairs, logits Jacobian, all features in the initial domain,
 gamma = 14.5%) with theta = +1 and theta = -1, on the same test sources x 9 targets.
@@ -13,20 +13,19 @@ The report (``report.md``, ``zoo.png``, ``results.json``) sets success and disto
 beside test accuracy, mean logit margin and mean softmax confidence, and measures which
 factor moves success: paired comparisons of recipes that differ in one factor, and
 Spearman rank correlations over the zoo. Each model and each attack chunk is an atomic
-stage (:mod:`.stages`): a repeated command resumes.
+stage (:mod:`..common.stages`): a repeated command resumes.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
-import sys
-import time
 from typing import Callable, NamedTuple
 
-from . import cli_args
+# Flax and optax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
+
 
 PROG = "jsma-jax zoo"
 LONG_EPOCHS = 30  # the shipped model's; the tutorial's 200 epochs cost 110 min on a 2-core CPU
@@ -202,70 +201,3 @@ def _info(meta: dict) -> dict:
   return {"test_accuracy": meta["test_accuracy"], "validation_accuracy": meta.get("validation_accuracy"),
           "train_seconds": meta["train_seconds"], "epochs_run": len(meta["history"]["train_loss"]),
           "final_train_loss": meta["history"]["train_loss"][-1]}
-
-
-def _thetas(text: str) -> tuple[float, ...]:
-  """``--thetas``: comma-separated numbers."""
-  try:
-    return tuple(float(t) for t in text.split(",") if t)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,-1, got {text!r}") from None
-
-
-def parser() -> argparse.ArgumentParser:
-  """The command line of ``jsma-jax zoo``."""
-  d = ZooConfig()
-  p = cli_args.Parser(prog=PROG, description=__doc__.split("\n")[0],
-                      formatter_class=cli_args.HelpFormatter)
-  p.add_argument("--data-dir", default=d.data_dir,
-                 help="folder of the MNIST IDX files (required: every recipe trains on full MNIST; "
-                      "the embedded 5,000 digits are too few)")
-  p.add_argument("--out", default=d.out, help="output folder")
-  p.add_argument("--sources", dest="n_sources", type=cli_args.count, default=d.n_sources,
-                 help="test sources, each attacked towards its 9 other classes")
-  p.add_argument("--thetas", type=_thetas,
-                 default=",".join(f"{t:g}" for t in d.thetas),
-                 help="the attacks' directions, comma-separated (each runs over every recipe in turn)")
-  p.add_argument("--chunk-sources", type=cli_args.count, default=d.chunk_sources, help="sources per stage file")
-  p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled call")
-  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sampling")
-  p.add_argument("--stage", choices=("all", "train", "report"), default=d.stage,
-                 help="train: the models only; report: render what is done, run nothing new")
-  return p
-
-
-def parse_args(argv=None) -> ZooConfig:
-  """The zoo configuration of a command line."""
-  p = parser()
-  config = cli_args.configuration(p, ZooConfig, vars(p.parse_args(argv)))
-  if not config.thetas:
-    raise cli_args.UsageError("--thetas names no direction: pass one or more, comma-separated (--thetas 1,-1)")
-  for theta in config.thetas:  # each direction, by the library's own check
-    cli_args.check_attack_options(p, {"theta": "--thetas"}, theta=theta)
-  return config
-
-
-def main(argv=None) -> dict:
-  """Runs the zoo of a command line."""
-  config = parse_args(sys.argv[1:] if argv is None else argv)
-  cli_args.require_folder(config.data_dir, "--data-dir", "the MNIST IDX files; the zoo trains on full MNIST")
-
-  from .stages import writable_folder
-
-  log = lambda s: print(s, flush=True)
-  t0 = time.perf_counter()
-  train_set = cli_args.load_data("mnist", "idx", "train", config.data_dir)
-  test_set = cli_args.load_data("mnist", "idx", "test", config.data_dir)
-  writable_folder(config.out)  # after the data: data that is not there stops the command before it writes
-  models = [train_stage(r, (train_set, test_set), config.out, log) for r in zoo_recipes()]
-  log(f"{len(models)} models ready ({time.perf_counter() - t0:.0f} s)")
-  if config.stage == "train":
-    return {"models": [m.info for m in models]}
-  from . import zoo_report
-  return zoo_report.run(config, models, test_set, log)
-
-
-if __name__ == "__main__":
-  from .cli import run
-
-  sys.exit(run("zoo", sys.argv[1:]))

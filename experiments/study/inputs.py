@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 from typing import Any, Callable, Mapping, NamedTuple
@@ -16,8 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..common.sources import seeded_sources
+from ..common.stages import Stages
 from .config import SPLITS, StudyConfig
-from .stages import Stages
+
+# Flax and optax (jsma_jax.models): imported inside the functions that use them (heavy, the
+# [experiments] extra), so that importing this module, and its command's --help, need the core only.
 
 # ------------------------------------------------------------------------------ data
 
@@ -96,8 +101,8 @@ def source_indices(config: StudyConfig, split: str, n_available: int) -> np.ndar
   """The first ``n`` of a seeded permutation of a split (same for every row, so a
   smaller row's sources are a prefix of a larger row's, and chunks are reused when
   ``n_sources`` grows)."""
-  rng = np.random.default_rng([config.seed, SPLITS.index(split)])
-  return rng.permutation(n_available)[:min(max(config.n_sources, config.n_sources_splits or 0), n_available)]
+  n = min(max(config.n_sources, config.n_sources_splits or 0), n_available)
+  return seeded_sources(n_available, n, config.seed, SPLITS.index(split))
 
 
 # ---------------------------------------------------------------------------- models
@@ -239,8 +244,6 @@ def load_model(config: StudyConfig, activation: str, key: dict | None = None) ->
   Raises:
     ValueError: with ``key``, if the checkpoint was saved for another configuration.
   """
-  import json
-
   from jsma_jax.models import as_logits_fn, load_checkpoint
 
   if config.arch == "tiny_mlp":

@@ -1,0 +1,1 @@
+"""The paper's study (``jsma-jax reproduce``): configuration, inputs, the attack stages, the study, the report."""

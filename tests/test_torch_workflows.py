@@ -190,7 +190,7 @@ def test_pt2_errors_name_the_file_and_the_shapes(tmp_path):
 
 def test_command_line_names_a_damaged_checkpoint(tmp_path):
   pytest.importorskip("jsma_jax.models")
-  from experiments import attack as attack_cli
+  from experiments.commands import attack as attack_cli
 
   damaged = tmp_path / "damaged.pt2"
   damaged.write_bytes(b"not a zip at all")

@@ -45,7 +45,7 @@ def _imports_anywhere(path: Path, package: str) -> set[str]:
 
 
 def test_models_modules_import_no_cycle_even_lazily():
-  """data.py and tfds_builders.py no longer import each other (issue 24, item 6)."""
+  """data.py and tfds_builders.py no longer import each other."""
   root = Path(jsma_jax.models.__file__).parent
   modules = {f"jsma_jax.models.{p.stem}": p for p in root.glob("*.py") if p.stem != "__init__"}
   graph = {m: {d for d in _imports_anywhere(p, "jsma_jax.models") if d in modules and d != m}
@@ -103,7 +103,7 @@ def two_models():
   return LeNet(rngs=nnx.Rngs(0)), LeNet(rngs=nnx.Rngs(1))
 
 
-# -------------------------------------------------- checkpoints: atomic overwrite (26.4)
+# -------------------------------------------------- checkpoints: atomic overwrite
 
 # Every point between two writes of an overwrite, and which checkpoint must load after it.
 FAULTS = [
@@ -181,7 +181,7 @@ def test_overwrite_drops_stale_checkpoint_files_and_keeps_the_users(tmp_path, tw
   assert _same_weights(load_checkpoint(path)[0], new_model)
 
 
-# ------------------------------------------------ damaged metadata.json (26.9a)
+# ------------------------------------------------ damaged metadata.json
 
 DAMAGE = [
     ("bad JSON", lambda meta: '{"model": {"arch": "lenet",', "not valid JSON"),
@@ -315,7 +315,7 @@ STUDY = ["--arch", "tiny_mlp", "--activations", "tanh", "--sources", "2", "--abl
 
 @pytest.mark.slow  # three tiny studies: about 30 s alone on 2 cores
 def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch, capsys):
-  """The issue's scenario: study A done; study B (another epoch count) on the same --out
+  """The scenario: study A done; study B (another epoch count) on the same --out
   replaces models/tiny_mlp_tanh and dies before its stage record; rerunning A retrains
   A's model instead of attacking B's, and gives A's numbers again."""
   from experiments.study import inputs

@@ -77,7 +77,7 @@ def measure(kind: str, apply_fn, params, weights_path: Path, x: np.ndarray, t: n
   med = {k: statistics.median(v) for k, v in times.items()}
   ratios = [n / b for n, b in zip(times["native"], times["bridge"])]
   row = {
-      "model": kind, "attacks": int(len(x)), "options": options,
+      "model": kind, "attacks": len(x), "options": options,
       "native_attacks_per_second": len(x) / med["native"], "bridge_attacks_per_second": len(x) / med["bridge"],
       "bridge_over_native_median_of_pairs": statistics.median(ratios), "pair_ratios": ratios,
       "seconds": times, "first_call_seconds": {"native": first_native, "bridge": first_bridge},

@@ -27,11 +27,10 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import peers  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch is imported)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import peers
+import torch
+import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MNIST = pathlib.Path("/work/shared/data/mnist")
@@ -113,6 +112,7 @@ def check_layout(x: np.ndarray) -> None:
     assert all(np.array_equal(np.asarray(back[k]), np.asarray(w[k])) for k in w), "round trip"
   try:
     from flax import nnx
+
     from jsma_jax.models import LeNet, lenet_numpy_weights
   except ImportError as e:
     print(f"  Flax LeNet parity: skipped ({e})")

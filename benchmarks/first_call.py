@@ -139,7 +139,6 @@ def build(kind: str) -> dict:
 def derivatives(apply_fn):
   """The model's work in one attack iteration: logits and two VJP rows (target, sum of the others) per example."""
   import jax
-  import jax.numpy as jnp
 
   def one(params, x, t):
     logits, vjp = jax.vjp(lambda v: apply_fn(params, v[None])[0], x)

@@ -82,7 +82,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see benchmarks/PEERS.md)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -235,7 +235,7 @@ def build_model(name: str, work: pathlib.Path) -> Model:
   import torch
 
   sys.path.insert(0, str(HERE))
-  import peers  # noqa: E402  (the torch ports of the LeNet and the CIFAR-sized CNN)
+  import peers
 
   if name == "lenet":
     from jsma_jax.models import as_logits_fn, lenet_numpy_weights, load_paper_lenet
@@ -246,6 +246,7 @@ def build_model(name: str, work: pathlib.Path) -> Model:
     return Model(name, fn, params, module.eval(), image=True)
   if name == "cifar-cnn":
     import cifar_cnn
+
     from jsma_jax.models import as_logits_fn
 
     net, _ = cifar_cnn.load_or_train(print_fn=None)
@@ -329,7 +330,7 @@ def prepare_data(name: str, model: Model, n: int, work: pathlib.Path) -> dict:
   else:
     mask = np.ones_like(xs, bool)
   data = {"x": xs, "sources": sources, "targets": targets, "mask": mask, "index": chosen.astype(np.int64)}
-  meta = {"model": name, "n": int(len(xs)), "pool": int(len(pool)), "accuracy_on_pool": accuracy,
+  meta = {"model": name, "n": len(xs), "pool": len(pool), "accuracy_on_pool": accuracy,
           "num_classes": int(num_classes), "features": int(np.prod(xs.shape[1:])),
           "max_abs_logit_diff_jax_torch": diff, "max_abs_logit": scale,
           "constraints": {"box": [0.0, 1.0], "mask": name == "tabular",
@@ -719,7 +720,7 @@ def collect(work: pathlib.Path, models, attacks) -> dict:
         dists[a] = np.where(success, l0.astype(float), np.inf)
         rows[a] = {
             "family": "jsma-jax" if a in JSMA else "adv-lib",
-            "n": int(len(success)),
+            "n": len(success),
             "success_rate": float(success.mean()),
             "goal_reached_raw": float(r["reached"].mean()),
             "valid_outputs": float(r["valid"].mean()),

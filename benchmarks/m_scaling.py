@@ -65,11 +65,10 @@ def problem(m: int, seed: int = 0):
 def one(m: int, pairwise: bool, repeats: int) -> dict:
   """One size in this process: compile apart, then the median wall time of ``repeats`` attacks."""
   import jax
+  from bench_attacks import peak_rss_mb
 
   import jsma_jax
   from jsma_jax.family import untargeted_rule
-
-  from bench_attacks import peak_rss_mb  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
   params, x = problem(m)
   labels = np.ones(EXAMPLES, np.int32)

@@ -119,7 +119,7 @@ def main() -> None:
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({"device": str(jax.devices()[0]), "rows": rows}, indent=2))
-  print(f"\n| model | input | domain | slot-steps | certified (top-K) | region search | dense | region size median / max | checked vs dense |")
+  print("\n| model | input | domain | slot-steps | certified (top-K) | region search | dense | region size median / max | checked vs dense |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     sizes = f"{r['region_size_median']:.0f} / {r['region_size_max']}" if r["region_size_max"] is not None else "-"

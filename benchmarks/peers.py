@@ -75,7 +75,7 @@ import sys
 import threading
 import time
 import types
-from typing import Callable
+from collections.abc import Callable
 
 # libgomp reads OMP_WAIT_POLICY when torch is imported. Its default (threads spin while
 # waiting) makes torch 5-10x slower on a CPU shared with other jobs: measured on the 2-core
@@ -313,7 +313,7 @@ def _import_advertorch():
     stubbed = True
   try:
     import advertorch
-    import advertorch.attacks  # noqa: F401
+    import advertorch.attacks
   finally:
     if stubbed:
       del sys.modules["torchvision"], sys.modules["torchvision.transforms"]

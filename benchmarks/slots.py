@@ -65,7 +65,7 @@ def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict
     result = call()
     times.append(time.perf_counter() - start)
   run = statistics.median(times)
-  return {"slots": slots, "cpu_devices": jax.local_device_count(), "attacks": int(len(ts)), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
+  return {"slots": slots, "cpu_devices": jax.local_device_count(), "attacks": len(ts), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
           "first_call_seconds": first, "seconds": run, "seconds_all": times,
           "attacks_per_second": len(ts) / run, "success_rate": float(result.success.mean())}
 

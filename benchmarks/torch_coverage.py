@@ -56,13 +56,13 @@ def _import_torchvision():
   import torch
 
   try:
-    import torchvision  # noqa: F401
+    import torchvision
   except RuntimeError:  # the CUDA build's C++ ops: define the schemas its fake registrations need
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _import_torchvision.lib = lib  # keep the definitions alive
-    import torchvision  # noqa: F401
+    import torchvision
   import torchvision
 
   return torchvision
@@ -251,7 +251,7 @@ def main() -> None:
   results = json.loads(out.read_text()) if out.exists() else {"models": {}}
   results.update(machine=machine(), max_iter=args.max_iter)
   loads = results.setdefault("loads", [])
-  others = lambda: [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]  # noqa: E731
+  others = lambda: [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]
   # smallest first, so that a run stopped early has the most models
   sizes = {n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"] for n in names}
   first = FAMILY_FIRST if args.family_first else ()

@@ -16,12 +16,14 @@ one machine as two processes."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jsma_jax import _validate, attack, batching
 from jsma_jax.options import AttackOptions, EngineOptions, Plan

@@ -28,7 +28,8 @@ import inspect
 import re
 import sys
 import warnings
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +67,7 @@ class JaxprModel:
   each at batch 1 (the model never sees two examples at once).
   """
 
-  __slots__ = ("jaxpr", "feature_shape", "dtype", "evaluate", "_pinned", "_key", "_hash")
+  __slots__ = ("_hash", "_key", "_pinned", "dtype", "evaluate", "feature_shape", "jaxpr")
 
   def __init__(self, jaxpr: core.Jaxpr, feature_shape: tuple, dtype, evaluate: Evaluate, pinned: list):
     self.jaxpr, self.feature_shape, self.dtype, self.evaluate = jaxpr, feature_shape, np.dtype(dtype), evaluate

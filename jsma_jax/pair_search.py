@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax.saliency import Choice, oriented, best_pair
+from jsma_jax.saliency import Choice, best_pair, oriented
 
 Array = jax.Array
 

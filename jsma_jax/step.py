@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax import _validate
+from jsma_jax import _validate, pair_search, progress, saliency
 from jsma_jax import jacobian as jac_lib
-from jsma_jax import pair_search, progress, saliency
 from jsma_jax.drivers import Problem
 from jsma_jax.options import Plan
 from jsma_jax.types import AttackState, Decision, Maps, StepView, StopReason

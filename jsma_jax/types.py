@@ -165,7 +165,7 @@ class JSMAResult:
   def __iter__(self):
     return iter(tuple(getattr(self, name) for name in _RESULT_ARRAYS))
 
-  def replace(self, **changes) -> "JSMAResult":
+  def replace(self, **changes) -> JSMAResult:
     """A copy with the fields named in ``changes`` replaced."""
     return dataclasses.replace(self, **changes)
 

@@ -10,14 +10,10 @@ import re
 
 import pytest
 
-from experiments.commands import attack
 from experiments import cli
-from experiments.common import cli_args
-from experiments.commands import family
-from experiments.commands import reproduce
+from experiments.commands import attack, factorial, family, reproduce, zoo
 from experiments.commands import train as train_lenet
-from experiments.commands import factorial
-from experiments.commands import zoo
+from experiments.common import cli_args
 
 COMMANDS = {  # command -> (its parser, its configuration from a command line)
     "reproduce": (reproduce.parser, reproduce.parse_args),
@@ -101,7 +97,6 @@ def test_data_dir_with_embedded_data_is_refused(command):
 
 def test_defaults_agree_with_the_library_or_say_why():
   from jsma_jax import AttackOptions
-
   from jsma_jax.options import DEFAULT_GAMMA
 
   library = {name: f.default for name, f in AttackOptions.__dataclass_fields__.items()}

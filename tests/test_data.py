@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 
 from jsma_jax.models import data as data_lib
-from jsma_jax.models import load_embedded_mnist
-from jsma_jax.models import load_fashion_mnist
-from jsma_jax.models import load_idx
-from jsma_jax.models import load_mnist
-from jsma_jax.models import read_idx
+from jsma_jax.models import load_embedded_mnist, load_fashion_mnist, load_idx, load_mnist, read_idx
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 MNIST_DIR = os.environ.get("JSMA_MNIST_DIR", MNIST_DIR)

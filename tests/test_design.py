@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 
 import jsma_jax
-import toy_models
 from jsma_jax import StopReason, jsma
 
 SHAPE = (12,)

@@ -8,16 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from experiments.commands import attack as attack_cli
 from experiments import cli
+from experiments.commands import attack as attack_cli
+from experiments.commands import reproduce
+from experiments.commands import train as train_lenet
+from experiments.common import stages as stages_lib
 from experiments.study import config as config_lib
 from experiments.study import inputs
-from experiments.commands import reproduce
-from experiments.common import stages as stages_lib
-from experiments.commands import train as train_lenet
-from jsma_jax import StopReason
-from jsma_jax import all_other_targets
-from jsma_jax import jsma
+from jsma_jax import StopReason, all_other_targets, jsma
 
 TINY = ["--arch", "tiny_mlp", "--epochs", "1", "--activations", "tanh", "--sources", "3",
         "--ablation-sources", "2", "--variants", "paper,decrease,single", "--pixels", "2,6,10,20",

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import toy_models
+
 from jsma_jax import forward_derivative, target_rows
 from jsma_jax import jacobian as jac_lib
 from jsma_jax.jacobian import resolve_mode

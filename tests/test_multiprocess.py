@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+import multiprocess_worker as worker_data  # the workers' model and data (its runtime part runs only as a script)
 import numpy as np
 import pytest
 
 import jsma_jax
-import multiprocess_worker as worker_data  # the workers' model and data (its runtime part runs only as a script)
 
 pytestmark = pytest.mark.slow
 

@@ -19,15 +19,10 @@ from flax import nnx
 
 import jsma_jax.models
 from experiments import cli
-from jsma_jax.models import CheckpointError
-from jsma_jax.models import LeNet
-from jsma_jax.models import load_checkpoint
-from jsma_jax.models import save_checkpoint
+from jsma_jax.models import CheckpointError, LeNet, load_checkpoint, save_checkpoint
 from jsma_jax.models import checkpoint as checkpoint_lib
 from jsma_jax.models import files as files_lib
-from jsma_jax.models.checkpoint import METADATA
-from jsma_jax.models.checkpoint import WEIGHTS
-
+from jsma_jax.models.checkpoint import METADATA, WEIGHTS
 
 # ------------------------------------------------------------------ import structure
 
@@ -318,9 +313,9 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   """The issue's scenario: study A done; study B (another epoch count) on the same --out
   replaces models/tiny_mlp_tanh and dies before its stage record; rerunning A retrains
   A's model instead of attacking B's, and gives A's numbers again."""
-  from experiments.study import inputs
   from experiments.commands import reproduce
   from experiments.common import stages as stages_lib
+  from experiments.study import inputs
 
   out = str(tmp_path / "study")
   a, b = STUDY + ["--epochs", "1", "--out", out], STUDY + ["--epochs", "2", "--out", out]
@@ -350,8 +345,7 @@ TIMINGS = {"epoch_seconds", "train_seconds"}
 
 def _tiny_recipe(**changes):
   """Adam on a cosine schedule (the optimiser's step count matters), a held-out sixth."""
-  from jsma_jax.models import Recipe
-  from jsma_jax.models import ModelConfig
+  from jsma_jax.models import ModelConfig, Recipe
 
   return Recipe(name="tiny", model=ModelConfig(), optimizer="adam", schedule="cosine",
                 learning_rate=3e-3, batch_size=32, epochs=3, split="holdout", eval_batch_size=64,
@@ -380,8 +374,7 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(digits, uninte
                                                                   monkeypatch, stop):
   """A run stopped between two epochs and started again with the same call ends with the
   weights and history of the run that was never stopped, bit for bit."""
-  from jsma_jax.models import train
-  from jsma_jax.models import train_state
+  from jsma_jax.models import train, train_state
 
   (model_a, history_a), _ = uninterrupted
   folder = str(tmp_path / "run")

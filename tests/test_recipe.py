@@ -13,9 +13,23 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.models import (SHIPPED_LENETS, LeNet, ModelConfig, Recipe, as_logits_fn, evaluate, holdout_split,
-                             initialise, load_metadata, load_mnist, load_paper_lenet, make_optimizer,
-                             preset, save_checkpoint, train)
+from jsma_jax.models import (
+  SHIPPED_LENETS,
+  LeNet,
+  ModelConfig,
+  Recipe,
+  as_logits_fn,
+  evaluate,
+  holdout_split,
+  initialise,
+  load_metadata,
+  load_mnist,
+  load_paper_lenet,
+  make_optimizer,
+  preset,
+  save_checkpoint,
+  train,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 from flax import nnx
 
 import jsma_jax
-import toy_models
 from jsma_jax import StopReason, jsma
 
 SHAPE = (3, 4)

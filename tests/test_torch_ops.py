@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from jsma_jax import _aten  # noqa: E402
 from jsma_jax.torch import from_torch  # noqa: E402

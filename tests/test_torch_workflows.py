@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 import jsma_jax  # noqa: E402
 from jsma_jax.torch import from_pt2, from_torch, params_of  # noqa: E402

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import toy_models
+
 import jsma_jax
 from jsma_jax import jsma
 

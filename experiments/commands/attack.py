@@ -207,11 +207,10 @@ def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _torch_program(path: str, example_nhwc: np.ndarray):
   """``(apply_fn, params, meta)`` of a ``torch.export`` file, taking the NHWC images of the data sets."""
-  import jax.numpy as jnp
   from jsma_jax.torch import from_pt2
 
   bridge, params = from_pt2(path, np.ascontiguousarray(example_nhwc.transpose(0, 3, 1, 2)))
-  apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))  # noqa: E731
+  apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))
   return apply_fn, params, {"model": {"arch": f"torch.export program {os.path.basename(path)} (NCHW)"}}
 
 
@@ -265,9 +264,9 @@ def main(argv=None) -> dict:
       "max_iter": config.max_iter or jsma_jax.max_iterations(m, config.gamma, pairwise=config.pairwise),
       "model": meta.get("model", {}), "checkpoint_test_accuracy": meta.get("test_accuracy"),
       "dataset": {"name": config.name, "source": config.source, "data_dir": config.data_dir,
-                  "split": config.split, "size": int(len(y_all)), "shape": list(x.shape[1:]),
+                  "split": config.split, "size": len(y_all), "shape": list(x.shape[1:]),
                   "num_features": m, "num_classes": num_classes, "accuracy": accuracy,
-                  "n_sources": int(len(idx)), "n_sources_asked": config.n_sources, "short": short},
+                  "n_sources": len(idx), "n_sources_asked": config.n_sources, "short": short},
       "environment": environment(), "seed": config.seed, "attack_seconds": seconds,
       "summary": metrics.summary(success, n_changed, m),
       "stop_reasons": {jsma_jax.StopReason(int(c)).name: int((reason == c).sum()) for c in np.unique(reason)},

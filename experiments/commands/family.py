@@ -257,8 +257,8 @@ def main(argv=None) -> dict:
       "command": command, "config": dataclasses.asdict(config), "model": meta.get("model", {}),
       "checkpoint_test_accuracy": meta.get("test_accuracy"),
       "dataset": {"source": "embedded" if config.data_dir is None else "idx", "data_dir": config.data_dir,
-                  "split": config.split, "size": int(len(y_all)), "accuracy": float((predicted == y_all).mean()),
-                  "n_sources": int(len(idx)), "source_indices": idx},
+                  "split": config.split, "size": len(y_all), "accuracy": float((predicted == y_all).mean()),
+                  "n_sources": len(idx), "source_indices": idx},
       "environment": environment(), "machine": machine, "rows": rows,
       "wall_seconds": time.perf_counter() - wall,
       "attack_seconds_total": float(sum(r["seconds"] for r in rows)),  # includes stages loaded from a previous run

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -92,7 +93,7 @@ def attack_sources(stages: Stages, names: list[str], key: dict, apply_fn, params
       r = jsma_jax.attack_dataset(apply_fn, np.asarray(e.x), np.asarray(e.targets), params=params,
                                   chunk_size=batch_size, theta=theta, gamma=gamma,
                                   initial_domain="all", description=description)
-      return {"n": int(len(e.targets))}, {
+      return {"n": len(e.targets)}, {
           "success": np.asarray(r.success), "n_changed": np.asarray(r.n_changed).astype(np.int16),
           "stop_reason": np.asarray(r.stop_reason).astype(np.int8)}
 

@@ -6,10 +6,9 @@ import operator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from jsma_jax._aten._registry import OPS, Unsupported, axes_of, register, tuple_of
+from jsma_jax._aten._registry import OPS, Unsupported, axes_of, register
 
 # ------------------------------------------------------------------ matmuls and shapes
 

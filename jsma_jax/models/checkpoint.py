@@ -135,7 +135,7 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
   meta = dict(metadata or {})
   meta.update(model=dataclasses.asdict(config), software=software_versions(),
               format_version=FORMAT_VERSION,
-              created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              created=datetime.datetime.now(datetime.UTC).isoformat(),
               weights_sha256=hashlib.sha256(blob).hexdigest())
   text = json.dumps(meta, indent=2, default=_jsonable, sort_keys=True)
   arrays = lenet_numpy_weights(model) if isinstance(model, LeNet) and numpy_weights else None

@@ -72,6 +72,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import os
 import pathlib
@@ -181,7 +182,7 @@ class _TableMLP:
 
     torch.manual_seed(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
       layers.append(nn.Linear(a, b))
       if i < len(sizes) - 2:
         layers.append(nn.ReLU())
@@ -213,7 +214,7 @@ def _wine():
   x = ((x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))).astype(np.float32)  # every column exactly [0, 1]
   mutable = np.array([n not in TABULAR_IMMUTABLE for n in data.feature_names])
   order = np.random.default_rng(0).permutation(len(y))
-  n_test = int(round(0.3 * len(y)))
+  n_test = round(0.3 * len(y))
   return x, y, order[n_test:], order[:n_test], mutable
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "StepView",
     "StopReason",
     "Summary",
+    "__version__",
     "adversarial_distance_all",
     "adversarial_distance_of",
     "all_other_targets",

@@ -149,7 +149,6 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
   processes (``jsma_sharded``), sharded along the batch alike: each process
   checks the rows it holds, and every process raises when one does.
   """
-  feature_shape = tuple(x.shape[1:])
   lo = _canonical("clip_min", clip_min, x.shape, "the lower bound of every feature")
   hi = _canonical("clip_max", clip_max, x.shape, "the upper bound of every feature")
   mask = np.ones((1, 1), bool) if mask is None else _canonical("mask", mask, x.shape, "True where a feature may change")

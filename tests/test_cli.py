@@ -356,7 +356,7 @@ def test_attack_says_when_the_set_has_fewer_sources_than_asked(tmp_path, monkeyp
   n = res["dataset"]["n_sources"]
   assert n < 1000 and f"--sources 5000: the test set has only {n} sources the model classifies correctly" in out
   assert res["dataset"]["short"] in (tmp_path / "runs/attack/report.md").read_text()
-  wrote = [line for line in out.splitlines() if "wrote" in line][0]
+  wrote = next(line for line in out.splitlines() if "wrote" in line)
   assert all(f in wrote for f in res["figures"]) and "x_adv NHWC" in wrote
   import numpy as np
 

@@ -57,7 +57,7 @@ def test_pruned_equals_dense(tiers, increase):
 @pytest.mark.parametrize("k", [150, 151, 1000], ids=["k-equals-m", "k-above-m", "k-far-above-m"])
 def test_every_feature_a_candidate_compiles_the_dense_search_alone(k):
   """k >= M: every pair is a candidate, so no later tier can ever run; none is traced, and the result is the dense one."""
-  a, b, domain, names = _mixed_batch(7)  # m = 150
+  a, b, domain, _names = _mixed_batch(7)  # m = 150
   search = jax.jit(lambda a, b, d: best_pairs(a, b, d, increase=True, k=k, chunk=5, region=40))
   assert "stablehlo.while" not in search.lower(a, b, domain).as_text()
   for g, w in zip(search(a, b, domain), _dense(a, b, domain, True)):

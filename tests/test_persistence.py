@@ -487,7 +487,7 @@ def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp
   assert cli.main(TRAIN + ["--out", out]) == 0
   printed = capsys.readouterr().out
   assert "1 of 2 epochs done" in printed and "epoch 1/2" not in printed and "epoch 2/2" in printed
-  model, meta = load_checkpoint(out)
+  _model, meta = load_checkpoint(out)
   assert len(meta["history"]["train_loss"]) == 2
   assert not os.path.isfile(os.path.join(out, train_state.STATE_FILE))
   with open(os.path.join(out, "results.json")) as f:

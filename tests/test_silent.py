@@ -288,7 +288,7 @@ def test_linen_batchnorm_in_training_mode_is_refused_with_the_fix():
   module, (x, t) = BN(), _inputs()
   variables = module.init(jax.random.key(0), x, train=False)
   train_mode = lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"])[0]
-  with pytest.raises(ValueError, match="couples the examples of a batch.*inference mode"):
+  with pytest.raises(ValueError, match=r"couples the examples of a batch.*inference mode"):
     jsma(train_mode, x, t, params=variables, gamma=0.5)
   r = jsma(lambda v, x: module.apply(v, x, train=False), x, t, params=variables, gamma=0.5)  # the fix
   assert r.x_adv.shape == x.shape

@@ -251,7 +251,7 @@ def main(argv=None) -> dict:
   rows = []
   for name in config.variants:
     summary, _ = stages.run(f"variant_{name}", {**key, "variant": name},
-                            lambda: run_variant(config, name, apply_fn, params, x, y, num_classes))
+                            lambda name=name: run_variant(config, name, apply_fn, params, x, y, num_classes))
     rows.append(summary)
   results = {
       "command": command, "config": dataclasses.asdict(config), "model": meta.get("model", {}),

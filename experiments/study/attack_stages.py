@@ -114,7 +114,7 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   with progress.bar(len(x), tag) as bar:  # "compiling" until the first chunk is counted
     for start, n, (xs, ts) in chunks((x, targets), min(batch_size, len(x))):
       r = jax.device_get(jsma_local(model.apply_fn, xs, ts, params=model.params, pad_batches=False, **options))
-      r = jax.tree.map(lambda v: v[:n], r)
+      r = jax.tree.map(lambda v, n=n: v[:n], r)
       parts.append(r)
       wins += int(metrics.budget_sweep(r.success, r.iterations, r.trace, (table_iter,)).success[0].sum())
       bar.update(n)

@@ -114,7 +114,7 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
     apply_fn, params = as_logits_fn(model)
     loaded.append((apply_fn, params))
     m, _ = stages.run(f"measures_{trained.recipe.name}", {"recipe": trained.recipe.to_dict()},
-                      lambda: (model_measures(apply_fn, params, test)._asdict(), None))
+                      lambda apply_fn=apply_fn, params=params: (model_measures(apply_fn, params, test)._asdict(), None))
     measures.append(ModelMeasures(**m))
   outcomes = [{} for _ in models]
   for theta in config.thetas:  # one theta over every recipe first: a column of the table at a time

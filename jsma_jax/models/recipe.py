@@ -105,7 +105,7 @@ class Recipe:
   """
 
   name: str = "custom"
-  model: ModelConfig = ModelConfig()
+  model: ModelConfig = ModelConfig()  # noqa: RUF009 (frozen: sharing is safe)
   init: str = "default"
   zero_output: bool = False
   pool_area: int = 4

@@ -476,7 +476,8 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
       rows[f"agreement_{bridged}_vs_{native}".replace("-", "_")] = {
           "identical_x_adv": float(same.mean()), "identical": int(same.sum()), "examples": len(x),
           "differing_examples": np.flatnonzero(~same)[:20].tolist()}
-      print(f"[{kind}] {bridged} (torch bridge) and {native} give identical x_adv on {int(same.sum())}/{len(x)} attacks")
+      print(f"[{kind}] {bridged} (torch bridge) and {native} "
+            f"give identical x_adv on {int(same.sum())}/{len(x)} attacks")
   if ran("jsma-jax") and ran("jsma-jax-tf32"):
     f32 = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
     tf32 = np.load(io / "jsma-jax-tf32.x_adv.npy").reshape(len(x), -1)
@@ -575,7 +576,8 @@ def main() -> None:
   parser.add_argument("--cifar-sources", type=int, default=3, help="cifar-cnn sources (stand-in test images), x 9")
   parser.add_argument("--cifar-train", type=int, default=8000, help="cifar-cnn: stand-in training images")
   parser.add_argument("--cifar-epochs", type=int, default=2, help="cifar-cnn: training epochs")
-  parser.add_argument("--contenders", default="jsma-jax,jsma-jax-lockstep,jsma-jax-all-domain,advertorch,torchattacks,art")
+  parser.add_argument("--contenders",
+                      default="jsma-jax,jsma-jax-lockstep,jsma-jax-all-domain,advertorch,torchattacks,art")
   parser.add_argument("--cifar-contenders", default=None, help="cifar-cnn's contenders (default: --contenders)")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats for jsma-jax (peers: --peer-repeats)")
   parser.add_argument("--peer-repeats", type=int, default=1)

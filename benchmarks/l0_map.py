@@ -757,7 +757,8 @@ def _num(v, fmt="{:.0f}"):
 
 
 def _proj_l0(r):
-  return f" (median L0 {r['median_l0_projected']:g})" if r["valid_outputs"] < 1 and r["median_l0_projected"] is not None else ""
+  return (f" (median L0 {r['median_l0_projected']:g})"
+          if r["valid_outputs"] < 1 and r["median_l0_projected"] is not None else "")
 
 
 def _secs(v):
@@ -799,7 +800,8 @@ def figure(results: dict, path: pathlib.Path) -> None:
 
 def summary_table(results: dict) -> list[str]:
   """One line per model, category and attack: success, robust accuracy at k = 10 and 20, median L0, time."""
-  lines = ["| model | category | attack | success | RA k=10 | RA k=20 | median L0 | optimality | time / attack | valid outputs |",
+  lines = ["| model | category | attack | success | RA k=10 | RA k=20 | "
+           "median L0 | optimality | time / attack | valid outputs |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for m in MODELS:
     for cat, rows in results["models"].get(m, {}).get("categories", {}).items():
@@ -828,7 +830,8 @@ def report(results: dict, size_name: str, size: Size) -> str:
       "outputs. L0 is the number of features that differ from the source. Robust accuracy at k is the share of "
       "sources the attack did not turn into a valid success with at most k changed features (all sources are "
       "classified correctly, so it starts at 100%). Times are the attack's own call after a warm-up (for jsma-jax "
-      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start, and the process's peak RSS (framework, model "
+      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start, "
+      "and the process's peak RSS (framework, model "
       "and, for jsma-jax, compilation included).",
       "",
       "Optimality is AttackBench's (Cinà et al., AAAI 2025, arXiv 2404.19460, as computed in "
@@ -856,14 +859,16 @@ def report(results: dict, size_name: str, size: Size) -> str:
     for cat, rows in e["categories"].items():
       lines += [f"### {m}, {cat}", "",
                 "| attack | library | success (any L0) | RA k=1 | RA k=5 | RA k=10 | RA k=20 | RA k=50 | median L0 "
-                "| optimality | time / attack | compile | peak RSS (call / process) | valid outputs | success after projection | load |",
+                "| optimality | time / attack | compile | "
+                "peak RSS (call / process) | valid outputs | success after projection | load |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
       for a, r in rows.items():
         ra = r["robust_accuracy"]
         lines.append(
             f"| {a} | {r['library']} | {_pct(r['success_rate'])} | {_pct(ra[1])} | {_pct(ra[5])} | {_pct(ra[10])} | "
             f"{_pct(ra[20])} | {_pct(ra[50])} | {_num(r['median_l0'], '{:g}')} | {_pct(r['optimality'])} | "
-            f"{_secs(r['seconds_per_attack'])} | {_num(r['compile_seconds'], '{:.1f} s') if r['family'] == 'jsma-jax' else '-'} | "
+            f"{_secs(r['seconds_per_attack'])} | "
+            f"{_num(r['compile_seconds'], '{:.1f} s') if r['family'] == 'jsma-jax' else '-'} | "
             f"{r['peak_rss_above_start_bytes'] / 2**20:.0f} / {r['peak_rss_process_bytes'] / 2**20:.0f} MiB | "
             f"{_pct(r['valid_outputs'])} | "
             f"{_pct(r['success_rate_projected'])}{_proj_l0(r)} | {r['loadavg_1min'][0]:.1f} |")
@@ -872,13 +877,15 @@ def report(results: dict, size_name: str, size: Size) -> str:
       if viol:
         lines += ["", "Outputs breaking a constraint (share of outputs that respect each): " + "; ".join(viol) + "."]
       crashed = [f"{a}: {'; '.join(r['crashes'] or r['warmup_crashes'])}"
-                 + (" (in the untimed warm-up on 2 sources)" if not r["crashes"] else " (those sources count as failed)")
+                 + (" (in the untimed warm-up on 2 sources)"
+                    if not r["crashes"] else " (those sources count as failed)")
                  for a, r in rows.items() if r.get("crashes") or r.get("warmup_crashes")]
       if crashed:
         lines += ["", "Crashes inside the attack's code: " + " | ".join(crashed) + "."]
       dis = [f"{a} {r['judges_disagree']}" for a, r in rows.items() if r["judges_disagree"]]
       if dis:
-        lines += ["", "Outputs on which the JAX model and the torch port disagree about the goal: " + ", ".join(dis) + "."]
+        lines += ["", "Outputs on which the JAX model and the torch port "
+                      "disagree about the goal: " + ", ".join(dis) + "."]
       lines.append("")
   sources = ", ".join(f"{m} {results['models'][m]['data']['n']}" for m in MODELS if m in results["models"])
   lines += ["## Settings", "",
@@ -892,7 +899,8 @@ def report(results: dict, size_name: str, size: Size) -> str:
             f"- Sources: {sources}; "
             "the same sources and targets for every attack of a model. Not the 1,000 LeNet digits first planned: the "
             "adv-lib attacks took about 1 s per digit at 200 steps on this shared CPU.",
-            "- adv-lib's iterative attacks ran with the step counts above, fewer than adv-lib's defaults or AttackBench's "
+            "- adv-lib's iterative attacks ran with the step counts above, "
+            "fewer than adv-lib's defaults or AttackBench's "
             "configurations (sigma-zero 1,000, FMN 1,000, PDPGD 500); more steps would make them stronger and slower.",
             "- Times: the machine was shared with other jobs (load in the tables) and two or three of this run's "
             "processes ran at once; a time is comparable with another only roughly. (One stage, cifar-cnn tjsma, ran "
@@ -915,7 +923,8 @@ def main(argv=None) -> None:
   p.add_argument("--quick", action="store_true", help="smoke mode: every model and attack, a few sources, few steps")
   p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
   p.add_argument("--attacks", nargs="+", default=list(JSMA) + list(PEERS), choices=list(JSMA) + list(PEERS))
-  p.add_argument("--n", type=int, default=None, help="sources per model (overrides the size's; tabular: at most its test split)")
+  p.add_argument("--n", type=int, default=None,
+                 help="sources per model (overrides the size's; tabular: at most its test split)")
   p.add_argument("--work", default=None, help=f"stage files (default {WORK}/full or /quick)")
   p.add_argument("--out", default=None, help=f"report folder (default {RESULTS}; quick: <work>/report)")
   p.add_argument("--workers", type=int, default=2,

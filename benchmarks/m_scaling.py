@@ -116,7 +116,8 @@ def main(argv=None) -> None:
   rows = []
   for m in args.sizes:
     for pairwise in (True, False):
-      cmd = [sys.executable, __file__, "--one", str(m), "--repeats", str(args.repeats)] + ([] if pairwise else ["--single"])
+      cmd = [sys.executable, __file__, "--one", str(m),
+             "--repeats", str(args.repeats)] + ([] if pairwise else ["--single"])
       out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
           [str(HERE.parent), os.environ.get("PYTHONPATH", "")])})
       if out.returncode != 0:
@@ -143,7 +144,8 @@ def table(record: dict) -> str:
     peer = r["peer_pair_matrix_gb_per_example"]
     lines.append(f"| {r['m']:,} | {'pairs' if r['pairwise'] else 'single'} | {r['per_iteration_s'] * 1e3:.1f} | "
                  f"{r['iterations_max']} | {r['temp_mb']:.1f} | {r['peak_rss_mb']:.0f} | {r['weights_mb']:.0f} | "
-                 f"{peer * 1024:.1f} MiB |" if peer < 1 else f"| {r['m']:,} | {'pairs' if r['pairwise'] else 'single'} | "
+                 f"{peer * 1024:.1f} MiB |" if peer < 1 else f"| {r['m']:,} | "
+                 f"{'pairs' if r['pairwise'] else 'single'} | "
                  f"{r['per_iteration_s'] * 1e3:.1f} | {r['iterations_max']} | {r['temp_mb']:.1f} | "
                  f"{r['peak_rss_mb']:.0f} | {r['weights_mb']:.0f} | {peer:,.0f} GiB |")
   return "\n".join(lines)

@@ -120,7 +120,8 @@ def measure(name: str, max_iter: int, attack: bool) -> dict:
   from jsma_jax.torch import from_torch
 
   model, side = build(name)
-  row = {"model": name, "input": [3, side, side], "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+  row = {"model": name, "input": [3, side, side],
+         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
   x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(2))
   start = time.perf_counter()
   try:

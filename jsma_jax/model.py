@@ -439,6 +439,7 @@ def check_outputs(outputs: Any, *, probabilities: bool = False, name: str = "log
     return
   if probabilities and kind == "log-probabilities":
     return  # softmax(log p) == p: JSMA-F is exact
-  warnings.warn(f"{name} seems to return {kind} (every row {'sums to 1' if kind == 'probabilities' else 'has logsumexp 0'}); "
+  warnings.warn(f"{name} seems to return {kind} "
+                f"(every row {'sums to 1' if kind == 'probabilities' else 'has logsumexp 0'}); "
                 "the attack expects logits (JSMA-Z) and applies the softmax itself with probabilities=True "
                 "(JSMA-F): return the logits, i.e. drop the final softmax", UserWarning, stacklevel=2)

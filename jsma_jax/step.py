@@ -220,14 +220,15 @@ def advance(
   reason = jnp.select(
       [
           ~jnp.all(jnp.isfinite(outputs)),
-          plan.rule.success(outputs, label),  # finite outputs that meet the criterion: a success, whatever the derivatives
+          # finite outputs that meet the criterion: a success, whatever the derivatives
+          plan.rule.success(outputs, label),
           ~finite,
           state.iteration >= plan.max_iter,
           jnp.sum(state.domain) < need,
           choice.score == -jnp.inf,
       ],
-      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.NON_FINITE, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED,
-       StopReason.NO_ADMISSIBLE],
+      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.NON_FINITE, StopReason.BUDGET_SPENT,
+       StopReason.DOMAIN_EXHAUSTED, StopReason.NO_ADMISSIBLE],
       StopReason.RUNNING,
   ).astype(jnp.int32)
   running = state.reason == StopReason.RUNNING

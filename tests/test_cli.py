@@ -293,7 +293,8 @@ def test_in_flags_replaces_names_only_where_they_name_an_argument():
   p = attack.parser()
   assert cli_args.in_flags(p, "n_sources and batch_size must be >= 1") == "--sources and --batch-size must be >= 1"
   assert cli_args.in_flags(p, "give max_iter=3 or nothing") == "give --max-iter=3 or nothing"
-  assert cli_args.in_flags(p, "a label out of range, the split of the name") == "a label out of range, the split of the name"
+  assert (cli_args.in_flags(p, "a label out of range, the split of the name")
+          == "a label out of range, the split of the name")
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def test_mlp_modes_agree_with_analytic(activation):
     for mode in MODES:
       _, J = forward_derivative(toy_models.APPLY_MLP[activation], jnp.asarray(x), params=p64, mode=mode)
       for i in range(4):
-        np.testing.assert_allclose(np.asarray(J[i]).reshape(6, -1), numpy_model(x[i].ravel())[1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(J[i]).reshape(6, -1), numpy_model(x[i].ravel())[1],
+                                   rtol=1e-12, atol=1e-12)
 
 
 def test_cnn_modes_agree():

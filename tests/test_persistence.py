@@ -335,7 +335,8 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   config_a = reproduce.parse_args(a)
   assert load_checkpoint(inputs.model_path(config_a, "tanh"))[1]["study_model"]["epochs"] == 1
   assert again["rows"][0]["success_rate"] == first["rows"][0]["success_rate"]
-  assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]
+  assert (again["models"] == first["models"]
+          or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"])
 
 
 # ---------------------------------------------------------- training that resumes

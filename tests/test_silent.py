@@ -1,4 +1,5 @@
-"""Never a silently wrong result: each scenario from the user's side (stale traces, unseen weights, NaN, traced values)."""
+"""Never a silently wrong result: each scenario from the user's side (stale traces, unseen weights, NaN,
+traced values)."""
 
 from __future__ import annotations
 
@@ -178,7 +179,8 @@ def _model_and_params():
 
 
 CALL_ERRORS = {
-    "params-missing-a-layer": (lambda f, p, m: (f, {"hidden": p["hidden"]}), ValueError, "params does not fit logits_fn"),
+    "params-missing-a-layer": (lambda f, p, m: (f, {"hidden": p["hidden"]}),
+                               ValueError, "params does not fit logits_fn"),
     "wrong-kernel-shape": (lambda f, p, m: (f, {**p, "out": {**p["out"], "kernel": jnp.zeros((7, N))}}), ValueError,
                            "params does not fit logits_fn"),
     "params-to-one-argument-model": (lambda f, p, m: (m, p), TypeError, "takes one argument .x. but params= was given"),

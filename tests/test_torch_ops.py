@@ -130,14 +130,19 @@ def test_multihead_attention_in_an_encoder_layer():
 
 SHAPES = [
     ("chunk", lambda layers, x: (lambda a, b: torch.cat([b * 2, a.sin()], 1))(*x.chunk(2, dim=1))),
-    ("chunk-uneven", lambda layers, x: torch.cat([p.sum(1, keepdim=True) * (i + 1) for i, p in enumerate(x.chunk(3, dim=1))], 1)),
-    ("split-sizes", lambda layers, x: (lambda a, b, c: a * b.mean(1, keepdim=True) + c.exp().sum(1, keepdim=True))(*torch.split(x, [1, 2, 1], dim=1))),
+    ("chunk-uneven",
+     lambda layers, x: torch.cat([p.sum(1, keepdim=True) * (i + 1) for i, p in enumerate(x.chunk(3, dim=1))], 1)),
+    ("split-sizes",
+     lambda layers, x: (lambda a, b, c: a * b.mean(1, keepdim=True) + c.exp().sum(1, keepdim=True))(
+         *torch.split(x, [1, 2, 1], dim=1))),
     ("split-int", lambda layers, x: torch.stack([p.tanh() for p in torch.split(x, 3, dim=-1)[:2]], 1)),
     ("unbind", lambda layers, x: (lambda *rows: rows[0] * rows[1] - rows[3])(*x.unbind(1))),
-    ("channel-shuffle", lambda layers, x: x.reshape(x.shape[0], 2, 2, 5, 6).transpose(1, 2).reshape(x.shape[0], -1, 5, 6)),
+    ("channel-shuffle",
+     lambda layers, x: x.reshape(x.shape[0], 2, 2, 5, 6).transpose(1, 2).reshape(x.shape[0], -1, 5, 6)),
     ("channels-last-pool", lambda layers, x: F.adaptive_avg_pool2d(
         layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1)),
-    ("permute-layernorm", lambda layers, x: layers["ln"](layers["conv"](x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()),
+    ("permute-layernorm",
+     lambda layers, x: layers["ln"](layers["conv"](x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()),
     ("as-strided-read", lambda layers, x: torch.as_strided(x.contiguous(), (x.shape[0], 2, 3, 4), (120, 20, 2, 5), 1)),
     ("flip-roll-repeat", lambda layers, x: torch.roll(x.flip(-1), shifts=(1, -2), dims=(2, 3)).repeat(1, 1, 2, 1)),
 ]
@@ -149,7 +154,8 @@ def test_splits_and_layouts(fn):
 
 
 def test_as_strided_that_restores_a_layout_is_the_identity():
-  module = Fn(lambda layers, x: F.adaptive_avg_pool2d(layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1),
+  module = Fn(lambda layers, x: F.adaptive_avg_pool2d(
+                  layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1),
               conv=nn.Conv2d(4, 6, 3))
   assert "aten.as_strided.default" in _ops_of(module, (4, 5, 6))  # convnext's case, issue 36
   out = _aten.OPS["aten.as_strided.default"](jnp.ones((2, 3, 4)), (2, 3, 4), (1, 8, 2), input_layout=((1, 8, 2), 0))
@@ -172,7 +178,8 @@ def _put(x):
 INDEXING = [
     ("index-tensor", lambda layers, x: x[:, _IDX]),
     ("index-two-arrays", lambda layers, x: x[:, torch.tensor([0, 2]), torch.tensor([1, 3])]),
-    ("index-with-slice-between", lambda layers, x: x[:, torch.tensor([1, 0]), :, torch.tensor([4, 2])].transpose(0, 1)),  # NumPy's rule: the indexed axis first
+    # NumPy's rule: the indexed axis first
+    ("index-with-slice-between", lambda layers, x: x[:, torch.tensor([1, 0]), :, torch.tensor([4, 2])].transpose(0, 1)),
     ("index-select", lambda layers, x: x.index_select(2, _IDX)),
     ("gather", lambda layers, x: x.gather(3, torch.tensor([[[[0, 4, 4], [1, 1, 3]]]]).expand(x.shape[0], 4, 2, 3))),
     ("scatter-src", lambda layers, x: torch.zeros(x.shape[0], 4, 5, 7).scatter(

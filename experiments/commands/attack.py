@@ -118,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--max-iter", type=cli_args.count, default=d.max_iter,
                  help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
   p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled jsma call")
-  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sample and of random targets")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed,
+                 help="seed of the source sample and of random targets")
   return p
 
 
@@ -140,13 +141,15 @@ def _report(res: dict) -> str:
            f"{res['dataset']['source']} {res['dataset']['split']})", "",
            f"Command: `{res['command']}`", "",
            f"- checkpoint `{res['config']['checkpoint']}`; accuracy on the set {pct(res['dataset']['accuracy'])}",
-           f"- sources: {res['dataset']['n_sources']} ({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
+           f"- sources: {res['dataset']['n_sources']} "
+           f"({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
            f"targets: {res['config']['targets']}; {s['n']} attacks"
            + (f" ({res['dataset']['short']})" if res["dataset"].get("short") else ""),
            f"- settings: {', '.join(f'{k}={v}' for k, v in res['jsma_options'].items())} "
            f"(budget {res['max_iter']} iterations)",
            f"- **success rate {pct(s['success_rate'])}**; mean distortion {pct(s['distortion_successful'])} of "
-           f"the {res['dataset']['num_features']} features over successful attacks, {pct(s['distortion_all'])} over all",
+           f"the {res['dataset']['num_features']} features over successful attacks, "
+           f"{pct(s['distortion_all'])} over all",
            f"- stop reasons: {', '.join(f'{k} {v}' for k, v in res['stop_reasons'].items())}",
            f"- {res['attack_seconds']:.1f} s ({s['n'] / max(res['attack_seconds'], 1e-9):.1f} attacks/s) on "
            f"{res['environment']['backend']} ({res['environment']['device']}), JAX {res['environment']['jax']}"]
@@ -247,7 +250,8 @@ def main(argv=None) -> dict:
     print(f"{PROG}: {short}", flush=True)
   if config.targets == "all":
     e = jsma_jax.all_other_targets(x_all[idx], y_all[idx], num_classes)
-    x, targets, labels, src = np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels), idx[np.asarray(e.source_index)]
+    x, targets, labels, src = (np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels),
+                               idx[np.asarray(e.source_index)])
   else:
     x, labels, src = x_all[idx], y_all[idx], idx
     targets = np.asarray(jsma_jax.random_targets(jax.random.key(config.seed), labels, num_classes))

@@ -169,7 +169,8 @@ def render(results: dict) -> str:
       f"- machine: {mach['cpu']}, {mach['cores']} cores (shared; load average at start "
       f"{', '.join(f'{v:.1f}' for v in mach['load_average_at_start'])}), {env['backend']}, JAX {env['jax']}; "
       f"wall time {results['wall_seconds']:.0f} s (attacks {results['attack_seconds_total']:.0f} s)", "",
-      "| variant | criterion | attacks | success | mean L0 (successful) | mean L0 (all) | iterations | attacks/s | stop reasons |",
+      "| variant | criterion | attacks | success | mean L0 (successful) | "
+      "mean L0 (all) | iterations | attacks/s | stop reasons |",
       "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in results["rows"]:

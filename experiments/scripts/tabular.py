@@ -21,7 +21,8 @@ experiments/results/tabular``). Needs the ``[tabular]`` extra (scikit-learn) and
 
 Usage::
 
-    python -m experiments.scripts.tabular --out runs/tabular   # installed: python -m jsma_jax_experiments.scripts.tabular
+    python -m experiments.scripts.tabular --out runs/tabular
+    # installed: python -m jsma_jax_experiments.scripts.tabular --out runs/tabular
 """
 
 from __future__ import annotations

@@ -219,7 +219,8 @@ def figure(rows: list[RecipeRow], path: str) -> None:
 
 def table_lines(results: dict) -> list[str]:
   """The zoo's table, in Markdown (also shown beside the reproduction's report)."""
-  lines = ["| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
+  lines = ["| recipe | how | test acc | val acc | margin | confidence | "
+           "success +1 | distortion +1 | success -1 | distortion -1 |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for t in results["table"]:
     p, m = t.get("theta+1", {}), t.get("theta-1", {})

@@ -256,8 +256,9 @@ def worker_jax(name: str, kind: str, checkpoint: str, io: Path, x: np.ndarray, t
 def torch_bridge_model(weights_path: str | os.PathLike, example_shape_nhwc: tuple):
   """``jsma_jax.torch.from_torch`` of the peers' torch model of these weights (``peers.torch_model``)."""
   sys.path.insert(0, str(HERE))
-  import peers  # noqa: E402  (torch lives only in the benchmark environment)
+  import peers
   import torch
+
   from jsma_jax.torch import from_torch
 
   weights = dict(np.load(weights_path, allow_pickle=False))
@@ -268,7 +269,7 @@ def torch_bridge_model(weights_path: str | os.PathLike, example_shape_nhwc: tupl
 def worker_peer(name: str, kind: str, weights_path: str, x: np.ndarray, t: np.ndarray, repeats: int,
                 batch: int | None) -> dict:
   sys.path.insert(0, str(HERE))
-  import peers  # noqa: E402  (torch lives only in the benchmark environment)
+  import peers
   import torch
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -300,7 +301,7 @@ def worker_peer(name: str, kind: str, weights_path: str, x: np.ndarray, t: np.nd
 def worker_check_logits(io: Path) -> dict:
   """The torch port's logits on ``check.npz``'s images against the JAX logits stored there."""
   sys.path.insert(0, str(HERE))
-  import peers  # noqa: E402
+  import peers
 
   data = np.load(io / "check.npz")
   weights = dict(np.load(io / "weights.npz", allow_pickle=False))
@@ -308,7 +309,7 @@ def worker_check_logits(io: Path) -> dict:
   got = peers.torch_logits(model, data["x"])
   want = data["logits"]
   diff = np.abs(got.astype(np.float64) - want)
-  return {"torch_port": type(model).__name__, "images": int(len(want)),
+  return {"torch_port": type(model).__name__, "images": len(want),
           "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
           "max_abs_logit": float(np.abs(want).max()),
           "argmax_agreement": float(np.mean(got.argmax(1) == want.argmax(1)))}
@@ -331,7 +332,6 @@ def score(x_adv: np.ndarray, x: np.ndarray, t: np.ndarray, apply_fn, params) -> 
 
 def prepare(kind: str, args, io: Path, with_peers: bool) -> dict:
   """Sources, targets, weights and the logit check of one model kind, in ``io``."""
-  import jsma_jax
   from jsma_jax.models import lenet_numpy_weights, load_checkpoint
 
   io.mkdir(parents=True)
@@ -453,7 +453,7 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
     j = np.load(io / "jsma-jax-all-domain.x_adv.npy").reshape(len(x), -1)
     same = np.all(a == j, axis=1)
     rows["agreement_jsma_jax_all_domain_vs_advertorch"] = {
-        "identical_x_adv": float(same.mean()), "examples": int(len(x)),
+        "identical_x_adv": float(same.mean()), "examples": len(x),
         "differing_examples": np.flatnonzero(~same)[:20].tolist(),
     }
     print(f"[{kind}] jsma-jax (all-feature domain) and AdverTorch give identical x_adv on {same.mean():.1%} of attacks")
@@ -462,7 +462,7 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
     off = np.load(io / "jsma-jax-rewrite-off.x_adv.npy").reshape(len(x), -1)
     same = np.all(on == off, axis=1)
     rows["agreement_jsma_jax_rewrite_on_vs_off"] = {
-        "identical_x_adv": float(same.mean()), "examples": int(len(x)), "differing": int((~same).sum()),
+        "identical_x_adv": float(same.mean()), "examples": len(x), "differing": int((~same).sum()),
         "differing_examples": np.flatnonzero(~same)[:20].tolist(),
     }
     print(f"[{kind}] jsma-jax with the rewrite (default) and without it give identical x_adv on "
@@ -474,14 +474,15 @@ def run_model(m: dict, contenders: list[str], args, done: dict) -> dict:
       n = np.load(io / f"{native}.x_adv.npy").reshape(len(x), -1)
       same = np.all(b == n, axis=1)
       rows[f"agreement_{bridged}_vs_{native}".replace("-", "_")] = {
-          "identical_x_adv": float(same.mean()), "identical": int(same.sum()), "examples": int(len(x)),
+          "identical_x_adv": float(same.mean()), "identical": int(same.sum()), "examples": len(x),
           "differing_examples": np.flatnonzero(~same)[:20].tolist()}
-      print(f"[{kind}] {bridged} (torch bridge) and {native} give identical x_adv on {int(same.sum())}/{len(x)} attacks")
+      print(f"[{kind}] {bridged} (torch bridge) and {native} "
+            f"give identical x_adv on {int(same.sum())}/{len(x)} attacks")
   if ran("jsma-jax") and ran("jsma-jax-tf32"):
     f32 = np.load(io / "jsma-jax.x_adv.npy").reshape(len(x), -1)
     tf32 = np.load(io / "jsma-jax-tf32.x_adv.npy").reshape(len(x), -1)
     same = np.all(f32 == tf32, axis=1)
-    rows["agreement_jsma_jax_tf32_vs_float32"] = {"identical_x_adv": float(same.mean()), "examples": int(len(x))}
+    rows["agreement_jsma_jax_tf32_vs_float32"] = {"identical_x_adv": float(same.mean()), "examples": len(x)}
     print(f"[{kind}] jsma-jax in TF32 and in float32 give identical x_adv on {same.mean():.1%} of attacks")
   return rows
 
@@ -575,7 +576,8 @@ def main() -> None:
   parser.add_argument("--cifar-sources", type=int, default=3, help="cifar-cnn sources (stand-in test images), x 9")
   parser.add_argument("--cifar-train", type=int, default=8000, help="cifar-cnn: stand-in training images")
   parser.add_argument("--cifar-epochs", type=int, default=2, help="cifar-cnn: training epochs")
-  parser.add_argument("--contenders", default="jsma-jax,jsma-jax-lockstep,jsma-jax-all-domain,advertorch,torchattacks,art")
+  parser.add_argument("--contenders",
+                      default="jsma-jax,jsma-jax-lockstep,jsma-jax-all-domain,advertorch,torchattacks,art")
   parser.add_argument("--cifar-contenders", default=None, help="cifar-cnn's contenders (default: --contenders)")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats for jsma-jax (peers: --peer-repeats)")
   parser.add_argument("--peer-repeats", type=int, default=1)
@@ -630,7 +632,7 @@ def main() -> None:
     rows = run_model(m, lists[m["kind"]], args, done)
     done[m["kind"]] = {"rows": rows, "io": m["io"], "weights_sha": m["weights_sha"], "work_sha": m["work_sha"]}
     results[m["kind"]] = {
-        "model": m["kind"], "attacks": int(len(m["x"])), "sources": m["sources"], "weights": m["origin"],
+        "model": m["kind"], "attacks": len(m["x"]), "sources": m["sources"], "weights": m["origin"],
         "model_meta": m["model_meta"], "logit_check": m["logit_check"], "contenders": rows}
   for kind, r in results.items():
     print_table(kind, r["contenders"], r["attacks"])

@@ -7,12 +7,14 @@ runs. This script measures the one ratio issue 22 asks about -- jsma-jax through
 timed in alternation (native, bridge, native, bridge, ...) in one process, on the same
 sources and targets, after both are compiled; it reports the median of each and the
 median of the per-pair ratios (and, with ``--torchattacks N``, torchattacks timed on N
-attacks in the same turns, for the ratio to the peer under the same load), the conversion and first-call times, and whether
+attacks in the same turns, for the ratio to the peer under the same load), the conversion and
+first-call times, and whether
 ``x_adv`` is identical.
 
     PYTHONPATH=. .venv-bench/bin/python benchmarks/bench_torch_bridge.py \
         --checkpoint jsma_jax/models/_data/lenets/theano_tutorial_30ep --data-dir ../shared/data/mnist \
-        --sources 30 --cifar-sources 3 --pairs 5 --torchattacks 18 --out benchmarks/results/torch_bridge_interleaved.json
+        --sources 30 --cifar-sources 3 --pairs 5 --torchattacks 18 \
+        --out benchmarks/results/torch_bridge_interleaved.json
 
 Models: ``lenet`` (the checkpoint; its torch twin ``peers.TorchLeNet``) and ``cifar-cnn``
 (``benchmarks/cifar_cnn.py``'s stand-in CNN, trained and cached first; its torch twin
@@ -77,7 +79,7 @@ def measure(kind: str, apply_fn, params, weights_path: Path, x: np.ndarray, t: n
   med = {k: statistics.median(v) for k, v in times.items()}
   ratios = [n / b for n, b in zip(times["native"], times["bridge"])]
   row = {
-      "model": kind, "attacks": int(len(x)), "options": options,
+      "model": kind, "attacks": len(x), "options": options,
       "native_attacks_per_second": len(x) / med["native"], "bridge_attacks_per_second": len(x) / med["bridge"],
       "bridge_over_native_median_of_pairs": statistics.median(ratios), "pair_ratios": ratios,
       "seconds": times, "first_call_seconds": {"native": first_native, "bridge": first_bridge},
@@ -103,7 +105,8 @@ def measure(kind: str, apply_fn, params, weights_path: Path, x: np.ndarray, t: n
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--checkpoint", default=str(bench_attacks.ROOT / "jsma_jax/models/_data/lenets/theano_tutorial_30ep"))
+  parser.add_argument("--checkpoint",
+                      default=str(bench_attacks.ROOT / "jsma_jax/models/_data/lenets/theano_tutorial_30ep"))
   parser.add_argument("--data-dir", default=None, help="MNIST IDX directory (default: the embedded test split)")
   parser.add_argument("--sources", type=int, default=30, help="LeNet sources, each towards its 9 other classes")
   parser.add_argument("--cifar-sources", type=int, default=3, help="cifar-cnn sources (0: skip the CNN)")

@@ -27,11 +27,10 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import peers  # noqa: E402  (first: it sets OMP_WAIT_POLICY before torch is imported)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import peers
+import torch
+import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MNIST = pathlib.Path("/work/shared/data/mnist")
@@ -92,7 +91,7 @@ def numpy_weights_from_torch(model: peers.TorchLeNet) -> dict:
   """Inverse of peers.torch_lenet: OIHW -> HWIO, fc1 rows (c, h, w) -> (h, w, c)."""
   sd = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
   c2, rows = sd["conv2.weight"].shape[0], sd["fc1.weight"].shape[1]
-  side = int(round((rows // c2) ** 0.5))
+  side = round((rows // c2) ** 0.5)
   fc1 = sd["fc1.weight"].T.reshape(c2, side, side, -1).transpose(1, 2, 0, 3).reshape(rows, -1)
   return {"conv1.kernel": sd["conv1.weight"].transpose(2, 3, 1, 0), "conv1.bias": sd["conv1.bias"],
           "conv2.kernel": sd["conv2.weight"].transpose(2, 3, 1, 0), "conv2.bias": sd["conv2.bias"],
@@ -113,6 +112,7 @@ def check_layout(x: np.ndarray) -> None:
     assert all(np.array_equal(np.asarray(back[k]), np.asarray(w[k])) for k in w), "round trip"
   try:
     from flax import nnx
+
     from jsma_jax.models import LeNet, lenet_numpy_weights
   except ImportError as e:
     print(f"  Flax LeNet parity: skipped ({e})")

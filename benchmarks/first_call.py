@@ -139,7 +139,6 @@ def build(kind: str) -> dict:
 def derivatives(apply_fn):
   """The model's work in one attack iteration: logits and two VJP rows (target, sum of the others) per example."""
   import jax
-  import jax.numpy as jnp
 
   def one(params, x, t):
     logits, vjp = jax.vjp(lambda v: apply_fn(params, v[None])[0], x)
@@ -287,8 +286,10 @@ def main(argv=None) -> None:
   parser.add_argument("--baseline", default=None,
                       help="a folder holding another jsma_jax (e.g. `git archive BASE jsma_jax | tar -x -C DIR`): "
                            "its workers run interleaved with this checkout's, as 'baseline'")
-  parser.add_argument("--table", default=None, metavar="RESULTS_JSON", help="print the Markdown table of a results file")
-  parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {','.join(MODES)} (fill before warm)")
+  parser.add_argument("--table", default=None, metavar="RESULTS_JSON",
+                      help="print the Markdown table of a results file")
+  parser.add_argument("--modes", default=",".join(MODES),
+                      help=f"comma-separated, of {','.join(MODES)} (fill before warm)")
   args = parser.parse_args(argv)
   if args.table:
     print(table(json.loads(Path(args.table).read_text())))

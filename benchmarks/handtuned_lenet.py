@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def im2col_conv_valid(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """A stride-1 VALID NHWC/HWIO convolution as ``kh * kw`` shifted slices and one matmul."""
   kh, kw, cin, cout = kernel.shape

@@ -72,6 +72,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import os
 import pathlib
@@ -82,7 +83,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see benchmarks/PEERS.md)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -181,7 +182,7 @@ class _TableMLP:
 
     torch.manual_seed(seed)
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
       layers.append(nn.Linear(a, b))
       if i < len(sizes) - 2:
         layers.append(nn.ReLU())
@@ -213,7 +214,7 @@ def _wine():
   x = ((x - x.min(axis=0)) / (x.max(axis=0) - x.min(axis=0))).astype(np.float32)  # every column exactly [0, 1]
   mutable = np.array([n not in TABULAR_IMMUTABLE for n in data.feature_names])
   order = np.random.default_rng(0).permutation(len(y))
-  n_test = int(round(0.3 * len(y)))
+  n_test = round(0.3 * len(y))
   return x, y, order[n_test:], order[:n_test], mutable
 
 
@@ -235,7 +236,7 @@ def build_model(name: str, work: pathlib.Path) -> Model:
   import torch
 
   sys.path.insert(0, str(HERE))
-  import peers  # noqa: E402  (the torch ports of the LeNet and the CIFAR-sized CNN)
+  import peers
 
   if name == "lenet":
     from jsma_jax.models import as_logits_fn, lenet_numpy_weights, load_paper_lenet
@@ -246,6 +247,7 @@ def build_model(name: str, work: pathlib.Path) -> Model:
     return Model(name, fn, params, module.eval(), image=True)
   if name == "cifar-cnn":
     import cifar_cnn
+
     from jsma_jax.models import as_logits_fn
 
     net, _ = cifar_cnn.load_or_train(print_fn=None)
@@ -329,7 +331,7 @@ def prepare_data(name: str, model: Model, n: int, work: pathlib.Path) -> dict:
   else:
     mask = np.ones_like(xs, bool)
   data = {"x": xs, "sources": sources, "targets": targets, "mask": mask, "index": chosen.astype(np.int64)}
-  meta = {"model": name, "n": int(len(xs)), "pool": int(len(pool)), "accuracy_on_pool": accuracy,
+  meta = {"model": name, "n": len(xs), "pool": len(pool), "accuracy_on_pool": accuracy,
           "num_classes": int(num_classes), "features": int(np.prod(xs.shape[1:])),
           "max_abs_logit_diff_jax_torch": diff, "max_abs_logit": scale,
           "constraints": {"box": [0.0, 1.0], "mask": name == "tabular",
@@ -719,7 +721,7 @@ def collect(work: pathlib.Path, models, attacks) -> dict:
         dists[a] = np.where(success, l0.astype(float), np.inf)
         rows[a] = {
             "family": "jsma-jax" if a in JSMA else "adv-lib",
-            "n": int(len(success)),
+            "n": len(success),
             "success_rate": float(success.mean()),
             "goal_reached_raw": float(r["reached"].mean()),
             "valid_outputs": float(r["valid"].mean()),
@@ -755,7 +757,8 @@ def _num(v, fmt="{:.0f}"):
 
 
 def _proj_l0(r):
-  return f" (median L0 {r['median_l0_projected']:g})" if r["valid_outputs"] < 1 and r["median_l0_projected"] is not None else ""
+  return (f" (median L0 {r['median_l0_projected']:g})"
+          if r["valid_outputs"] < 1 and r["median_l0_projected"] is not None else "")
 
 
 def _secs(v):
@@ -797,7 +800,8 @@ def figure(results: dict, path: pathlib.Path) -> None:
 
 def summary_table(results: dict) -> list[str]:
   """One line per model, category and attack: success, robust accuracy at k = 10 and 20, median L0, time."""
-  lines = ["| model | category | attack | success | RA k=10 | RA k=20 | median L0 | optimality | time / attack | valid outputs |",
+  lines = ["| model | category | attack | success | RA k=10 | RA k=20 | "
+           "median L0 | optimality | time / attack | valid outputs |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for m in MODELS:
     for cat, rows in results["models"].get(m, {}).get("categories", {}).items():
@@ -826,7 +830,8 @@ def report(results: dict, size_name: str, size: Size) -> str:
       "outputs. L0 is the number of features that differ from the source. Robust accuracy at k is the share of "
       "sources the attack did not turn into a valid success with at most k changed features (all sources are "
       "classified correctly, so it starts at 100%). Times are the attack's own call after a warm-up (for jsma-jax "
-      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start, and the process's peak RSS (framework, model "
+      "the compile is apart, in its own column); memory is the peak RSS of that call above the RSS at its start, "
+      "and the process's peak RSS (framework, model "
       "and, for jsma-jax, compilation included).",
       "",
       "Optimality is AttackBench's (Cinà et al., AAAI 2025, arXiv 2404.19460, as computed in "
@@ -854,14 +859,16 @@ def report(results: dict, size_name: str, size: Size) -> str:
     for cat, rows in e["categories"].items():
       lines += [f"### {m}, {cat}", "",
                 "| attack | library | success (any L0) | RA k=1 | RA k=5 | RA k=10 | RA k=20 | RA k=50 | median L0 "
-                "| optimality | time / attack | compile | peak RSS (call / process) | valid outputs | success after projection | load |",
+                "| optimality | time / attack | compile | "
+                "peak RSS (call / process) | valid outputs | success after projection | load |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
       for a, r in rows.items():
         ra = r["robust_accuracy"]
         lines.append(
             f"| {a} | {r['library']} | {_pct(r['success_rate'])} | {_pct(ra[1])} | {_pct(ra[5])} | {_pct(ra[10])} | "
             f"{_pct(ra[20])} | {_pct(ra[50])} | {_num(r['median_l0'], '{:g}')} | {_pct(r['optimality'])} | "
-            f"{_secs(r['seconds_per_attack'])} | {_num(r['compile_seconds'], '{:.1f} s') if r['family'] == 'jsma-jax' else '-'} | "
+            f"{_secs(r['seconds_per_attack'])} | "
+            f"{_num(r['compile_seconds'], '{:.1f} s') if r['family'] == 'jsma-jax' else '-'} | "
             f"{r['peak_rss_above_start_bytes'] / 2**20:.0f} / {r['peak_rss_process_bytes'] / 2**20:.0f} MiB | "
             f"{_pct(r['valid_outputs'])} | "
             f"{_pct(r['success_rate_projected'])}{_proj_l0(r)} | {r['loadavg_1min'][0]:.1f} |")
@@ -870,13 +877,15 @@ def report(results: dict, size_name: str, size: Size) -> str:
       if viol:
         lines += ["", "Outputs breaking a constraint (share of outputs that respect each): " + "; ".join(viol) + "."]
       crashed = [f"{a}: {'; '.join(r['crashes'] or r['warmup_crashes'])}"
-                 + (" (in the untimed warm-up on 2 sources)" if not r["crashes"] else " (those sources count as failed)")
+                 + (" (in the untimed warm-up on 2 sources)"
+                    if not r["crashes"] else " (those sources count as failed)")
                  for a, r in rows.items() if r.get("crashes") or r.get("warmup_crashes")]
       if crashed:
         lines += ["", "Crashes inside the attack's code: " + " | ".join(crashed) + "."]
       dis = [f"{a} {r['judges_disagree']}" for a, r in rows.items() if r["judges_disagree"]]
       if dis:
-        lines += ["", "Outputs on which the JAX model and the torch port disagree about the goal: " + ", ".join(dis) + "."]
+        lines += ["", "Outputs on which the JAX model and the torch port "
+                      "disagree about the goal: " + ", ".join(dis) + "."]
       lines.append("")
   sources = ", ".join(f"{m} {results['models'][m]['data']['n']}" for m in MODELS if m in results["models"])
   lines += ["## Settings", "",
@@ -890,7 +899,8 @@ def report(results: dict, size_name: str, size: Size) -> str:
             f"- Sources: {sources}; "
             "the same sources and targets for every attack of a model. Not the 1,000 LeNet digits first planned: the "
             "adv-lib attacks took about 1 s per digit at 200 steps on this shared CPU.",
-            "- adv-lib's iterative attacks ran with the step counts above, fewer than adv-lib's defaults or AttackBench's "
+            "- adv-lib's iterative attacks ran with the step counts above, "
+            "fewer than adv-lib's defaults or AttackBench's "
             "configurations (sigma-zero 1,000, FMN 1,000, PDPGD 500); more steps would make them stronger and slower.",
             "- Times: the machine was shared with other jobs (load in the tables) and two or three of this run's "
             "processes ran at once; a time is comparable with another only roughly. (One stage, cifar-cnn tjsma, ran "
@@ -913,7 +923,8 @@ def main(argv=None) -> None:
   p.add_argument("--quick", action="store_true", help="smoke mode: every model and attack, a few sources, few steps")
   p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
   p.add_argument("--attacks", nargs="+", default=list(JSMA) + list(PEERS), choices=list(JSMA) + list(PEERS))
-  p.add_argument("--n", type=int, default=None, help="sources per model (overrides the size's; tabular: at most its test split)")
+  p.add_argument("--n", type=int, default=None,
+                 help="sources per model (overrides the size's; tabular: at most its test split)")
   p.add_argument("--work", default=None, help=f"stage files (default {WORK}/full or /quick)")
   p.add_argument("--out", default=None, help=f"report folder (default {RESULTS}; quick: <work>/report)")
   p.add_argument("--workers", type=int, default=2,

@@ -65,11 +65,10 @@ def problem(m: int, seed: int = 0):
 def one(m: int, pairwise: bool, repeats: int) -> dict:
   """One size in this process: compile apart, then the median wall time of ``repeats`` attacks."""
   import jax
+  from bench_attacks import peak_rss_mb
 
   import jsma_jax
   from jsma_jax.family import untargeted_rule
-
-  from bench_attacks import peak_rss_mb  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
   params, x = problem(m)
   labels = np.ones(EXAMPLES, np.int32)
@@ -117,7 +116,8 @@ def main(argv=None) -> None:
   rows = []
   for m in args.sizes:
     for pairwise in (True, False):
-      cmd = [sys.executable, __file__, "--one", str(m), "--repeats", str(args.repeats)] + ([] if pairwise else ["--single"])
+      cmd = [sys.executable, __file__, "--one", str(m),
+             "--repeats", str(args.repeats)] + ([] if pairwise else ["--single"])
       out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
           [str(HERE.parent), os.environ.get("PYTHONPATH", "")])})
       if out.returncode != 0:
@@ -144,7 +144,8 @@ def table(record: dict) -> str:
     peer = r["peer_pair_matrix_gb_per_example"]
     lines.append(f"| {r['m']:,} | {'pairs' if r['pairwise'] else 'single'} | {r['per_iteration_s'] * 1e3:.1f} | "
                  f"{r['iterations_max']} | {r['temp_mb']:.1f} | {r['peak_rss_mb']:.0f} | {r['weights_mb']:.0f} | "
-                 f"{peer * 1024:.1f} MiB |" if peer < 1 else f"| {r['m']:,} | {'pairs' if r['pairwise'] else 'single'} | "
+                 f"{peer * 1024:.1f} MiB |" if peer < 1 else f"| {r['m']:,} | "
+                 f"{'pairs' if r['pairwise'] else 'single'} | "
                  f"{r['per_iteration_s'] * 1e3:.1f} | {r['iterations_max']} | {r['temp_mb']:.1f} | "
                  f"{r['peak_rss_mb']:.0f} | {r['weights_mb']:.0f} | {peer:,.0f} GiB |")
   return "\n".join(lines)

@@ -32,10 +32,8 @@ SIZES = (1_000, 10_000, 30_000, 100_000, 545_333)
 
 def one(m: int) -> dict:
   """AdverTorch's JSMA on the first app of ``m_scaling.problem(m)``, in this process."""
-  import numpy as np
-  import torch
-
   import m_scaling
+  import torch
   from peers import _import_advertorch
 
   params, x = m_scaling.problem(m)

@@ -98,7 +98,8 @@ def main() -> None:
   rows = []
   model, _ = load_checkpoint(args.checkpoint)
   apply_fn, params = as_logits_fn(model)
-  x, y = load_mnist("idx", data_dir=args.data_dir, split="test") if args.data_dir else load_mnist("embedded", split="test")
+  x, y = (load_mnist("idx", data_dir=args.data_dir, split="test")
+          if args.data_dir else load_mnist("embedded", split="test"))
   e = jsma_jax.all_other_targets(x[: args.sources], y[: args.sources], 10)
   for domain in ("movable", "all"):
     row = replay(apply_fn, params, e.x, e.targets, initial_domain=domain, max_iter=None,
@@ -119,7 +120,8 @@ def main() -> None:
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({"device": str(jax.devices()[0]), "rows": rows}, indent=2))
-  print(f"\n| model | input | domain | slot-steps | certified (top-K) | region search | dense | region size median / max | checked vs dense |")
+  print("\n| model | input | domain | slot-steps | certified (top-K) | "
+        "region search | dense | region size median / max | checked vs dense |")
   print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     sizes = f"{r['region_size_median']:.0f} / {r['region_size_max']}" if r["region_size_max"] is not None else "-"

@@ -75,7 +75,7 @@ import sys
 import threading
 import time
 import types
-from typing import Callable
+from collections.abc import Callable
 
 # libgomp reads OMP_WAIT_POLICY when torch is imported. Its default (threads spin while
 # waiting) makes torch 5-10x slower on a CPU shared with other jobs: measured on the 2-core
@@ -134,7 +134,7 @@ def torch_lenet(weights: dict, *, device: str | torch.device = "cpu") -> TorchLe
   w = {k: np.asarray(weights[k]) for k in required}
   c2 = w["conv2.kernel"].shape[3]
   rows, hidden = w["fc1.kernel"].shape
-  side = int(round((rows // c2) ** 0.5))
+  side = round((rows // c2) ** 0.5)
   if side * side * c2 != rows:
     raise ValueError(f"fc1.kernel has {rows} rows, not a square map of {c2} channels")
   model = TorchLeNet(activation=str(w["activation"]), in_channels=w["conv1.kernel"].shape[2],
@@ -210,7 +210,7 @@ def torch_cifar_cnn(weights: dict, *, device: str | torch.device = "cpu") -> Tor
   w = {k: np.asarray(v) for k, v in weights.items()}
   widths = tuple(int(w[f"conv{i}.kernel"].shape[3]) for i in (1, 2, 3))
   rows, hidden = w["fc1.kernel"].shape
-  side4 = int(round((rows // widths[2]) ** 0.5))
+  side4 = round((rows // widths[2]) ** 0.5)
   if side4 * side4 * widths[2] != rows:
     raise ValueError(f"fc1.kernel has {rows} rows, not a square map of {widths[2]} channels")
   model = TorchCifarCNN(in_channels=int(w["conv1.kernel"].shape[2]), widths=widths, hidden=hidden,
@@ -313,7 +313,7 @@ def _import_advertorch():
     stubbed = True
   try:
     import advertorch
-    import advertorch.attacks  # noqa: F401
+    import advertorch.attacks
   finally:
     if stubbed:
       del sys.modules["torchvision"], sys.modules["torchvision.transforms"]

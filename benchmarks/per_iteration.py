@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jsma_jax
@@ -96,7 +95,8 @@ def main() -> None:
     rows[name] = {"ms_per_example": 1e3 * run / batch, "compile_s": compile_s, "batch": batch, "temp_mb": temp / 1e6}
     if chunk:
       rows[name]["jvp_chunk"] = chunk
-    print(f"{name:26s} {rows[name]['ms_per_example']:9.3f} ms per example and iteration, {temp / 1e6:.0f} MB", flush=True)
+    print(f"{name:26s} {rows[name]['ms_per_example']:9.3f} ms per example and iteration, "
+          f"{temp / 1e6:.0f} MB", flush=True)
   _, a, b = jsma_jax.target_rows(apply_fn, xb, tb, params=params)
   a, b = a.reshape(args.batch, -1), b.reshape(args.batch, -1)
   domain = flat < 1
@@ -115,7 +115,8 @@ def main() -> None:
     }
   for name, row in rows.items():
     extra = f", certified {row['certified_first_iteration']:.1%}" if "certified_first_iteration" in row else ""
-    print(f"{name:26s} {row['ms_per_example']:9.3f} ms per example and iteration (compile {row['compile_s']:.1f} s{extra})")
+    print(f"{name:26s} {row['ms_per_example']:9.3f} ms per example and iteration "
+          f"(compile {row['compile_s']:.1f} s{extra})")
   print(f"auto picks: {jac_lib.resolve_mode('auto', 784, 10, 2)}")
   machine = {"device": str(jax.devices()[0]), "processor": platform.processor(), "cpu": cpu_model(),
              "cpu_count": os.cpu_count(), "jax": jax.__version__, "default_jvp_chunk": jac_lib.JVP_CHUNK}

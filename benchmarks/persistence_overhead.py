@@ -21,11 +21,9 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from flax import nnx
 
-from jsma_jax.models import LeNet, holdout_split, load_mnist, make_optimizer, preset, save_checkpoint
-from jsma_jax.models import train_state
+from jsma_jax.models import LeNet, holdout_split, load_mnist, make_optimizer, preset, save_checkpoint, train_state
 from jsma_jax.models.checkpoint import cpu_model
 
 

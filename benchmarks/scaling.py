@@ -101,7 +101,8 @@ def main() -> None:
 
   model, _ = load_checkpoint(args.checkpoint)
   apply_fn, params = as_logits_fn(model)
-  x, y = load_mnist("idx", data_dir=args.data_dir, split="test") if args.data_dir else load_mnist("embedded", split="test")
+  x, y = (load_mnist("idx", data_dir=args.data_dir, split="test")
+          if args.data_dir else load_mnist("embedded", split="test"))
   e = jsma_jax.all_other_targets(x[:20_000], y[:20_000], 10)
   device = str(jax.devices()[0])
   print(f"device: {device}")
@@ -140,8 +141,10 @@ def main() -> None:
            "seconds_per_iteration": run / steps, "compile_seconds": compile_s, "peak_memory_mb": mem,
            "memory_kind": kind, "pair_matrix_gib_if_materialised": m * m * 4 / 2**30}
     feature_rows.append(row)
-    print(f"{name:10s} M={m:7d}: {row['seconds_per_iteration']*1e3:9.1f} ms per iteration for {args.feature_batch} examples, "
-          f"peak {mem:8.1f} MB (one M x M float32 matrix: {row['pair_matrix_gib_if_materialised']:.1f} GiB)", flush=True)
+    print(f"{name:10s} M={m:7d}: {row['seconds_per_iteration']*1e3:9.1f} ms per iteration "
+          f"for {args.feature_batch} examples, "
+          f"peak {mem:8.1f} MB "
+          f"(one M x M float32 matrix: {row['pair_matrix_gib_if_materialised']:.1f} GiB)", flush=True)
 
   cifar_rows = []
   if args.cifar_batch:
@@ -192,7 +195,8 @@ def plot(device: str, batch_rows: list, feature_rows: list, out_dir: Path) -> No
   axes[3].plot(ms, [r["peak_memory_mb"] for r in feature_rows], "o-", label="jsma-jax peak")
   axes[3].plot(ms, [r["pair_matrix_gib_if_materialised"] * 1024 * r["batch"] for r in feature_rows],
                "x--", label="B x M x M float32 (not built)")
-  axes[3].set(xscale="log", yscale="log", xlabel="features M", ylabel="MB", title=f"memory vs M (batch {feature_rows[0]['batch']})")
+  axes[3].set(xscale="log", yscale="log", xlabel="features M", ylabel="MB",
+              title=f"memory vs M (batch {feature_rows[0]['batch']})")
   axes[3].legend()
   fig.tight_layout()
   fig.savefig(out_dir / "scaling.png", dpi=110)

@@ -65,7 +65,8 @@ def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict
     result = call()
     times.append(time.perf_counter() - start)
   run = statistics.median(times)
-  return {"slots": slots, "cpu_devices": jax.local_device_count(), "attacks": int(len(ts)), "study_row": study_row, "phases": phase_widths(min(slots, len(ts))),
+  return {"slots": slots, "cpu_devices": jax.local_device_count(), "attacks": len(ts), "study_row": study_row,
+          "phases": phase_widths(min(slots, len(ts))),
           "first_call_seconds": first, "seconds": run, "seconds_all": times,
           "attacks_per_second": len(ts) / run, "success_rate": float(result.success.mean())}
 
@@ -87,14 +88,17 @@ def main() -> None:
     return
   rows = []
   grid = [(sources, devices, slots) for sources in (int(v) for v in args.sources.split(","))
-          for devices in (int(v) for v in args.cpu_devices.split(",")) for slots in (int(v) for v in args.slots.split(","))]
+          for devices in (int(v) for v in args.cpu_devices.split(","))
+          for slots in (int(v) for v in args.slots.split(","))]
   for sources, devices, slots in grid:
     proc = subprocess.run([sys.executable, __file__, "--worker", f"{slots},{sources}", "--repeats",
-                           str(args.repeats)] + (["--study-row"] if args.study_row else []), capture_output=True, text=True, check=True,
+                           str(args.repeats)] + (["--study-row"] if args.study_row else []),
+                          capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "JAX_NUM_CPU_DEVICES": str(devices)})
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     rows.append(row)
-    print(f"devices {row['cpu_devices']}  slots {row['slots']:4d}  attacks {row['attacks']:5d}  phases {row['phases']}  first call "
+    print(f"devices {row['cpu_devices']}  slots {row['slots']:4d}  attacks {row['attacks']:5d}  "
+          f"phases {row['phases']}  first call "
           f"{row['first_call_seconds']:6.2f} s  run {row['seconds']:6.2f} s  {row['attacks_per_second']:7.1f}/s",
           flush=True)
   sys.path.insert(0, str(HERE))

@@ -56,13 +56,13 @@ def _import_torchvision():
   import torch
 
   try:
-    import torchvision  # noqa: F401
+    import torchvision
   except RuntimeError:  # the CUDA build's C++ ops: define the schemas its fake registrations need
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     _import_torchvision.lib = lib  # keep the definitions alive
-    import torchvision  # noqa: F401
+    import torchvision
   import torchvision
 
   return torchvision
@@ -120,7 +120,8 @@ def measure(name: str, max_iter: int, attack: bool) -> dict:
   from jsma_jax.torch import from_torch
 
   model, side = build(name)
-  row = {"model": name, "input": [3, side, side], "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+  row = {"model": name, "input": [3, side, side],
+         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
   x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(2))
   start = time.perf_counter()
   try:
@@ -251,7 +252,7 @@ def main() -> None:
   results = json.loads(out.read_text()) if out.exists() else {"models": {}}
   results.update(machine=machine(), max_iter=args.max_iter)
   loads = results.setdefault("loads", [])
-  others = lambda: [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]  # noqa: E731
+  others = lambda: [json.loads(Path(p).read_text()) for p in args.merge if Path(p).exists()]
   # smallest first, so that a run stopped early has the most models
   sizes = {n: torchvision.models.get_model_weights(n).DEFAULT.meta["num_params"] for n in names}
   first = FAMILY_FIRST if args.family_first else ()

@@ -36,8 +36,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import jsma_jax  # noqa: E402
 import user_models  # noqa: E402
+
+import jsma_jax  # noqa: E402
 from jsma_jax.models import LeNet, as_logits_fn, load_checkpoint, load_mnist  # noqa: E402
 from jsma_jax.models.checkpoint import cpu_model  # noqa: E402
 

@@ -21,7 +21,8 @@ COMMANDS = {
     "attack": ("commands.attack", "attack a checkpoint on a dataset and write results.json and report.md"),
     "family": ("commands.family", "compare the JSMA family on one model: table, curve, report"),
     "zoo": ("commands.zoo", "train LeNets by several recipes, attack each, report what moves success"),
-    "factorial": ("commands.factorial", "a 2^4 factorial zoo: main effects and interactions, the pre-registered choice"),
+    "factorial": ("commands.factorial", "a 2^4 factorial zoo: main effects and interactions, "
+                                        "the pre-registered choice"),
 }
 # what a missing module needs, as a user installs it: from the checkout (the package is not on PyPI)
 EXTRAS = {"flax": "experiments", "optax": "experiments", "matplotlib": "experiments",

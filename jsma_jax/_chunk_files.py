@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jsma_jax import _validate
-from jsma_jax import _version
+from jsma_jax import _validate, _version
 from jsma_jax import model as model_lib
 from jsma_jax import options as options_lib
 from jsma_jax.types import JSMAResult

@@ -149,7 +149,6 @@ def check_feature_space(x: Any, clip_min: Any, clip_max: Any, mask: Any, *, need
   processes (``jsma_sharded``), sharded along the batch alike: each process
   checks the rows it holds, and every process raises when one does.
   """
-  feature_shape = tuple(x.shape[1:])
   lo = _canonical("clip_min", clip_min, x.shape, "the lower bound of every feature")
   hi = _canonical("clip_max", clip_max, x.shape, "the upper bound of every feature")
   mask = np.ones((1, 1), bool) if mask is None else _canonical("mask", mask, x.shape, "True where a feature may change")
@@ -205,7 +204,8 @@ def _check_feature_values(x, lo, hi, mask, *, need: int, pinned_for_all: bool) -
       example, feature = np.unravel_index(int(np.argmax(bad)), bad.shape)
       per = f"example {int(where[example])}, " if bad.shape[0] > 1 and where is not None else ""
       raise ValueError(
-          f"clip_min must not exceed clip_max anywhere; at {per}{_where(feature_shape, feature if bad.shape[1] > 1 else 0)} "
+          f"clip_min must not exceed clip_max anywhere; at {per}"
+          f"{_where(feature_shape, feature if bad.shape[1] > 1 else 0)} "
           f"clip_min={lv[min(example, lv.shape[0] - 1), min(feature, lv.shape[1] - 1)]} > "
           f"clip_max={hv[min(example, hv.shape[0] - 1), min(feature, hv.shape[1] - 1)]}"
       )
@@ -428,7 +428,8 @@ def check_rule_maps(rule_name: str, maps: Any, num_features: int) -> None:
 def check_same_batch(name_a: str, a: Any, name_b: str, b: Any) -> None:
   """Two arrays with the same leading (batch) size."""
   if np.shape(a)[:1] != np.shape(b)[:1]:
-    raise ValueError(f"{name_a} and {name_b} must have the same batch size, got {np.shape(a)[:1]} and {np.shape(b)[:1]}")
+    raise ValueError(f"{name_a} and {name_b} must have the same batch size, "
+                     f"got {np.shape(a)[:1]} and {np.shape(b)[:1]}")
 
 
 def check_budgets(budgets: Any, *, pairwise: bool) -> np.ndarray:

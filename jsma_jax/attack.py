@@ -16,19 +16,18 @@ import contextlib
 import functools
 import math
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsma_jax import _processes
-from jsma_jax import _validate
-from jsma_jax import batching
+from jsma_jax import _processes, _validate, batching
 from jsma_jax import jacobian as jac_lib
+from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
 from jsma_jax import model as model_lib
 from jsma_jax import rewrite as rewrite_lib
-from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
 from jsma_jax import scheduler as _scheduler  # noqa: F401  (registers the "refill" driver)
 from jsma_jax.drivers import Problem, get_driver
 from jsma_jax.options import DEFAULT_GAMMA, AttackOptions, EngineOptions, Plan, make_plan, resolve

@@ -51,7 +51,7 @@ def chunks(arrays: Any, size: int):
   total = jax.tree.leaves(arrays)[0].shape[0]
   for start in range(0, total, size):
     n = min(size, total - start)
-    yield start, n, pad_batch(jax.tree.map(lambda v: v[start:start + size], arrays), size)
+    yield start, n, pad_batch(jax.tree.map(lambda v, start=start: v[start:start + size], arrays), size)
 
 
 def pad_batch(arrays: Any, size: int) -> Any:

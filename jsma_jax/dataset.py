@@ -31,8 +31,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -163,7 +164,7 @@ def attack_dataset(
           # every chunk over this process's devices
           result = jax.device_get(jsma_local(logits_fn, xs, ts, params=params, options=chunk_options,
                                              engine=run_engine))
-          result = jax.tree.map(lambda v: np.asarray(v[:n]), result)
+          result = jax.tree.map(lambda v, n=n: np.asarray(v[:n]), result)
           if chunk_key is not None:
             _chunk_files.save(folder / _chunk_files.name(i), chunk_key, result)
         mine[i] = result

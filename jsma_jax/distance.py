@@ -17,7 +17,8 @@ second computes the same count on the device, then the same float64 division).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

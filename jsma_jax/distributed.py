@@ -16,12 +16,14 @@ one machine as two processes."""
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jsma_jax import _validate, attack, batching
 from jsma_jax.options import AttackOptions, EngineOptions, Plan
@@ -100,7 +102,8 @@ def jsma_sharded(
   local = size // n
   plan = p.plan._replace(slots=min(p.plan.slots, local))
   x, labels = batching.pad_batch((p.x, p.labels), size)
-  lo, hi, mask = (jnp.asarray(batching.pad_batch(v, size) if v.shape[0] > 1 else v) for v in (p.clip_min, p.clip_max, p.mask))
+  lo, hi, mask = (jnp.asarray(batching.pad_batch(v, size) if v.shape[0] > 1 else v)
+                  for v in (p.clip_min, p.clip_max, p.mask))
   sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
   x, labels = jax.device_put(x, sharding), jax.device_put(labels, sharding)
   result = _sharded(p.logits_fn, p.params, x, labels, p.theta, lo, hi, batch, mask, plan=plan, mesh=mesh)

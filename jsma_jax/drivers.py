@@ -19,7 +19,8 @@ This module is the registry only; it imports nothing but the types.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 

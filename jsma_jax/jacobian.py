@@ -19,7 +19,8 @@ JSMA-Z (the paper's MNIST choice, default) differentiates the logits; JSMA-F
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -28,7 +28,8 @@ import inspect
 import re
 import sys
 import warnings
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +67,7 @@ class JaxprModel:
   each at batch 1 (the model never sees two examples at once).
   """
 
-  __slots__ = ("jaxpr", "feature_shape", "dtype", "evaluate", "_pinned", "_key", "_hash")
+  __slots__ = ("_hash", "_key", "_pinned", "dtype", "evaluate", "feature_shape", "jaxpr")
 
   def __init__(self, jaxpr: core.Jaxpr, feature_shape: tuple, dtype, evaluate: Evaluate, pinned: list):
     self.jaxpr, self.feature_shape, self.dtype, self.evaluate = jaxpr, feature_shape, np.dtype(dtype), evaluate
@@ -438,6 +439,7 @@ def check_outputs(outputs: Any, *, probabilities: bool = False, name: str = "log
     return
   if probabilities and kind == "log-probabilities":
     return  # softmax(log p) == p: JSMA-F is exact
-  warnings.warn(f"{name} seems to return {kind} (every row {'sums to 1' if kind == 'probabilities' else 'has logsumexp 0'}); "
+  warnings.warn(f"{name} seems to return {kind} "
+                f"(every row {'sums to 1' if kind == 'probabilities' else 'has logsumexp 0'}); "
                 "the attack expects logits (JSMA-Z) and applies the softmax itself with probabilities=True "
                 "(JSMA-F): return the logits, i.e. drop the final softmax", UserWarning, stacklevel=2)

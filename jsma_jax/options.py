@@ -237,7 +237,8 @@ ATTACK_FIELDS = tuple(f.name for f in dataclasses.fields(AttackOptions))
 ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineOptions))
 
 
-def resolve(options: AttackOptions | None, engine: EngineOptions | None, overrides: dict) -> tuple[AttackOptions, EngineOptions]:
+def resolve(options: AttackOptions | None, engine: EngineOptions | None,
+            overrides: dict) -> tuple[AttackOptions, EngineOptions]:
   """Both configs, with keyword ``overrides`` (any field of either) applied and validated."""
   options = AttackOptions() if options is None else options
   engine = EngineOptions() if engine is None else engine

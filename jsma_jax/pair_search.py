@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax.saliency import Choice, oriented, best_pair
+from jsma_jax.saliency import Choice, best_pair, oriented
 
 Array = jax.Array
 
@@ -185,7 +185,8 @@ def region_pair(
 
 
 def _resolve(choice: Choice, pending: Array, chunk: int, solve, *, narrow: bool) -> tuple[Choice, Array]:
-  """Run ``solve`` on the pending rows, ``chunk`` at a time; returns the updated choice and the rows it could not settle.
+  """Run ``solve`` on the pending rows, ``chunk`` at a time; returns the updated choice and the rows it
+  could not settle.
 
   ``solve(rows)`` gets ``[c]`` row indices (``size`` for padding) and returns
   ``(Choice [c], settled [c] bool)``. With ``narrow``, an eighth of the chunk
@@ -258,7 +259,8 @@ def best_pairs(
     return jax.vmap(one)(take(a, rows), take(b, rows), take(domain, rows), take(cand.choice.score, rows))
 
   def dense(rows):
-    full = jax.vmap(lambda a, b, d: best_pair(a, b, d, increase=increase))(take(a, rows), take(b, rows), take(domain, rows))
+    full = jax.vmap(lambda a, b, d: best_pair(a, b, d, increase=increase))(take(a, rows), take(b, rows),
+                                                                           take(domain, rows))
     return full, jnp.ones(rows.shape, bool)
 
   # Each tier's loop stops at once when no row is pending, so a batch certified throughout pays one check per tier.

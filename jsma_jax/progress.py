@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _LOCK = threading.Lock()
 _LISTENERS: list[Callable[[int, int], None]] = []  # a list, not a context variable: callbacks run on XLA's threads

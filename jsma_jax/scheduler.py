@@ -108,7 +108,7 @@ def refill(problem: Problem) -> AttackState:
     carry = lax.while_loop(cond, body, carry)
     if narrower:  # compact the attacks still in flight into fewer slots
       (keep,) = jnp.nonzero(carry.example < size, size=narrower, fill_value=width)
-      state = jax.tree.map(lambda v: jnp.take(v, keep, axis=0, mode="clip"), carry.state)
+      state = jax.tree.map(lambda v, keep=keep: jnp.take(v, keep, axis=0, mode="clip"), carry.state)
       example = jnp.where(keep < width, jnp.take(carry.example, keep, mode="clip"), size)
       carry = Slots(state, example, carry.next_example, carry.out)
 

@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jsma_jax import _validate
+from jsma_jax import _validate, pair_search, progress, saliency
 from jsma_jax import jacobian as jac_lib
-from jsma_jax import pair_search, progress, saliency
 from jsma_jax.drivers import Problem
 from jsma_jax.options import Plan
 from jsma_jax.types import AttackState, Decision, Maps, StepView, StopReason
@@ -221,14 +220,15 @@ def advance(
   reason = jnp.select(
       [
           ~jnp.all(jnp.isfinite(outputs)),
-          plan.rule.success(outputs, label),  # finite outputs that meet the criterion: a success, whatever the derivatives
+          # finite outputs that meet the criterion: a success, whatever the derivatives
+          plan.rule.success(outputs, label),
           ~finite,
           state.iteration >= plan.max_iter,
           jnp.sum(state.domain) < need,
           choice.score == -jnp.inf,
       ],
-      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.NON_FINITE, StopReason.BUDGET_SPENT, StopReason.DOMAIN_EXHAUSTED,
-       StopReason.NO_ADMISSIBLE],
+      [StopReason.NON_FINITE, StopReason.SUCCESS, StopReason.NON_FINITE, StopReason.BUDGET_SPENT,
+       StopReason.DOMAIN_EXHAUSTED, StopReason.NO_ADMISSIBLE],
       StopReason.RUNNING,
   ).astype(jnp.int32)
   running = state.reason == StopReason.RUNNING
@@ -304,12 +304,12 @@ def step(problem: Problem, state: AttackState, x0: Array, label: Array,
   space = feature_space(problem, size, example)
   lo, hi = (jnp.broadcast_to(v, (size, v.shape[1])) for v in (space.clip_min, space.clip_max))
   outputs, rows = jax.vmap(lambda v, t: derivatives(problem, v, t))(state.x, label)
-  maps, domain = jax.vmap(lambda s, r, o, t, l, h: rule_maps(problem, s, r, o, t, l, h))(
+  maps, domain = jax.vmap(lambda s, r, o, t, lo, hi: rule_maps(problem, s, r, o, t, lo, hi))(
       state, rows, outputs, label, lo, hi)
   maps = maps._replace(a=rounded(maps.a, state.iteration), b=rounded(maps.b, state.iteration))
   finite = jnp.all(jnp.isfinite(outputs), axis=1) & jnp.all(jnp.isfinite(rows), axis=(1, 2))
   choice = choose(problem.plan, maps, domain, running & finite)
-  new = jax.vmap(lambda s, o, ok, c, v, t, l, h: advance(problem, s, o, ok, c, v, t, l, h))(
+  new = jax.vmap(lambda s, o, ok, c, v, t, lo, hi: advance(problem, s, o, ok, c, v, t, lo, hi))(
       state, outputs, finite, choice, x0, label, lo, hi
   )
   if problem.plan.progress_every:

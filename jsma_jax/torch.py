@@ -71,7 +71,8 @@ import contextlib
 import os
 import re
 import warnings
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,7 @@ except ImportError as _error:  # pragma: no cover - only without the extra
   raise ImportError("jsma_jax.torch needs PyTorch: pip install 'jsma-jax[torch]' (on a CPU-only machine "
                     "install torch's CPU build first, e.g. pip install torch==2.13.0)") from _error
 
-from jsma_jax import _aten
-from jsma_jax import _validate
+from jsma_jax import _aten, _validate
 
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16,
            torch.bfloat16: jnp.bfloat16, torch.int64: np.int64, torch.int32: np.int32, torch.bool: np.bool_}

@@ -165,7 +165,7 @@ class JSMAResult:
   def __iter__(self):
     return iter(tuple(getattr(self, name) for name in _RESULT_ARRAYS))
 
-  def replace(self, **changes) -> "JSMAResult":
+  def replace(self, **changes) -> JSMAResult:
     """A copy with the fields named in ``changes`` replaced."""
     return dataclasses.replace(self, **changes)
 
@@ -177,7 +177,7 @@ class JSMAResult:
       ...            iterations=jnp.array([1, 2, 5]), n_changed=jnp.array([2, 4, 9]),
       ...            stop_reason=jnp.array([1, 1, 2]), predicted=jnp.array([1, 0, 0]))
       JSMAResult(rule='jsma', 3 examples: SUCCESS 2 (argmax == target), BUDGET_SPENT 1; mean iterations 2.67, mean n_changed 5; x_adv float32[3, 4])
-    """
+    """  # noqa: E501 (a doctest's output is one line)
     arrays = ", ".join(f"{name} {_described(getattr(self, name))}" for name in _RESULT_ARRAYS
                        if getattr(self, name) is not None)
     try:

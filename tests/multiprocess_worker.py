@@ -15,11 +15,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import toy_models
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jsma_jax
-import toy_models
 
 SHAPE, N = (5, 6), 5
 PARAMS = jax.tree.map(lambda v: np.asarray(v, np.float32), toy_models.mlp_params(5, SHAPE, N))

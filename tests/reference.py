@@ -10,8 +10,8 @@ pins (../shared/PAPER.md section 3); the stop reasons use the same codes as
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

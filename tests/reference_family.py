@@ -26,7 +26,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-
 from reference import RefResult
 
 SUCCESS, BUDGET_SPENT, NO_ADMISSIBLE, DOMAIN_EXHAUSTED = 1, 2, 3, 4

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 
 import jsma_jax
-import toy_models
 from jsma_jax import StopReason, jsma
 
 SHAPE = (4, 5)
@@ -53,7 +53,8 @@ def test_jit_equals_eager(model):
 def test_an_exported_attack_serialises_and_returns_the_same_result(model):
   """``jax.export``: the attack as a serialised program, its JSMAResult and metadata intact."""
   apply_fn, params, x, t = model
-  fn = jax.jit(lambda p, x, t: jsma(apply_fn, x, t, params=p, gamma=0.5, rule=jsma_jax.maximal_rule(), record_trace=True))
+  fn = jax.jit(lambda p, x, t: jsma(apply_fn, x, t, params=p, gamma=0.5,
+                                    rule=jsma_jax.maximal_rule(), record_trace=True))
   blob = jax.export.export(fn)(params, x, t).serialize()
   got, want = jax.export.deserialize(blob).call(params, x, t), fn(params, x, t)
   assert (got.rule, got.criterion) == (want.rule, want.criterion) == ("maximal", want.criterion)
@@ -75,7 +76,8 @@ def test_inside_user_jit_and_vmap(model):
   inside = jax.jit(lambda p, x, t: jsma(apply_fn, x, t, params=p, gamma=0.5))(params, x, t)
   _same(direct, inside)
   # vmap of the batched attack over an extra leading axis of batches
-  stacked = jax.vmap(lambda x, t: jsma(apply_fn, x, t, params=params, gamma=0.5))(x.reshape(2, 4, *SHAPE), t.reshape(2, 4))
+  stacked = jax.vmap(lambda x, t: jsma(apply_fn, x, t, params=params, gamma=0.5))(x.reshape(2, 4, *SHAPE),
+                                                                                  t.reshape(2, 4))
   _same(direct, jax.tree.map(lambda v: v.reshape((8,) + v.shape[2:]), stacked))
 
 
@@ -156,7 +158,8 @@ def test_all_domain_can_waste_iterations_on_saturated_features():
 
 def test_fractional_theta_picks_a_feature_until_it_saturates():
   x = jnp.zeros((1, 2), jnp.float32)
-  r = jsma(apply_ones, x, jnp.array([1]), params=jnp.array([2.0, 1.0]), theta=0.4, gamma=1.0, pairwise=False, max_iter=4)
+  r = jsma(apply_ones, x, jnp.array([1]), params=jnp.array([2.0, 1.0]),
+           theta=0.4, gamma=1.0, pairwise=False, max_iter=4)
   # feature 0 is the most salient: 0.4, 0.8, 1.0 (saturated, leaves), then feature 1
   np.testing.assert_allclose(r.x_adv[0], [1.0, 0.4], rtol=1e-6)
   assert int(r.iterations[0]) == 4

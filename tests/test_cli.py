@@ -10,14 +10,10 @@ import re
 
 import pytest
 
-from experiments.commands import attack
 from experiments import cli
-from experiments.common import cli_args
-from experiments.commands import family
-from experiments.commands import reproduce
+from experiments.commands import attack, factorial, family, reproduce, zoo
 from experiments.commands import train as train_lenet
-from experiments.commands import factorial
-from experiments.commands import zoo
+from experiments.common import cli_args
 
 COMMANDS = {  # command -> (its parser, its configuration from a command line)
     "reproduce": (reproduce.parser, reproduce.parse_args),
@@ -101,7 +97,6 @@ def test_data_dir_with_embedded_data_is_refused(command):
 
 def test_defaults_agree_with_the_library_or_say_why():
   from jsma_jax import AttackOptions
-
   from jsma_jax.options import DEFAULT_GAMMA
 
   library = {name: f.default for name, f in AttackOptions.__dataclass_fields__.items()}
@@ -298,7 +293,8 @@ def test_in_flags_replaces_names_only_where_they_name_an_argument():
   p = attack.parser()
   assert cli_args.in_flags(p, "n_sources and batch_size must be >= 1") == "--sources and --batch-size must be >= 1"
   assert cli_args.in_flags(p, "give max_iter=3 or nothing") == "give --max-iter=3 or nothing"
-  assert cli_args.in_flags(p, "a label out of range, the split of the name") == "a label out of range, the split of the name"
+  assert (cli_args.in_flags(p, "a label out of range, the split of the name")
+          == "a label out of range, the split of the name")
 
 
 @pytest.mark.slow
@@ -361,7 +357,7 @@ def test_attack_says_when_the_set_has_fewer_sources_than_asked(tmp_path, monkeyp
   n = res["dataset"]["n_sources"]
   assert n < 1000 and f"--sources 5000: the test set has only {n} sources the model classifies correctly" in out
   assert res["dataset"]["short"] in (tmp_path / "runs/attack/report.md").read_text()
-  wrote = [line for line in out.splitlines() if "wrote" in line][0]
+  wrote = next(line for line in out.splitlines() if "wrote" in line)
   assert all(f in wrote for f in res["figures"]) and "x_adv NHWC" in wrote
   import numpy as np
 

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 
 import jsma_jax
-import toy_models
 from jsma_jax.curves import robustness_curve
 from jsma_jax.family import maximal_rule, tjsma_rule
 

@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 
 from jsma_jax.models import data as data_lib
-from jsma_jax.models import load_embedded_mnist
-from jsma_jax.models import load_fashion_mnist
-from jsma_jax.models import load_idx
-from jsma_jax.models import load_mnist
-from jsma_jax.models import read_idx
+from jsma_jax.models import load_embedded_mnist, load_fashion_mnist, load_idx, load_mnist, read_idx
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 MNIST_DIR = os.environ.get("JSMA_MNIST_DIR", MNIST_DIR)
@@ -178,7 +174,7 @@ def no_tensorflow(monkeypatch):
                          ids=["mnist", "fashion_mnist"])
 def test_tfds_prepare_and_read_without_tensorflow(small_idx_dir, tmp_path, loader,
                                                   no_tensorflow):
-  root, train, test = small_idx_dir
+  root, train, _test = small_idx_dir
   tfds_dir = tmp_path / "tfds"
   images, labels = loader("tfds", data_dir=tfds_dir, idx_dir=root, split="train")
   _check_arrays(images, labels, 300)
@@ -235,7 +231,7 @@ def test_tfds_download_goes_through_download_manager(small_idx_dir, tmp_path,
     return {k: data_lib.find_idx_file(root, *k.split("_")) for k in url_or_urls}
 
   monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
-  images, labels = load_mnist("tfds", data_dir=tmp_path, split="train", download=True)
+  _images, labels = load_mnist("tfds", data_dir=tmp_path, split="train", download=True)
   np.testing.assert_array_equal(labels, train[1])
   assert sorted(requested) == ["test_images", "test_labels", "train_images",
                                "train_labels"]

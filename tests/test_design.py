@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 
 import jsma_jax
-import toy_models
 from jsma_jax import StopReason, jsma
 
 SHAPE = (12,)
@@ -81,7 +81,7 @@ def test_outside_rule_with_two_maps_moves_both_ways(model):
 
 def test_rule_with_wrong_shapes_is_named(model):
   apply_fn, params, x, t = model
-  bad = AGAINST._replace(name="bad-rule", maps=lambda rows, o, l, v: jsma_jax.Maps(rows[0], rows[1], v.theta > 0))
+  bad = AGAINST._replace(name="bad-rule", maps=lambda rows, o, label, v: jsma_jax.Maps(rows[0], rows[1], v.theta > 0))
   with pytest.raises(ValueError, match=r"rule 'bad-rule': maps\(\.\.\.\) must return Maps with a and b \[K, M\]"):
     jsma(apply_fn, x, t, params=params, gamma=0.5, rule=bad)
 

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 from jax import export
 
 import jsma_jax
-import toy_models
 from jsma_jax import attack, options
 
 SCRIPT = textwrap.dedent(

@@ -8,16 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from experiments.commands import attack as attack_cli
 from experiments import cli
+from experiments.commands import attack as attack_cli
+from experiments.commands import reproduce
+from experiments.commands import train as train_lenet
+from experiments.common import stages as stages_lib
 from experiments.study import config as config_lib
 from experiments.study import inputs
-from experiments.commands import reproduce
-from experiments.common import stages as stages_lib
-from experiments.commands import train as train_lenet
-from jsma_jax import StopReason
-from jsma_jax import all_other_targets
-from jsma_jax import jsma
+from jsma_jax import StopReason, all_other_targets, jsma
 
 TINY = ["--arch", "tiny_mlp", "--epochs", "1", "--activations", "tanh", "--sources", "3",
         "--ablation-sources", "2", "--variants", "paper,decrease,single", "--pixels", "2,6,10,20",
@@ -86,7 +84,7 @@ def test_internal_consistency(run):
 
 
 def test_budget_sweep_agrees_with_separate_runs(run):
-  out, res = run
+  out, _res = run
   config = reproduce.parse_args(TINY + ["--out", out])
   apply_fn, params, _ = inputs.load_model(config, "tanh")
   arr = np.load(os.path.join(out, "stages", "attack_tanh_paper_test_c000.npz"))
@@ -209,7 +207,7 @@ def test_cli_dispatches_and_lists_commands(capsys):
 
 
 def test_attack_command_on_the_study_model(run, tmp_path):
-  out, res = run
+  out, _res = run
   folder = str(tmp_path / "attack")
   got = cli.main(["attack", "--checkpoint", inputs.model_path(reproduce.parse_args(TINY + ["--out", out]), "tanh"),
                   "--sources", "2", "--gamma", "0.02", "--out", folder])
@@ -233,7 +231,7 @@ def test_tabular_writes_where_the_user_runs_it_never_into_the_package(tmp_path, 
   monkeypatch.setattr(tabular, "run_all", lambda config, out: written.append((config, out)) or {})
   monkeypatch.chdir(tmp_path)
   tabular.main([])
-  (config, out), = written
+  (_config, out), = written
   package = pathlib.Path(tabular.__file__).resolve().parent
   assert out.resolve() == tmp_path / "runs" / "tabular"
   assert package not in out.resolve().parents

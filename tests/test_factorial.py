@@ -14,9 +14,7 @@ import pytest
 
 from experiments.commands import factorial as factorial_cli
 from experiments.common import stats
-from experiments.zoo import factorial
-from experiments.zoo import factorial_report
-from experiments.zoo import zoo
+from experiments.zoo import factorial, factorial_report, zoo
 from jsma_jax.models import Recipe, load_checkpoint, load_mnist, preset
 
 

@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_family
+import tiers
+import toy_models
 
 import jsma_jax
-import tiers
-import reference_family
-import toy_models
 from jsma_jax import StopReason, jsma
 from jsma_jax.family import maximal_rule, tjsma_rule, untargeted_rule
 

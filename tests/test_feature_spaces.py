@@ -14,12 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import jsma_jax
-import tiers
 import reference
 import reference_family
+import tiers
 import toy_models
+
+import jsma_jax
 from jsma_jax import StopReason, jsma
 from jsma_jax.family import maximal_rule, tjsma_rule, untargeted_rule
 
@@ -126,7 +126,8 @@ def test_matches_reference(name):
 
 
 PRUNED_CASES = {k: CASES[k] for k in ("jsma-pairs-feature-bounds-feature-mask", "jsma-pairs-example-bounds-all-domain",
-                                      "tjsma-pairs-example-bounds-mask-fractional", "maximal-pairs-example-bounds-mask-fractional")}
+                                      "tjsma-pairs-example-bounds-mask-fractional",
+                                      "maximal-pairs-example-bounds-mask-fractional")}
 
 
 @pytest.mark.slow
@@ -235,7 +236,8 @@ BAD = {
     "bounds-batch": (dict(clip_max=np.ones((3, 2, 3), np.float32)), ValueError, "clip_max must be"),
     "bounds-lo-above-hi": (dict(clip_min=LO, clip_max=np.ones((2, 3), np.float32) - 2 * np.eye(2, 3, k=1)),
                            ValueError, r"clip_min must not exceed clip_max.*feature \(0, 1\)"),
-    "bounds-per-example-lo-above-hi": (dict(clip_min=np.zeros((2, 2, 3)), clip_max=np.ones((2, 2, 3)) * [[[1]], [[-1]]]),
+    "bounds-per-example-lo-above-hi": (dict(clip_min=np.zeros((2, 2, 3)),
+                                            clip_max=np.ones((2, 2, 3)) * [[[1]], [[-1]]]),
                                        ValueError, r"at example 1, feature \(0, 0\)"),
     "x-outside-per-feature": (dict(clip_max=np.full((2, 3), 0.75).__setitem__((1, 2), 0.25) or None), None, None),
     "bounds-nan": (dict(clip_min=np.full((2, 3), np.nan)), ValueError, "clip_min must be finite"),
@@ -315,7 +317,8 @@ def test_attack_dataset_chunks_per_example_bounds_and_mask():
 
 @pytest.mark.slow
 def test_tabular_example_runs(tmp_path):
-  """experiments/scripts/tabular.py end to end, briefly trained: bounds from the data, immutable columns never change."""
+  """experiments/scripts/tabular.py end to end, briefly trained: bounds from the data, immutable columns
+  never change."""
   pytest.importorskip("sklearn")
   pytest.importorskip("flax")
   from experiments.scripts import tabular

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import toy_models
+
 from jsma_jax import forward_derivative, target_rows
 from jsma_jax import jacobian as jac_lib
 from jsma_jax.jacobian import resolve_mode
@@ -56,7 +56,8 @@ def test_mlp_modes_agree_with_analytic(activation):
     for mode in MODES:
       _, J = forward_derivative(toy_models.APPLY_MLP[activation], jnp.asarray(x), params=p64, mode=mode)
       for i in range(4):
-        np.testing.assert_allclose(np.asarray(J[i]).reshape(6, -1), numpy_model(x[i].ravel())[1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(J[i]).reshape(6, -1), numpy_model(x[i].ravel())[1],
+                                   rtol=1e-12, atol=1e-12)
 
 
 def test_cnn_modes_agree():

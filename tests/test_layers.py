@@ -71,7 +71,8 @@ def test_every_core_module_has_a_layer():
   placed = {m for _, modules in layers() for m in modules}
   present = set(core_modules())
   assert not present - placed, f"add these modules to ARCHITECTURE.md's layer table: {sorted(present - placed)}"
-  assert not placed - present, f"ARCHITECTURE.md's layer table names modules that do not exist: {sorted(placed - present)}"
+  assert not placed - present, ("ARCHITECTURE.md's layer table names modules that do not exist: "
+                                f"{sorted(placed - present)}")
 
 
 def test_imports_go_down_the_layers():
@@ -96,7 +97,8 @@ def test_the_core_never_imports(apart):
       continue
     for path in paths:
       for module, line in imports(path, apart.split(".")[0]):
-        assert not (module == apart or module.startswith(apart + ".")), f"{path.relative_to(ROOT)}:{line} imports {module}"
+        assert not (module == apart
+                    or module.startswith(apart + ".")), f"{path.relative_to(ROOT)}:{line} imports {module}"
 
 
 def test_the_core_imports_only_the_light_install_at_module_level():

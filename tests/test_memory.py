@@ -18,7 +18,8 @@ def apply_mlp(params, x):
 def _temp_bytes(batch: int, m_side: int = 28) -> int:
   rng = np.random.default_rng(0)
   m = m_side * m_side
-  params = {"w1": jnp.asarray(rng.normal(size=(m, 32)), jnp.float32), "w2": jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)}
+  params = {"w1": jnp.asarray(rng.normal(size=(m, 32)), jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(32, 10)), jnp.float32)}
   x = jnp.zeros((batch, m_side, m_side, 1), jnp.float32)
   t = jnp.zeros((batch,), jnp.int32)
   compiled = jsma_jax.lower(apply_mlp, x, t, params=params, theta=1.0, gamma=0.145, pad_batches=False).compile()

@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jsma_jax import jsma
-from jsma_jax import distance, metrics
-from jsma_jax import forward_derivative
-from jsma_jax import target_rows
+from jsma_jax import distance, forward_derivative, jsma, metrics, target_rows
 from tests import toy_models
 
 NAN = float("nan")

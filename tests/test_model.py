@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.model import JaxprModel, check_outputs, eval_closed_jaxpr, is_traced, prepare_model
+from jsma_jax.model import check_outputs, eval_closed_jaxpr, is_traced, prepare_model
 from jsma_jax.models import as_logits_fn
 
 X = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 2, 3)), jnp.float32)
@@ -42,7 +42,8 @@ def apply_dict(params, x):
 
 def dict_params(seed):
   rng = np.random.default_rng(seed)
-  return {"w": jnp.asarray(rng.normal(size=(6, 8)), jnp.float32), "v": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)}
+  return {"w": jnp.asarray(rng.normal(size=(6, 8)), jnp.float32),
+          "v": jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)}
 
 
 def _perturb(tree):
@@ -138,7 +139,8 @@ def test_as_logits_fn_and_the_module_give_the_same_static():
 @pytest.mark.parametrize(
     "a,b",
     [(lambda: MLP(8), lambda: MLP(9)),
-     (lambda: (lambda x: apply_dict(dict_params(0), x) * 2.0), lambda: (lambda x: apply_dict(dict_params(0), x) * 3.0))],
+     (lambda: (lambda x: apply_dict(dict_params(0), x) * 2.0),
+      lambda: (lambda x: apply_dict(dict_params(0), x) * 3.0))],
     ids=["hidden_width", "python_float"],
 )
 def test_another_architecture_or_literal_is_another_static(a, b):
@@ -269,8 +271,10 @@ ERRORS = {
     "one_class": (lambda: ((lambda x: x.reshape(x.shape[0], -1)[:, :1]), None), ValueError, r"returned shape \(1, 1\)"),
     "int_outputs": (lambda: ((lambda x: x.reshape(x.shape[0], -1).astype(jnp.int32)), None), ValueError, "floating"),
     "params_to_one_arg_module": (lambda: (MLP(), as_logits_fn(MLP())[1]), TypeError,
-                                 r"logits_fn takes one argument \(x\) but params= was given; drop params= or pass a function \(params, x\)"),
-    "params_to_star_args": (_star_args, TypeError, r"logits_fn takes one argument \(x\) but params= was given.*drop params="),
+                                 r"logits_fn takes one argument \(x\) but params= was given; "
+                                 r"drop params= or pass a function \(params, x\)"),
+    "params_to_star_args": (_star_args, TypeError,
+                            r"logits_fn takes one argument \(x\) but params= was given.*drop params="),
     "two_args_no_params": (lambda: (as_logits_fn(MLP())[0], None), TypeError,
                            r"takes two arguments \(params, x\) but params= was not given; pass params="),
     "linen_apply_no_params": (lambda: (LinenMLP().apply, None), TypeError, r"params= was not given; pass params="),
@@ -278,7 +282,8 @@ ERRORS = {
                       r"params does not fit logits_fn: .*Incorrect number of leaves.*as_logits_fn\(model\)"),
     "wrong_kernel_shape": (_wrong_kernel, ValueError, r"params does not fit logits_fn: .*dot_general.*as_logits_fn"),
     "linen_wrong_kernel": (_linen_wrong_kernel, ValueError, r"params does not fit logits_fn: ScopeParamShapeError"),
-    "nnx_batchnorm_training": (_bn_nnx, ValueError, r"BatchStat.*must run in inference mode: .*as_logits_fn.*model.eval\(\)"),
+    "nnx_batchnorm_training": (_bn_nnx, ValueError,
+                               r"BatchStat.*must run in inference mode: .*as_logits_fn.*model.eval\(\)"),
     "nnx_dropout_training": (_dropout_nnx, ValueError, r"must run in inference mode.*deterministic=True"),
     "linen_batchnorm_training": (_linen_train, ValueError, r"batch_stats.*must run in inference mode"),
 }

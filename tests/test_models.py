@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.models import LeNet
-from jsma_jax.models import LogitsFn
-from jsma_jax.models import ModelConfig
-from jsma_jax.models import SmallCNN
-from jsma_jax.models import as_logits_fn
-from jsma_jax.models import config_of
-from jsma_jax.models import lenet_numpy_weights
+from jsma_jax.models import LeNet, LogitsFn, ModelConfig, SmallCNN, as_logits_fn, config_of, lenet_numpy_weights
 
 
 def _images(shape, seed=0):

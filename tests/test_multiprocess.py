@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+import multiprocess_worker as worker_data  # the workers' model and data (its runtime part runs only as a script)
 import numpy as np
 import pytest
 
 import jsma_jax
-import multiprocess_worker as worker_data  # the workers' model and data (its runtime part runs only as a script)
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,8 @@ def test_sharded_equals_single_process(sharded, batch):
 def test_a_bad_value_on_one_process_raises_on_both(sharded, check, message):
   for saved in sharded:  # the bad rows are process 1's; process 0 raises the same error instead of waiting
     text = str(saved[f"error/{check}"])  # the same message, or process 1's named (checks that read rows)
-    assert text.startswith((f"ValueError: {message}", f"ValueError: process 1 of 2 failed: ValueError: {message}")), text
+    assert text.startswith((f"ValueError: {message}",
+                            f"ValueError: process 1 of 2 failed: ValueError: {message}")), text
 
 
 def test_a_failed_chunk_on_one_process_fails_the_dataset_on_both(sharded):

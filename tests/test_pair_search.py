@@ -14,8 +14,10 @@ DISTRIBUTIONS = {
     "normal": lambda rng, s: (rng.normal(size=s), rng.normal(size=s)),
     "heavy-tailed": lambda rng, s: (rng.standard_t(2, size=s), rng.standard_t(2, size=s)),
     "integers-with-ties": lambda rng, s: (rng.integers(-3, 4, size=s), rng.integers(-3, 4, size=s)),
-    "sparse-zeros": lambda rng, s: (rng.normal(size=s) * (rng.uniform(size=s) < 0.2), rng.normal(size=s) * (rng.uniform(size=s) < 0.2)),
-    "correlated": lambda rng, s: (lambda z: (z + 0.1 * rng.normal(size=s), -z + 0.1 * rng.normal(size=s)))(rng.normal(size=s)),
+    "sparse-zeros": lambda rng, s: (rng.normal(size=s) * (rng.uniform(size=s) < 0.2),
+                                    rng.normal(size=s) * (rng.uniform(size=s) < 0.2)),
+    "correlated": lambda rng, s: (lambda z: (z + 0.1 * rng.normal(size=s),
+                                             -z + 0.1 * rng.normal(size=s)))(rng.normal(size=s)),
     "tiny-scale": lambda rng, s: (rng.normal(size=s) * 1e-20, rng.normal(size=s) * 1e-20),
 }
 
@@ -56,8 +58,9 @@ def test_pruned_equals_dense(tiers, increase):
 
 @pytest.mark.parametrize("k", [150, 151, 1000], ids=["k-equals-m", "k-above-m", "k-far-above-m"])
 def test_every_feature_a_candidate_compiles_the_dense_search_alone(k):
-  """k >= M: every pair is a candidate, so no later tier can ever run; none is traced, and the result is the dense one."""
-  a, b, domain, names = _mixed_batch(7)  # m = 150
+  """k >= M: every pair is a candidate, so no later tier can ever run; none is traced, and the result is
+  the dense one."""
+  a, b, domain, _names = _mixed_batch(7)  # m = 150
   search = jax.jit(lambda a, b, d: best_pairs(a, b, d, increase=True, k=k, chunk=5, region=40))
   assert "stablehlo.while" not in search.lower(a, b, domain).as_text()
   for g, w in zip(search(a, b, domain), _dense(a, b, domain, True)):
@@ -74,7 +77,8 @@ def test_certificate_holds_often_on_smooth_data_and_is_never_wrong():
   certified = np.asarray(cand.certified)
   assert certified.mean() > 0.5
   for field in ("score", "p", "q"):
-    np.testing.assert_array_equal(np.asarray(getattr(cand.choice, field))[certified], np.asarray(getattr(dense, field))[certified])
+    np.testing.assert_array_equal(np.asarray(getattr(cand.choice, field))[certified],
+                                  np.asarray(getattr(dense, field))[certified])
 
 
 def test_small_domain_is_always_certified():

@@ -19,15 +19,10 @@ from flax import nnx
 
 import jsma_jax.models
 from experiments import cli
-from jsma_jax.models import CheckpointError
-from jsma_jax.models import LeNet
-from jsma_jax.models import load_checkpoint
-from jsma_jax.models import save_checkpoint
+from jsma_jax.models import CheckpointError, LeNet, load_checkpoint, save_checkpoint
 from jsma_jax.models import checkpoint as checkpoint_lib
 from jsma_jax.models import files as files_lib
-from jsma_jax.models.checkpoint import METADATA
-from jsma_jax.models.checkpoint import WEIGHTS
-
+from jsma_jax.models.checkpoint import METADATA, WEIGHTS
 
 # ------------------------------------------------------------------ import structure
 
@@ -318,9 +313,9 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   """The scenario: study A done; study B (another epoch count) on the same --out
   replaces models/tiny_mlp_tanh and dies before its stage record; rerunning A retrains
   A's model instead of attacking B's, and gives A's numbers again."""
-  from experiments.study import inputs
   from experiments.commands import reproduce
   from experiments.common import stages as stages_lib
+  from experiments.study import inputs
 
   out = str(tmp_path / "study")
   a, b = STUDY + ["--epochs", "1", "--out", out], STUDY + ["--epochs", "2", "--out", out]
@@ -340,7 +335,8 @@ def test_resumed_study_never_attacks_another_studys_model(tmp_path, monkeypatch,
   config_a = reproduce.parse_args(a)
   assert load_checkpoint(inputs.model_path(config_a, "tanh"))[1]["study_model"]["epochs"] == 1
   assert again["rows"][0]["success_rate"] == first["rows"][0]["success_rate"]
-  assert again["models"] == first["models"] or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"]
+  assert (again["models"] == first["models"]
+          or again["models"]["tanh"]["accuracy"] == first["models"]["tanh"]["accuracy"])
 
 
 # ---------------------------------------------------------- training that resumes
@@ -350,8 +346,7 @@ TIMINGS = {"epoch_seconds", "train_seconds"}
 
 def _tiny_recipe(**changes):
   """Adam on a cosine schedule (the optimiser's step count matters), a held-out sixth."""
-  from jsma_jax.models import Recipe
-  from jsma_jax.models import ModelConfig
+  from jsma_jax.models import ModelConfig, Recipe
 
   return Recipe(name="tiny", model=ModelConfig(), optimizer="adam", schedule="cosine",
                 learning_rate=3e-3, batch_size=32, epochs=3, split="holdout", eval_batch_size=64,
@@ -380,8 +375,7 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(digits, uninte
                                                                   monkeypatch, stop):
   """A run stopped between two epochs and started again with the same call ends with the
   weights and history of the run that was never stopped, bit for bit."""
-  from jsma_jax.models import train
-  from jsma_jax.models import train_state
+  from jsma_jax.models import train, train_state
 
   (model_a, history_a), _ = uninterrupted
   folder = str(tmp_path / "run")
@@ -494,7 +488,7 @@ def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp
   assert cli.main(TRAIN + ["--out", out]) == 0
   printed = capsys.readouterr().out
   assert "1 of 2 epochs done" in printed and "epoch 1/2" not in printed and "epoch 2/2" in printed
-  model, meta = load_checkpoint(out)
+  _model, meta = load_checkpoint(out)
   assert len(meta["history"]["train_loss"]) == 2
   assert not os.path.isfile(os.path.join(out, train_state.STATE_FILE))
   with open(os.path.join(out, "results.json")) as f:

@@ -13,9 +13,23 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.models import (SHIPPED_LENETS, LeNet, ModelConfig, Recipe, as_logits_fn, evaluate, holdout_split,
-                             initialise, load_metadata, load_mnist, load_paper_lenet, make_optimizer,
-                             preset, save_checkpoint, train)
+from jsma_jax.models import (
+  SHIPPED_LENETS,
+  LeNet,
+  ModelConfig,
+  Recipe,
+  as_logits_fn,
+  evaluate,
+  holdout_split,
+  initialise,
+  load_metadata,
+  load_mnist,
+  load_paper_lenet,
+  make_optimizer,
+  preset,
+  save_checkpoint,
+  train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +126,7 @@ def test_holdout_split_is_disjoint_and_covers():
 
 @pytest.mark.slow
 def test_split_batch_epochs_and_seed_change_training(tiny_data):
-  x, y = tiny_data
+  _x, _y = tiny_data
   _, h = train(ModelConfig(), tiny_data, epochs=2, batch_size=50, split="holdout", print_fn=None)
   assert h["n_train"] == 250 - 250 // 6 and h["n_validation"] == 250 // 6
   assert len(h["validation_accuracy"]) == 2 and h["steps"] == 2 * ((250 - 41) // 50)

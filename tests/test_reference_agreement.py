@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
+import tiers
+import toy_models
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jsma_jax
-import tiers
-import reference
-import toy_models
 
 
 class Case(NamedTuple):

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import lax
+import user_models
 from flax import nnx
+from jax import lax
 
 import jsma_jax
-import user_models
 from jsma_jax.models import load_mnist
 from jsma_jax.rewrite import enabled_by_default, eval_jaxpr_loop_friendly, loop_friendly
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference
+
 from jsma_jax import best_feature, best_pair, pairwise_saliency, single_feature_saliency
 
 

@@ -1,4 +1,5 @@
-"""Never a silently wrong result: each scenario from the user's side (stale traces, unseen weights, NaN, traced values)."""
+"""Never a silently wrong result: each scenario from the user's side (stale traces, unseen weights, NaN,
+traced values)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import toy_models
 from flax import nnx
 
 import jsma_jax
-import toy_models
 from jsma_jax import StopReason, jsma
 
 SHAPE = (3, 4)
@@ -178,7 +179,8 @@ def _model_and_params():
 
 
 CALL_ERRORS = {
-    "params-missing-a-layer": (lambda f, p, m: (f, {"hidden": p["hidden"]}), ValueError, "params does not fit logits_fn"),
+    "params-missing-a-layer": (lambda f, p, m: (f, {"hidden": p["hidden"]}),
+                               ValueError, "params does not fit logits_fn"),
     "wrong-kernel-shape": (lambda f, p, m: (f, {**p, "out": {**p["out"], "kernel": jnp.zeros((7, N))}}), ValueError,
                            "params does not fit logits_fn"),
     "params-to-one-argument-model": (lambda f, p, m: (m, p), TypeError, "takes one argument .x. but params= was given"),
@@ -288,7 +290,7 @@ def test_linen_batchnorm_in_training_mode_is_refused_with_the_fix():
   module, (x, t) = BN(), _inputs()
   variables = module.init(jax.random.key(0), x, train=False)
   train_mode = lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"])[0]
-  with pytest.raises(ValueError, match="couples the examples of a batch.*inference mode"):
+  with pytest.raises(ValueError, match=r"couples the examples of a batch.*inference mode"):
     jsma(train_mode, x, t, params=variables, gamma=0.5)
   r = jsma(lambda v, x: module.apply(v, x, train=False), x, t, params=variables, gamma=0.5)  # the fix
   assert r.x_adv.shape == x.shape

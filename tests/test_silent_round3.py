@@ -1,4 +1,5 @@
-"""Never a silently wrong result, the single-process scenarios of datasets, counts, bounds and exports, from the user's side.
+"""Never a silently wrong result, the single-process scenarios of datasets, counts, bounds and exports,
+from the user's side.
 
 The two-process scenarios (processes with other weights or options, a bad argument on one
 process, global per-example bounds and masks) are in ``tests/test_multiprocess.py``.

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 import jsma_jax  # noqa: E402
 from jsma_jax.torch import from_torch, params_of  # noqa: E402
@@ -204,7 +204,7 @@ def test_training_mode_is_refused_before_export():
 
 def test_bad_arguments_are_named():
   module = _seeded(PaperLeNet())
-  with pytest.raises(TypeError, match="module must be a torch.nn.Module"):
+  with pytest.raises(TypeError, match=r"module must be a torch.nn.Module"):
     from_torch(lambda x: x, torch.zeros(1, 1, 28, 28))
   with pytest.raises(TypeError, match="example_input must be a floating-point tensor"):
     from_torch(module, torch.zeros(1, 1, 28, 28, dtype=torch.int64))

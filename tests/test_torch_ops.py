@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from jsma_jax import _aten  # noqa: E402
 from jsma_jax.torch import from_torch  # noqa: E402
@@ -78,11 +78,11 @@ _MASK_BOOL = torch.tensor([[1, 1, 0, 1, 0], [1, 0, 1, 1, 1], [0, 1, 1, 0, 1], [1
 _MASK_FLOAT = torch.linspace(-1.0, 1.0, 25).reshape(5, 5)
 
 SDPA = [
-    ("plain", lambda l, x: F.scaled_dot_product_attention(*_qkv(l, x))),
-    ("bool-mask", lambda l, x: F.scaled_dot_product_attention(*_qkv(l, x), attn_mask=_MASK_BOOL)),
-    ("float-mask", lambda l, x: F.scaled_dot_product_attention(*_qkv(l, x), attn_mask=_MASK_FLOAT)),
-    ("causal", lambda l, x: F.scaled_dot_product_attention(*_qkv(l, x), is_causal=True)),
-    ("scale", lambda l, x: F.scaled_dot_product_attention(*_qkv(l, x), scale=0.3)),
+    ("plain", lambda layers, x: F.scaled_dot_product_attention(*_qkv(layers, x))),
+    ("bool-mask", lambda layers, x: F.scaled_dot_product_attention(*_qkv(layers, x), attn_mask=_MASK_BOOL)),
+    ("float-mask", lambda layers, x: F.scaled_dot_product_attention(*_qkv(layers, x), attn_mask=_MASK_FLOAT)),
+    ("causal", lambda layers, x: F.scaled_dot_product_attention(*_qkv(layers, x), is_causal=True)),
+    ("scale", lambda layers, x: F.scaled_dot_product_attention(*_qkv(layers, x), scale=0.3)),
 ]
 
 
@@ -122,24 +122,29 @@ def test_multihead_attention(call):
 
 def test_multihead_attention_in_an_encoder_layer():
   layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1, batch_first=True, norm_first=True)
-  _check(Fn(lambda l, x: l["enc"](x), enc=layer), (5, 8))
+  _check(Fn(lambda layers, x: layers["enc"](x), enc=layer), (5, 8))
 
 
 # ---------------------------------------------------------------- splits and layouts
 
 
 SHAPES = [
-    ("chunk", lambda l, x: (lambda a, b: torch.cat([b * 2, a.sin()], 1))(*x.chunk(2, dim=1))),
-    ("chunk-uneven", lambda l, x: torch.cat([p.sum(1, keepdim=True) * (i + 1) for i, p in enumerate(x.chunk(3, dim=1))], 1)),
-    ("split-sizes", lambda l, x: (lambda a, b, c: a * b.mean(1, keepdim=True) + c.exp().sum(1, keepdim=True))(*torch.split(x, [1, 2, 1], dim=1))),
-    ("split-int", lambda l, x: torch.stack([p.tanh() for p in torch.split(x, 3, dim=-1)[:2]], 1)),
-    ("unbind", lambda l, x: (lambda *rows: rows[0] * rows[1] - rows[3])(*x.unbind(1))),
-    ("channel-shuffle", lambda l, x: x.reshape(x.shape[0], 2, 2, 5, 6).transpose(1, 2).reshape(x.shape[0], -1, 5, 6)),
-    ("channels-last-pool", lambda l, x: F.adaptive_avg_pool2d(
-        l["conv"](x.contiguous(memory_format=torch.channels_last)), 1)),
-    ("permute-layernorm", lambda l, x: l["ln"](l["conv"](x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()),
-    ("as-strided-read", lambda l, x: torch.as_strided(x.contiguous(), (x.shape[0], 2, 3, 4), (120, 20, 2, 5), 1)),
-    ("flip-roll-repeat", lambda l, x: torch.roll(x.flip(-1), shifts=(1, -2), dims=(2, 3)).repeat(1, 1, 2, 1)),
+    ("chunk", lambda layers, x: (lambda a, b: torch.cat([b * 2, a.sin()], 1))(*x.chunk(2, dim=1))),
+    ("chunk-uneven",
+     lambda layers, x: torch.cat([p.sum(1, keepdim=True) * (i + 1) for i, p in enumerate(x.chunk(3, dim=1))], 1)),
+    ("split-sizes",
+     lambda layers, x: (lambda a, b, c: a * b.mean(1, keepdim=True) + c.exp().sum(1, keepdim=True))(
+         *torch.split(x, [1, 2, 1], dim=1))),
+    ("split-int", lambda layers, x: torch.stack([p.tanh() for p in torch.split(x, 3, dim=-1)[:2]], 1)),
+    ("unbind", lambda layers, x: (lambda *rows: rows[0] * rows[1] - rows[3])(*x.unbind(1))),
+    ("channel-shuffle",
+     lambda layers, x: x.reshape(x.shape[0], 2, 2, 5, 6).transpose(1, 2).reshape(x.shape[0], -1, 5, 6)),
+    ("channels-last-pool", lambda layers, x: F.adaptive_avg_pool2d(
+        layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1)),
+    ("permute-layernorm",
+     lambda layers, x: layers["ln"](layers["conv"](x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()),
+    ("as-strided-read", lambda layers, x: torch.as_strided(x.contiguous(), (x.shape[0], 2, 3, 4), (120, 20, 2, 5), 1)),
+    ("flip-roll-repeat", lambda layers, x: torch.roll(x.flip(-1), shifts=(1, -2), dims=(2, 3)).repeat(1, 1, 2, 1)),
 ]
 
 
@@ -149,7 +154,8 @@ def test_splits_and_layouts(fn):
 
 
 def test_as_strided_that_restores_a_layout_is_the_identity():
-  module = Fn(lambda l, x: F.adaptive_avg_pool2d(l["conv"](x.contiguous(memory_format=torch.channels_last)), 1),
+  module = Fn(lambda layers, x: F.adaptive_avg_pool2d(
+                  layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1),
               conv=nn.Conv2d(4, 6, 3))
   assert "aten.as_strided.default" in _ops_of(module, (4, 5, 6))  # convnext's case, issue 36
   out = _aten.OPS["aten.as_strided.default"](jnp.ones((2, 3, 4)), (2, 3, 4), (1, 8, 2), input_layout=((1, 8, 2), 0))
@@ -170,20 +176,21 @@ def _put(x):
 
 
 INDEXING = [
-    ("index-tensor", lambda l, x: x[:, _IDX]),
-    ("index-two-arrays", lambda l, x: x[:, torch.tensor([0, 2]), torch.tensor([1, 3])]),
-    ("index-with-slice-between", lambda l, x: x[:, torch.tensor([1, 0]), :, torch.tensor([4, 2])].transpose(0, 1)),  # NumPy's rule: the indexed axis first
-    ("index-select", lambda l, x: x.index_select(2, _IDX)),
-    ("gather", lambda l, x: x.gather(3, torch.tensor([[[[0, 4, 4], [1, 1, 3]]]]).expand(x.shape[0], 4, 2, 3))),
-    ("scatter-src", lambda l, x: torch.zeros(x.shape[0], 4, 5, 7).scatter(
+    ("index-tensor", lambda layers, x: x[:, _IDX]),
+    ("index-two-arrays", lambda layers, x: x[:, torch.tensor([0, 2]), torch.tensor([1, 3])]),
+    # NumPy's rule: the indexed axis first
+    ("index-with-slice-between", lambda layers, x: x[:, torch.tensor([1, 0]), :, torch.tensor([4, 2])].transpose(0, 1)),
+    ("index-select", lambda layers, x: x.index_select(2, _IDX)),
+    ("gather", lambda layers, x: x.gather(3, torch.tensor([[[[0, 4, 4], [1, 1, 3]]]]).expand(x.shape[0], 4, 2, 3))),
+    ("scatter-src", lambda layers, x: torch.zeros(x.shape[0], 4, 5, 7).scatter(
         3, torch.tensor([[[[0, 6, 2, 3, 4, 5]]]]).expand(x.shape[0], 4, 5, 6), x)),
-    ("scatter-add", lambda l, x: torch.ones(x.shape[0], 4, 5, 3).scatter_add(
+    ("scatter-add", lambda layers, x: torch.ones(x.shape[0], 4, 5, 3).scatter_add(
         3, torch.tensor([[[[0, 1, 2, 0, 1, 0]]]]).expand(x.shape[0], 4, 5, 6), x)),
-    ("index-put", lambda l, x: _index_put(x)),
-    ("index-put-accumulate", lambda l, x: torch.zeros(x.shape[0], 4, 6).index_put(
+    ("index-put", lambda layers, x: _index_put(x)),
+    ("index-put-accumulate", lambda layers, x: torch.zeros(x.shape[0], 4, 6).index_put(
         (torch.arange(x.shape[0])[:, None], torch.tensor([[0, 2, 2]])), x[:, 0, :3], accumulate=True)),
-    ("slice-select-scatter", lambda l, x: _put(x)),
-    ("masked-fill", lambda l, x: x.masked_fill(_MASK_BOOL[:, :, None].expand(5, 5, 6)[:4], -2.0)),
+    ("slice-select-scatter", lambda layers, x: _put(x)),
+    ("masked-fill", lambda layers, x: x.masked_fill(_MASK_BOOL[:, :, None].expand(5, 5, 6)[:4], -2.0)),
 ]
 
 
@@ -224,7 +231,7 @@ RANGES = [
 
 @pytest.mark.parametrize("fn", [f for _, f in RANGES], ids=[n for n, _ in RANGES])
 def test_ranges_fmod_and_indexed_reductions(fn):
-  _check(Fn(lambda l, x: fn(x)), (3, 5, 6))
+  _check(Fn(lambda layers, x: fn(x)), (3, 5, 6))
 
 
 # ---------------------------------------------------------------- upsampling
@@ -244,12 +251,12 @@ UPSAMPLE = [
 
 @pytest.mark.parametrize("how", [h for _, h in UPSAMPLE], ids=[n for n, _ in UPSAMPLE])
 def test_upsampling(how):
-  _check(Fn(lambda l, x: l["up"](x), up=nn.Upsample(**how)), (2, 5, 6))
+  _check(Fn(lambda layers, x: layers["up"](x), up=nn.Upsample(**how)), (2, 5, 6))
 
 
 def test_upsampling_1d_and_3d():
-  _check(Fn(lambda l, x: F.interpolate(x, scale_factor=2.5, mode="linear") + 0), (2, 7))
-  _check(Fn(lambda l, x: F.interpolate(x, size=(3, 5, 4), mode="nearest")), (2, 2, 3, 3))
+  _check(Fn(lambda layers, x: F.interpolate(x, scale_factor=2.5, mode="linear") + 0), (2, 7))
+  _check(Fn(lambda layers, x: F.interpolate(x, size=(3, 5, 4), mode="nearest")), (2, 2, 3, 3))
 
 
 # ---------------------------------------------------------------- norms and small activations
@@ -273,10 +280,10 @@ def test_norms_in_eval_mode(norm):
         t.copy_(torch.rand(t.shape) + (0.5 if "var" in name else -0.5))
     for t in norm.parameters():
       t.copy_(torch.rand(t.shape) + 0.5)
-  _check(Fn(lambda l, x: l["norm"](x * 2 + 1), norm=norm), (4, 5, 6))
+  _check(Fn(lambda layers, x: layers["norm"](x * 2 + 1), norm=norm), (4, 5, 6))
 
 
 def test_small_functions_models_use():
-  _check(Fn(lambda l, x: torch.cat([F.hardswish(x * 4), F.hardsigmoid(x * 4), F.silu(x), F.mish(x),
+  _check(Fn(lambda layers, x: torch.cat([F.hardswish(x * 4), F.hardsigmoid(x * 4), F.silu(x), F.mish(x),
                                     F.normalize(x, dim=1), x.cumsum(2), x.var(1, keepdim=True).expand_as(x)], 1)),
          (3, 4, 5))

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 import jsma_jax  # noqa: E402
 from jsma_jax.torch import from_pt2, from_torch, params_of  # noqa: E402
@@ -165,7 +165,8 @@ def test_jsma_takes_torch_tensors():
   numpy = jsma_jax.jsma(apply_fn, x.numpy(), t.numpy(), params=params, mask=mask.numpy(), clip_min=lo.numpy(),
                         clip_max=hi.numpy(), max_iter=3)
   np.testing.assert_array_equal(np.asarray(ours.x_adv), np.asarray(numpy.x_adv))
-  with pytest.raises(TypeError, match=r"x is a torch tensor that NumPy cannot hold .*x\.detach\(\)\.cpu\(\)\.float\(\)\.numpy\(\)"):
+  with pytest.raises(TypeError, match=r"x is a torch tensor that NumPy cannot hold "
+                                      r".*x\.detach\(\)\.cpu\(\)\.float\(\)\.numpy\(\)"):
     jsma_jax.jsma(apply_fn, x.bfloat16(), t, params=params)
 
 
@@ -179,7 +180,8 @@ def test_pt2_errors_name_the_file_and_the_shapes(tmp_path):
   module = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.LazyLinear(4))
   module(torch.zeros(1, 3, 32, 32))
   batch = torch.export.Dim("batch", min=1)
-  torch.export.save(torch.export.export(module.eval(), (torch.zeros(2, 3, 32, 32),), dynamic_shapes={"input": {0: batch}}),
+  torch.export.save(torch.export.export(module.eval(), (torch.zeros(2, 3, 32, 32),),
+                                        dynamic_shapes={"input": {0: batch}}),
                     tmp_path / "cifar.pt2")
   with pytest.raises(ValueError, match=r"cifar\.pt2: example_input: the program takes examples of shape \[3, 32, 32\] "
                                        r"\(batch axis excluded\), the data's are \[1, 28, 28\]"):

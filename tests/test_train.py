@@ -1,7 +1,6 @@
 """Tests for jsma_jax.models.train, jsma_jax.models.checkpoint and the train command."""
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -9,17 +8,18 @@ import pytest
 from flax import nnx
 
 from experiments.commands import train as train_lenet
-from jsma_jax.models import LeNet
-from jsma_jax.models import ModelConfig
-from jsma_jax.models import SmallCNN
-from jsma_jax.models import as_logits_fn
-from jsma_jax.models import evaluate
-from jsma_jax.models import lenet_numpy_weights
-from jsma_jax.models import load_checkpoint
-from jsma_jax.models import load_mnist
-from jsma_jax.models import save_checkpoint
-from jsma_jax.models import train
-from jsma_jax.models import checkpoint as ckpt_lib
+from jsma_jax.models import (
+  LeNet,
+  ModelConfig,
+  SmallCNN,
+  as_logits_fn,
+  evaluate,
+  lenet_numpy_weights,
+  load_checkpoint,
+  load_mnist,
+  save_checkpoint,
+  train,
+)
 
 
 def _bits(model):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import toy_models
+
 import jsma_jax
 from jsma_jax import jsma
 
@@ -19,7 +19,8 @@ T = jnp.array([0, 1], jnp.int32)
 CASES = {
     "x-int": (dict(x=jnp.ones((2, 6), jnp.int32)), TypeError, "x must be a floating-point"),
     "x-no-feature-axis": (dict(x=jnp.ones((2,), jnp.float32), targets=T), ValueError, "x must be a batch"),
-    "x-empty": (dict(x=jnp.ones((0, 6), jnp.float32), targets=jnp.zeros((0,), jnp.int32)), ValueError, "at least one example"),
+    "x-empty": (dict(x=jnp.ones((0, 6), jnp.float32), targets=jnp.zeros((0,), jnp.int32)),
+                ValueError, "at least one example"),
     "x-above-clip": (dict(x=X.at[0, 0].set(1.5)), ValueError, r"x must lie within \[clip_min, clip_max\]"),
     "x-below-clip": (dict(x=X.at[1, 2].set(-0.1)), ValueError, "x must lie within"),
     "x-nan": (dict(x=X.at[0, 0].set(jnp.nan)), ValueError, "x must be finite"),
@@ -46,7 +47,8 @@ CASES = {
     "candidates-float": (dict(candidates=2.5), ValueError, "candidates must be a non-negative int"),
     "slots-zero": (dict(slots=0), ValueError, "slots must be a positive int"),
     "logits-fn-not-callable": (dict(logits_fn=3), TypeError, "logits_fn must be callable"),
-    "logits-fn-wrong-rank": (dict(logits_fn=lambda p, x: x[:, 0]), ValueError, r"logits_fn\(params, x\) must return logits of shape"),
+    "logits-fn-wrong-rank": (dict(logits_fn=lambda p, x: x[:, 0]),
+                             ValueError, r"logits_fn\(params, x\) must return logits of shape"),
     "logits-fn-wrong-batch": (dict(logits_fn=lambda p, x: x[:1, :3]), ValueError, "must return logits of shape"),
     "logits-fn-one-class": (dict(logits_fn=lambda p, x: x[:, :1]), ValueError, "N >= 2"),
     "logits-fn-tuple": (dict(logits_fn=lambda p, x: (x, x)), ValueError, "must return one array"),
@@ -65,7 +67,8 @@ def test_bad_input_raises_before_compiling(kwargs, error, message):
 
 
 def test_good_input_with_numpy_float64_scalars():
-  r = jsma(toy_models.apply_mlp_tanh, np.asarray(X), np.asarray(T), params=PARAMS, gamma=np.float64(0.5), theta=np.float32(1))
+  r = jsma(toy_models.apply_mlp_tanh, np.asarray(X), np.asarray(T), params=PARAMS,
+           gamma=np.float64(0.5), theta=np.float32(1))
   assert r.x_adv.shape == X.shape
 
 

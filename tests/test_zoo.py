@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.common import stats
-from experiments.zoo import zoo
-from experiments.zoo import zoo_report
+from experiments.zoo import zoo, zoo_report
 from jsma_jax.models import Recipe, load_mnist, preset
 
 

@@ -92,7 +92,8 @@ def jax_model_for_reference(apply_fn, params, feature_shape):
   return model
 
 
-def random_inputs(seed: int, batch: int, feature_shape, *, saturated: float = 0.15, low: float = 0.0, high: float = 1.0):
+def random_inputs(seed: int, batch: int, feature_shape, *, saturated: float = 0.15,
+                  low: float = 0.0, high: float = 1.0):
   """Inputs in [low, high] with some features exactly at a bound."""
   rng = np.random.default_rng(seed)
   x = rng.uniform(low, high, size=(batch,) + tuple(feature_shape))

@@ -118,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--max-iter", type=cli_args.count, default=d.max_iter,
                  help="iteration budget (None: floor(M * gamma / 2) for pairs, floor(M * gamma) for single)")
   p.add_argument("--batch-size", type=cli_args.count, default=d.batch_size, help="attacks per compiled jsma call")
-  p.add_argument("--seed", type=cli_args.natural, default=d.seed, help="seed of the source sample and of random targets")
+  p.add_argument("--seed", type=cli_args.natural, default=d.seed,
+                 help="seed of the source sample and of random targets")
   return p
 
 
@@ -140,13 +141,15 @@ def _report(res: dict) -> str:
            f"{res['dataset']['source']} {res['dataset']['split']})", "",
            f"Command: `{res['command']}`", "",
            f"- checkpoint `{res['config']['checkpoint']}`; accuracy on the set {pct(res['dataset']['accuracy'])}",
-           f"- sources: {res['dataset']['n_sources']} ({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
+           f"- sources: {res['dataset']['n_sources']} "
+           f"({'all' if res['config']['include_misclassified'] else 'correctly classified'}), "
            f"targets: {res['config']['targets']}; {s['n']} attacks"
            + (f" ({res['dataset']['short']})" if res["dataset"].get("short") else ""),
            f"- settings: {', '.join(f'{k}={v}' for k, v in res['jsma_options'].items())} "
            f"(budget {res['max_iter']} iterations)",
            f"- **success rate {pct(s['success_rate'])}**; mean distortion {pct(s['distortion_successful'])} of "
-           f"the {res['dataset']['num_features']} features over successful attacks, {pct(s['distortion_all'])} over all",
+           f"the {res['dataset']['num_features']} features over successful attacks, "
+           f"{pct(s['distortion_all'])} over all",
            f"- stop reasons: {', '.join(f'{k} {v}' for k, v in res['stop_reasons'].items())}",
            f"- {res['attack_seconds']:.1f} s ({s['n'] / max(res['attack_seconds'], 1e-9):.1f} attacks/s) on "
            f"{res['environment']['backend']} ({res['environment']['device']}), JAX {res['environment']['jax']}"]
@@ -207,11 +210,10 @@ def _predict(apply_fn, params, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _torch_program(path: str, example_nhwc: np.ndarray):
   """``(apply_fn, params, meta)`` of a ``torch.export`` file, taking the NHWC images of the data sets."""
-  import jax.numpy as jnp
   from jsma_jax.torch import from_pt2
 
   bridge, params = from_pt2(path, np.ascontiguousarray(example_nhwc.transpose(0, 3, 1, 2)))
-  apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))  # noqa: E731
+  apply_fn = lambda params, x: bridge(params, jnp.transpose(x, (0, 3, 1, 2)))
   return apply_fn, params, {"model": {"arch": f"torch.export program {os.path.basename(path)} (NCHW)"}}
 
 
@@ -248,7 +250,8 @@ def main(argv=None) -> dict:
     print(f"{PROG}: {short}", flush=True)
   if config.targets == "all":
     e = jsma_jax.all_other_targets(x_all[idx], y_all[idx], num_classes)
-    x, targets, labels, src = np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels), idx[np.asarray(e.source_index)]
+    x, targets, labels, src = (np.asarray(e.x), np.asarray(e.targets), np.asarray(e.labels),
+                               idx[np.asarray(e.source_index)])
   else:
     x, labels, src = x_all[idx], y_all[idx], idx
     targets = np.asarray(jsma_jax.random_targets(jax.random.key(config.seed), labels, num_classes))
@@ -265,9 +268,9 @@ def main(argv=None) -> dict:
       "max_iter": config.max_iter or jsma_jax.max_iterations(m, config.gamma, pairwise=config.pairwise),
       "model": meta.get("model", {}), "checkpoint_test_accuracy": meta.get("test_accuracy"),
       "dataset": {"name": config.name, "source": config.source, "data_dir": config.data_dir,
-                  "split": config.split, "size": int(len(y_all)), "shape": list(x.shape[1:]),
+                  "split": config.split, "size": len(y_all), "shape": list(x.shape[1:]),
                   "num_features": m, "num_classes": num_classes, "accuracy": accuracy,
-                  "n_sources": int(len(idx)), "n_sources_asked": config.n_sources, "short": short},
+                  "n_sources": len(idx), "n_sources_asked": config.n_sources, "short": short},
       "environment": environment(), "seed": config.seed, "attack_seconds": seconds,
       "summary": metrics.summary(success, n_changed, m),
       "stop_reasons": {jsma_jax.StopReason(int(c)).name: int((reason == c).sum()) for c in np.unique(reason)},

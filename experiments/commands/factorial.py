@@ -9,8 +9,7 @@ import time
 
 from ..common import cli_args
 from ..common.stages import writable_folder
-from ..zoo import factorial
-from ..zoo import factorial_report
+from ..zoo import factorial, factorial_report
 
 
 def parser() -> argparse.ArgumentParser:

@@ -169,7 +169,8 @@ def render(results: dict) -> str:
       f"- machine: {mach['cpu']}, {mach['cores']} cores (shared; load average at start "
       f"{', '.join(f'{v:.1f}' for v in mach['load_average_at_start'])}), {env['backend']}, JAX {env['jax']}; "
       f"wall time {results['wall_seconds']:.0f} s (attacks {results['attack_seconds_total']:.0f} s)", "",
-      "| variant | criterion | attacks | success | mean L0 (successful) | mean L0 (all) | iterations | attacks/s | stop reasons |",
+      "| variant | criterion | attacks | success | mean L0 (successful) | "
+      "mean L0 (all) | iterations | attacks/s | stop reasons |",
       "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in results["rows"]:
@@ -251,14 +252,14 @@ def main(argv=None) -> dict:
   rows = []
   for name in config.variants:
     summary, _ = stages.run(f"variant_{name}", {**key, "variant": name},
-                            lambda: run_variant(config, name, apply_fn, params, x, y, num_classes))
+                            lambda name=name: run_variant(config, name, apply_fn, params, x, y, num_classes))
     rows.append(summary)
   results = {
       "command": command, "config": dataclasses.asdict(config), "model": meta.get("model", {}),
       "checkpoint_test_accuracy": meta.get("test_accuracy"),
       "dataset": {"source": "embedded" if config.data_dir is None else "idx", "data_dir": config.data_dir,
-                  "split": config.split, "size": int(len(y_all)), "accuracy": float((predicted == y_all).mean()),
-                  "n_sources": int(len(idx)), "source_indices": idx},
+                  "split": config.split, "size": len(y_all), "accuracy": float((predicted == y_all).mean()),
+                  "n_sources": len(idx), "source_indices": idx},
       "environment": environment(), "machine": machine, "rows": rows,
       "wall_seconds": time.perf_counter() - wall,
       "attack_seconds_total": float(sum(r["seconds"] for r in rows)),  # includes stages loaded from a previous run

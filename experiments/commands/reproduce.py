@@ -22,11 +22,9 @@ import os
 import shlex
 import sys
 
-from ..common import cli_args
-from ..common import stages
+from ..common import cli_args, stages
 from ..study import config as config_lib
-from ..study import report
-from ..study import study
+from ..study import report, study
 
 PROG = "jsma-jax reproduce"
 

@@ -250,7 +250,7 @@ def main(argv=None) -> dict:
     from jsma_jax.models import holdout_split
 
     fit, held = holdout_split(len(train_data[1]))
-    dataset.update(n_fit=int(len(fit)), n_validation=int(len(held)))
+    dataset.update(n_fit=len(fit), n_validation=len(held))
   if config.source == "embedded":
     dataset["split"] = ("the embedded digits: 5,000 official training digits (500 per class), "
                         "1,000 official test digits (100 per class)"

@@ -9,8 +9,7 @@ import time
 
 from ..common import cli_args
 from ..common.stages import writable_folder
-from ..zoo import zoo
-from ..zoo import zoo_report
+from ..zoo import zoo, zoo_report
 
 
 def _thetas(text: str) -> tuple[float, ...]:

@@ -198,8 +198,7 @@ def require_folder(path: str | None, option: str, what: str) -> None:
 def load_model(checkpoint: str):
   """``(model, metadata)`` of ``--checkpoint``: a checkpoint folder, ``"shipped"`` (the
   package's default paper LeNet) or ``"shipped:NAME"`` (another shipped LeNet by name)."""
-  from jsma_jax.models import load_checkpoint
-  from jsma_jax.models import load_paper_lenet
+  from jsma_jax.models import load_checkpoint, load_paper_lenet
 
   if checkpoint == SHIPPED:
     return load_paper_lenet()

@@ -23,13 +23,12 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from jsma_jax.models.files import atomic_write_bytes
-from jsma_jax.models.files import recover_folder
-from jsma_jax.models.files import sha256_file
+from jsma_jax.models.files import atomic_write_bytes, recover_folder, sha256_file
 
 __all__ = ["OutputFolderError", "Stages", "atomic_write_bytes", "atomic_write_json",
            "atomic_write_npz", "fingerprint", "writable_folder"]

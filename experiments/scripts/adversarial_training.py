@@ -32,7 +32,8 @@ import functools
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -449,8 +450,10 @@ def report(res: dict) -> str:
   for name in ("plain", "adversarial"):
     m = res["models"][name]
     j = m["jsma"]
-    rows.append(f"| {name} | {m['clean_test_accuracy']:.4f} | {_f(j['success_rate'], '.2%')} ({j['successes']}/{j['attacks']}) "
-                f"| {_f(j['mean_l0_successful'], '.1f')} ({_f(j['distortion_successful'], '.2%')}) | {j['mean_l0_all']:.1f} "
+    rows.append(f"| {name} | {m['clean_test_accuracy']:.4f} | "
+                f"{_f(j['success_rate'], '.2%')} ({j['successes']}/{j['attacks']}) "
+                f"| {_f(j['mean_l0_successful'], '.1f')} ({_f(j['distortion_successful'], '.2%')}) "
+                f"| {j['mean_l0_all']:.1f} "
                 f"| {j['mean_iterations']:.1f} | {m['train']['train_seconds']:.0f} s "
                 f"({m['train']['seconds_per_step_after_first']:.2f} s/step) |")
   adv = res["models"]["adversarial"]["train"]
@@ -470,12 +473,14 @@ def report(res: dict) -> str:
       f"{', max_iter ' + str(c['eval_max_iter']) if c['eval_max_iter'] else ''}, every other class as target, "
       f"{p['eval_attack']['sources']} ({c['eval_sources']} x 9 attacks per model).",
       "",
-      "| model | clean test acc | JSMA success | mean L0 successful (% of 784) | mean L0 all | iterations | train time |",
+      "| model | clean test acc | JSMA success | mean L0 successful (% of 784) | "
+      "mean L0 all | iterations | train time |",
       "|---|---|---|---|---|---|---|",
       *rows,
       "",
       "During adversarial training (means over the last twentieth of the run): attack success "
-      f"{adv['attack_success'][-1]:.1%}, L0 {adv['attack_l0'][-1]:.1f} (mean over all attacked), accuracy on the step's adversarial "
+      f"{adv['attack_success'][-1]:.1%}, L0 {adv['attack_l0'][-1]:.1f} (mean over all attacked), "
+      "accuracy on the step's adversarial "
       f"examples {adv['adv_accuracy'][-1]:.1%} (first twentieth: success {adv['attack_success'][0]:.1%}).",
       "",
       f"Machine: {env['cpu']}, {env['cpu_count']} cores (shared with other jobs; load average at start "

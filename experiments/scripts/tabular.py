@@ -21,7 +21,8 @@ experiments/results/tabular``). Needs the ``[tabular]`` extra (scikit-learn) and
 
 Usage::
 
-    python -m experiments.scripts.tabular --out runs/tabular   # installed: python -m jsma_jax_experiments.scripts.tabular
+    python -m experiments.scripts.tabular --out runs/tabular
+    # installed: python -m jsma_jax_experiments.scripts.tabular --out runs/tabular
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def load(config: Config):
     raise ValueError(f"immutable must name columns of the table {names}, got {unknown}")
   rng = np.random.default_rng(config.seed)
   order = rng.permutation(len(y))
-  n_test = int(round(config.test_share * len(y)))
+  n_test = round(config.test_share * len(y))
   test, train = order[:n_test], order[n_test:]
   low, high = x[train].min(axis=0), x[train].max(axis=0)
   scaled = ((x - low) / (high - low)).astype(np.float32)  # min-max, fitted on the training split

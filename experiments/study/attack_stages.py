@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 import jsma_jax
-from jsma_jax import all_other_targets
-from jsma_jax import jsma
-from jsma_jax import jsma_local
-from jsma_jax import max_iterations
-from jsma_jax import metrics
-from jsma_jax import other_classes
-from jsma_jax import progress
-from jsma_jax import single_feature_saliency
-from jsma_jax import target_rows
+from jsma_jax import (
+  all_other_targets,
+  jsma,
+  jsma_local,
+  max_iterations,
+  metrics,
+  other_classes,
+  progress,
+  single_feature_saliency,
+  target_rows,
+)
 from jsma_jax.batching import chunks
 
 from ..common.stages import Stages
@@ -70,11 +73,11 @@ class Attacks(NamedTuple):
     return out
 
   @classmethod
-  def of(cls, arrays: dict[str, np.ndarray]) -> "Attacks":
+  def of(cls, arrays: dict[str, np.ndarray]) -> Attacks:
     return cls(**{k: arrays[k] for k in cls._fields if k in arrays})
 
   @classmethod
-  def concatenate(cls, parts: list["Attacks"]) -> "Attacks":
+  def concatenate(cls, parts: list[Attacks]) -> Attacks:
     return cls(*(None if v is None else np.concatenate([getattr(p, k) for p in parts], axis=-1)
                  for k, v in parts[0]._asdict().items()))
 
@@ -111,7 +114,7 @@ def run_batched(model: Model, x: np.ndarray, targets: np.ndarray, batch_size: in
   with progress.bar(len(x), tag) as bar:  # "compiling" until the first chunk is counted
     for start, n, (xs, ts) in chunks((x, targets), min(batch_size, len(x))):
       r = jax.device_get(jsma_local(model.apply_fn, xs, ts, params=model.params, pad_batches=False, **options))
-      r = jax.tree.map(lambda v: v[:n], r)
+      r = jax.tree.map(lambda v, n=n: v[:n], r)
       parts.append(r)
       wins += int(metrics.budget_sweep(r.success, r.iterations, r.trace, (table_iter,)).success[0].sum())
       bar.update(n)
@@ -148,7 +151,7 @@ def _attack_chunk(ctx: Context, model: Model, row: Row, chunk: np.ndarray, tag: 
         stop_reason=np.asarray(r.stop_reason).astype(np.int8),
         sweep_success=None if sweep is None else sweep.success,
         sweep_n_changed=None if sweep is None else sweep.n_changed.astype(np.int16))
-    return {"attack_seconds": time.perf_counter() - start, "n": int(len(src))}, attacks.arrays(ctx.budgets)
+    return {"attack_seconds": time.perf_counter() - start, "n": len(src)}, attacks.arrays(ctx.budgets)
   return work
 
 
@@ -178,7 +181,7 @@ def attack_stage(ctx: Context, model: Model, row: Row) -> RowResult:
   reasons = attacks.stop_reason
   summary.update(metrics.summary(*attacks.table(budgets), m))
   summary.update(activation=model.activation, variant=row.variant.name, split=row.split,
-                 n_sources=int(len(idx)), max_iter=max_iter,
+                 n_sources=len(idx), max_iter=max_iter,
                  table_max_iter=budgets.table if row.variant.pairwise else max_iter,
                  attack_seconds=seconds, attacks_per_second=n / max(seconds, 1e-9), chunks=len(parts),
                  stop_reasons={int(c): int((reasons == c).sum()) for c in np.unique(reasons)})
@@ -201,7 +204,7 @@ def distance_stage(ctx: Context, model: Model) -> tuple[dict, dict]:
     every = jsma_jax.adversarial_distance_all(model.apply_fn, split.x[idx], params=model.params,
                                              batch_size=min(DISTANCE_BATCH, len(idx)))  # [sources, N]
     a = every[source, targets]
-    return ({"robustness": metrics.robustness(a), "n": int(len(a))},
+    return ({"robustness": metrics.robustness(a), "n": len(a)},
             {"distance": a, "source": labels[source].astype(np.int32), "target": targets.astype(np.int32)})
 
   key = {"model": model.key, "split": split_name, "sources": idx}

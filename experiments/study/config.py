@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-from jsma_jax import max_iterations
-from jsma_jax import metrics
+from jsma_jax import max_iterations, metrics
 
 from ..common.sources import SPLITS
 

@@ -11,7 +11,8 @@ import functools
 import json
 import math
 import os
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +92,7 @@ def load_data(config: StudyConfig) -> Data:
   info = {"name": "mnist", "source": config.source, "data_dir": config.data_dir,
           "shape": list(x_test.shape[1:]), "num_features": int(flat.shape[1]),
           "num_classes": int(max(y_train.max(), y_test.max())) + 1,
-          "sizes": {k: int(len(v.y)) for k, v in splits.items()}, "validation": how,
+          "sizes": {k: len(v.y) for k, v in splits.items()}, "validation": how,
           "test_pixels_at_0": float((flat == 0).sum(1).mean()),
           "test_pixels_at_1": float((flat == 1).sum(1).mean())}
   return Data(splits, info)
@@ -218,7 +219,7 @@ def model_stage(config: StudyConfig, stages: Stages, data: Data, activation: str
       model, hist = train(_build(config, activation, data), tuple(data["train"]), None,
                           epochs=config.epochs, seed=config.seed, print_fn=stages.log)
       info = {"checkpoint": None, "trained_here": True, "epochs": config.epochs,
-              "n_train": int(len(data["train"].y)), "train_seconds": hist["train_seconds"]}
+              "n_train": len(data["train"].y), "train_seconds": hist["train_seconds"]}
     save_checkpoint(model_path(config, activation), model, {"study_model": key})
     apply_fn, params = as_logits_fn(model)
     info["accuracy"] = {s: evaluate(apply_fn, tuple(data[s]), params=params) for s in SPLITS}

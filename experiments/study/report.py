@@ -66,7 +66,8 @@ def _effects(results: dict) -> list[str]:
     if dec and dec_mov and dec_mov["success_rate"] - dec["success_rate"] > 0.05:
       at0 = results["dataset"].get("test_pixels_at_0")
       out.append(f"- Reading ({_model(results, act)}): most MNIST pixels are already 0"
-                 + (f" ({at0:.0f} of {results['dataset']['num_features']} per test digit on average)" if at0 else "") + ", so a decreasing attack whose "
+                 + (f" ({at0:.0f} of {results['dataset']['num_features']} per test digit on average)" if at0 else "")
+                 + ", so a decreasing attack whose "
                  "search domain starts with all features (the paper's Algorithm 2 as written) spends iterations on "
                  "pixels that cannot decrease (picked for their gradients, clipped, then dropped); starting from the "
                  f"movable pixels gains {100 * (dec_mov['success_rate'] - dec['success_rate']):.1f} points."
@@ -145,7 +146,8 @@ def _data_notes(results: dict) -> list[str]:
     n_tr = (m.get("dataset") or {}).get("n_train")
     where = "the shipped model" if str(m.get("checkpoint", "")).startswith("shipped") else f"`{m['checkpoint']}`"
     if ds["source"] == "embedded" and n_tr and (m.get("dataset") or {}).get("source") in ("idx", "tfds"):
-      notes.append(f"LeNet {act} is {where}, trained on {n_tr:,} full-MNIST training images ({_recipe(m.get('recipe'))}), "
+      notes.append(f"LeNet {act} is {where}, trained on {n_tr:,} full-MNIST training images "
+                   f"({_recipe(m.get('recipe'))}), "
                    "not on the embedded digits; the embedded training digits are all among the first 5,848 official "
                    "training images, so its train and validation sources here were seen in training (test sources "
                    "were not).")
@@ -164,7 +166,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
   L += [f"Command: `{command}`", "",
         f"JAX {env['jax']} on {env['backend']} ({env['device']}, {env['device_kind']}; "
         f"{env.get('device_count', 1)} device{'s' if env.get('device_count', 1) != 1 else ''}), "
-        f"{env['cpu_count']} CPUs ({env.get('processor') or 'unknown CPU'}), {env['platform']}; seed {results['seed']}. "
+        f"{env['cpu_count']} CPUs ({env.get('processor') or 'unknown CPU'}), "
+        f"{env['platform']}; seed {results['seed']}. "
         f"Attack time {results['total_attack_seconds']:.0f} s for {results['total_attacks']} attacks "
         f"({results['total_attacks'] / max(results['total_attack_seconds'], 1e-9):.1f} attacks/s overall); "
         f"all stages together {sum(results['stage_seconds'].values()) / 60:.1f} min of wall time (a resumed run "
@@ -182,7 +185,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
     L.append(f"| {_model(results, act)} | {m['checkpoint'] or 'trained by this run'} | {trained} | "
              f"{_pct(m['accuracy']['train'])} | {_pct(m['accuracy']['validation'])} | {_pct(m['accuracy']['test'])} |")
   L += _model_choice(results)
-  L += ["", "## The paper's table (gamma = {:.1%}, {} pair iterations)".format(cfg["gamma"], results["rows"][0]["table_max_iter"]), "",
+  L += ["", "## The paper's table (gamma = {:.1%}, {} pair iterations)".format(
+      cfg["gamma"], results["rows"][0]["table_max_iter"]), "",
         "Reproduction row: the paper's own choices (theta = +1, pairs, Jacobian of the logits, initial "
         f"search domain = all features). Distortion is the share of the {ds['num_features']} features changed.", "",
         "| model | variant | set | attacks | success | distortion (successful) | distortion (all) | paper |",
@@ -195,7 +199,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
         paper += f" (set: {_pct(PAPER['per_split'][r['split']])}, unconfirmed)"
     elif r["variant"] in ("decrease", "decrease_movable"):
       paper = f"{_pct(PAPER['decrease_success'], 1)} success"
-    L.append(f"| {_model(results, r['activation'])} | {r['variant']} | {r['split']} | {r['n']} | {_pct(r['success_rate'])} | "
+    L.append(f"| {_model(results, r['activation'])} | {r['variant']} | {r['split']} | "
+             f"{r['n']} | {_pct(r['success_rate'])} | "
              f"{_pct(r['distortion_successful'])} | {_pct(r['distortion_all'])} | {paper} |")
   L += ["", "Variants: `paper` = increasing pairs, logits, domain all; `movable` = same with the library's "
         "default domain (features that can still increase); `softmax` = Jacobian of the softmax (JSMA-F); "
@@ -205,7 +210,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
   L += ["", "## Success and distortion against the budget", "",
         "From ONE run at the largest budget per model, recording the iteration and L0 at which each attack "
         "first reached its target (exact: tested against separate runs).", "",
-        "| pixels | gamma | " + " | ".join(f"{a} success | {a} distortion (succ.) | {a} distortion (all)" for a in acts) + " |",
+        "| pixels | gamma | " + " | ".join(f"{a} success | {a} distortion (succ.) | {a} distortion (all)"
+                                           for a in acts) + " |",
         "|---|---|" + "---|---|---|" * len(acts)]
   sweeps = results["sweeps"]
   for j, p in enumerate(sweeps[acts[0]]):
@@ -231,7 +237,8 @@ def render(results: dict, figures: list[str], command: str) -> str:
   notes.append(f"Sources: {n_main} for the reproduction row on the main set, {n_other} on the other sets, "
                f"{cfg['n_sources_ablation']} for the variants (the paper: 10,000 per set, 3 sets). "
                "Small samples give success rates with a binomial standard error of about "
-               f"{100 * np.sqrt(0.03 * 0.97 / max((ds['num_classes'] - 1) * n_main, 1)):.1f} points at 97% for the main row.")
+               f"{100 * np.sqrt(0.03 * 0.97 / max((ds['num_classes'] - 1) * n_main, 1)):.1f} "
+               "points at 97% for the main row.")
   notes.append("The budget grid (pixels 2..300) is the paper's approximate one (unconfirmed); H uses it with "
                "the trapezoid rule; pair budgets with no success count as distortion 0 (the curve starts at "
                "(0, 0)).")

@@ -12,17 +12,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from jsma_jax import metrics
 
+from ..common.environment import environment
+from ..common.stages import Stages
 from .attack_stages import Context, RowResult, attack_stage, distance_stage, picture_stage
 from .config import StudyConfig
 from .inputs import load_data, model_stage
-from ..common.environment import environment
-from ..common.stages import Stages
 
 
 class StudyResult(NamedTuple):

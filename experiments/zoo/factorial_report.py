@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -295,7 +296,8 @@ def render(config, results: dict) -> str:
             "rate and per-epoch shuffles make them a shorter run's, bit for bit). Beside the design: "
             + ("the recipe most users would write today (`modern_*`: PyTorch init, Adam 1e-3, batch 128, "
                "10 epochs on all 60,000 images, so it saw the validation images) and " if config.modern else "")
-            + "the Theano tutorial's recipe (`theano_tutorial_*`: 30 epochs, the LeNet shipped by that name beside the chosen one, and longer runs)"
+            + "the Theano tutorial's recipe (`theano_tutorial_*`: 30 epochs, the LeNet shipped by that name beside "
+              "the chosen one, and longer runs)"
             + ("." if config.modern else "; the modern recipe is not in this run (`--no-modern`)."), "",
             "## Models", "",
             "| model | how | test acc | margin | confidence | val success +1 | val dist +1 | val success -1 | "
@@ -331,7 +333,8 @@ def render(config, results: dict) -> str:
   for label, q in results["effects_on_model_measures"].items():
     if label.count(" x ") <= 1:
       lines.append(f"| {label} | {100 * q['test_accuracy']:+.2f} | {q['mean_margin']:+.2f} | "
-                   f"{100 * q.get('distortion+1', float('nan')):+.2f} | {100 * q.get('distortion-1', float('nan')):+.2f} |")
+                   f"{100 * q.get('distortion+1', float('nan')):+.2f} | "
+                   f"{100 * q.get('distortion-1', float('nan')):+.2f} |")
   if results.get("comparisons"):
     lines += ["", "## Models beside the design, paired", "",
               "Success of the first model minus the second's on the same attacks, in percentage points; "

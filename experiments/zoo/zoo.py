@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 # Flax and optax (jsma_jax.models): imported inside the functions that use them (heavy, the
 # [experiments] extra), so that importing this module, and its command's --help, need the core only.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -92,7 +93,7 @@ def attack_sources(stages: Stages, names: list[str], key: dict, apply_fn, params
       r = jsma_jax.attack_dataset(apply_fn, np.asarray(e.x), np.asarray(e.targets), params=params,
                                   chunk_size=batch_size, theta=theta, gamma=gamma,
                                   initial_domain="all", description=description)
-      return {"n": int(len(e.targets))}, {
+      return {"n": len(e.targets)}, {
           "success": np.asarray(r.success), "n_changed": np.asarray(r.n_changed).astype(np.int16),
           "stop_reason": np.asarray(r.stop_reason).astype(np.int8)}
 
@@ -113,7 +114,7 @@ def run(config, models, test, log: Callable[[str], None], pairs=None) -> dict:
     apply_fn, params = as_logits_fn(model)
     loaded.append((apply_fn, params))
     m, _ = stages.run(f"measures_{trained.recipe.name}", {"recipe": trained.recipe.to_dict()},
-                      lambda: (model_measures(apply_fn, params, test)._asdict(), None))
+                      lambda apply_fn=apply_fn, params=params: (model_measures(apply_fn, params, test)._asdict(), None))
     measures.append(ModelMeasures(**m))
   outcomes = [{} for _ in models]
   for theta in config.thetas:  # one theta over every recipe first: a column of the table at a time
@@ -218,7 +219,8 @@ def figure(rows: list[RecipeRow], path: str) -> None:
 
 def table_lines(results: dict) -> list[str]:
   """The zoo's table, in Markdown (also shown beside the reproduction's report)."""
-  lines = ["| recipe | how | test acc | val acc | margin | confidence | success +1 | distortion +1 | success -1 | distortion -1 |",
+  lines = ["| recipe | how | test acc | val acc | margin | confidence | "
+           "success +1 | distortion +1 | success -1 | distortion -1 |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for t in results["table"]:
     p, m = t.get("theta+1", {}), t.get("theta-1", {})

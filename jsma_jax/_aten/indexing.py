@@ -87,7 +87,8 @@ def gather(x, dim, index, sparse_grad=False):
 
 
 def _scatter_at(x, dim, index):
-  """``x.at[...]`` at the places ``x.scatter_(dim, index, ...)`` writes: ``index`` along ``dim``, else its own position."""
+  """``x.at[...]`` at the places ``x.scatter_(dim, index, ...)`` writes: ``index`` along ``dim``, else
+  its own position."""
   grids = list(jnp.indices(index.shape, sparse=True))
   grids[dim % x.ndim] = index
   return x.at[tuple(grids)]
@@ -222,7 +223,8 @@ OPS.update({
     "aten.full_like.default": _like(None), "aten.zeros_like.default": _like(0), "aten.ones_like.default": _like(1),
     "aten.empty_like.default": _like(0),
     "aten.new_zeros.default": _new(0), "aten.new_ones.default": _new(1), "aten.new_full.default": _new(None),
-    "aten.new_empty.default": _new(0), "aten.new_empty_strided.default": lambda x, size, stride, **kw: _new(0)(x, size, **kw),
+    "aten.new_empty.default": _new(0),
+    "aten.new_empty_strided.default": lambda x, size, stride, **kw: _new(0)(x, size, **kw),
     "aten.empty_strided.default": lambda size, stride, **kw: _creation(0.0)(size, **kw),
 })
 

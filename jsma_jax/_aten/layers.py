@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jsma_jax._aten._registry import OPS, Unsupported, axes_of, register, tuple_of
+from jsma_jax._aten._registry import register, tuple_of
 
 # ------------------------------------------------------------------ layers
 

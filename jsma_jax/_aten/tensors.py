@@ -6,10 +6,9 @@ import operator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from jsma_jax._aten._registry import OPS, Unsupported, axes_of, register, tuple_of
+from jsma_jax._aten._registry import OPS, Unsupported, axes_of, register
 
 # ------------------------------------------------------------------ matmuls and shapes
 
@@ -96,7 +95,8 @@ OPS.update({
     "aten.exp.default": jnp.exp, "aten.log.default": jnp.log, "aten.sqrt.default": jnp.sqrt,
     "aten.rsqrt.default": lax.rsqrt, "aten.neg.default": jnp.negative, "aten.abs.default": jnp.abs,
     "aten.reciprocal.default": jnp.reciprocal, "aten.log1p.default": jnp.log1p, "aten.expm1.default": jnp.expm1,
-    "aten.sign.default": jnp.sign, "aten.sin.default": jnp.sin, "aten.cos.default": jnp.cos, "aten.erf.default": jax.scipy.special.erf,
+    "aten.sign.default": jnp.sign, "aten.sin.default": jnp.sin, "aten.cos.default": jnp.cos,
+    "aten.erf.default": jax.scipy.special.erf,
     "aten.gt.Scalar": jnp.greater, "aten.gt.Tensor": jnp.greater, "aten.lt.Scalar": jnp.less,
     "aten.lt.Tensor": jnp.less, "aten.ge.Scalar": jnp.greater_equal, "aten.le.Scalar": jnp.less_equal,
     "aten.eq.Scalar": jnp.equal, "aten.ne.Scalar": jnp.not_equal, "aten.logical_not.default": jnp.logical_not,
@@ -111,7 +111,8 @@ OPS.update({
     "aten._log_softmax.default": lambda x, dim, half_to_float=False: jax.nn.log_softmax(x, axis=dim),
     "aten.mean.dim": lambda x, dim, keepdim=False, *, dtype=None: jnp.mean(x, axes_of(x, dim), dtype, keepdims=keepdim),
     "aten.mean.default": lambda x, *, dtype=None: jnp.mean(x, dtype=dtype),
-    "aten.sum.dim_IntList": lambda x, dim, keepdim=False, *, dtype=None: jnp.sum(x, axes_of(x, dim), dtype, keepdims=keepdim),
+    "aten.sum.dim_IntList": lambda x, dim, keepdim=False, *, dtype=None: jnp.sum(x, axes_of(x, dim), dtype,
+                                                                                 keepdims=keepdim),
     "aten.sum.default": lambda x, *, dtype=None: jnp.sum(x, dtype=dtype),
     "aten.amax.default": lambda x, dim=(), keepdim=False: jnp.max(x, axes_of(x, dim), keepdims=keepdim),
     "aten.amin.default": lambda x, dim=(), keepdim=False: jnp.min(x, axes_of(x, dim), keepdims=keepdim),

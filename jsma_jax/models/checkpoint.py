@@ -135,7 +135,7 @@ def save_checkpoint(path: str | os.PathLike, model: nnx.Module,
   meta = dict(metadata or {})
   meta.update(model=dataclasses.asdict(config), software=software_versions(),
               format_version=FORMAT_VERSION,
-              created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+              created=datetime.datetime.now(datetime.UTC).isoformat(),
               weights_sha256=hashlib.sha256(blob).hexdigest())
   text = json.dumps(meta, indent=2, default=_jsonable, sort_keys=True)
   arrays = lenet_numpy_weights(model) if isinstance(model, LeNet) and numpy_weights else None
@@ -256,8 +256,8 @@ SHIPPED_LENETS = ("glorot_adam_b128_e6", "theano_tutorial_30ep")  # the first is
 ``glorot_adam_b128_e6`` (the default) is the model that the factorial zoo chose, by its
 pre-registered rule on validation attacks, as the one nearest the paper's rows (its
 weights are those of the first run, ``experiments/results/factorial/first_run/``; the
-complete rerun in ``experiments/results/factorial/`` chose the same recipe); ``theano_tutorial_30ep`` is the Theano tutorial's
-recipe (the paper's training as described) stopped at 30 of its 200 epochs.
+complete rerun in ``experiments/results/factorial/`` chose the same recipe); ``theano_tutorial_30ep``
+is the Theano tutorial's recipe (the paper's training as described) stopped at 30 of its 200 epochs.
 """
 
 

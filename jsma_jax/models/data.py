@@ -26,11 +26,7 @@ from importlib import resources
 
 import numpy as np
 
-from jsma_jax.models.idx import SPLITS
-from jsma_jax.models.idx import check_split
-from jsma_jax.models.idx import find_idx_file
-from jsma_jax.models.idx import read_idx
-from jsma_jax.models.idx import scale_images
+from jsma_jax.models.idx import check_split, find_idx_file, read_idx, scale_images
 
 SOURCES = ("embedded", "idx", "tfds")
 EMBEDDED_TEST_PER_CLASS = 100

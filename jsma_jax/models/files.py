@@ -21,7 +21,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 NEW, OLD = ".new-", ".old-"
 

@@ -15,7 +15,8 @@ attack's loop is the library's rewrite (:mod:`jsma_jax.rewrite`), which serves a
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -104,7 +105,7 @@ class Recipe:
   """
 
   name: str = "custom"
-  model: ModelConfig = ModelConfig()
+  model: ModelConfig = ModelConfig()  # noqa: RUF009 (frozen: sharing is safe)
   init: str = "default"
   zero_output: bool = False
   pool_area: int = 4
@@ -147,7 +148,7 @@ class Recipe:
     """The model's activation (``model.activation``)."""
     return self.model.activation
 
-  def replace(self, **changes: Any) -> "Recipe":
+  def replace(self, **changes: Any) -> Recipe:
     """A copy with fields changed; ``activation=`` changes ``model.activation``.
 
     Example:
@@ -168,7 +169,7 @@ class Recipe:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+  def from_dict(cls, d: dict[str, Any]) -> Recipe:
     """The recipe of :meth:`to_dict` (or of a checkpoint's ``metadata["recipe"]``)."""
     d = dict(d)
     d["model"] = ModelConfig(**d["model"])

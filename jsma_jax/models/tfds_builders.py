@@ -19,6 +19,7 @@ Registered TFDS names: ``mnist_idx`` and ``fashion_mnist_idx``.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,7 +46,7 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "IDX files stored as raw uint8 tensors in array_record."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "IDX files stored as raw uint8 tensors in array_record."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
   URL = ""
   DESCRIPTION = ""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,8 @@ import optax
 from flax import nnx
 
 from jsma_jax import rewrite as rewrite_lib
-from jsma_jax.models.apply import LogitsFn, as_logits_fn
 from jsma_jax.models import train_state
+from jsma_jax.models.apply import LogitsFn, as_logits_fn
 from jsma_jax.models.lenet import ModelConfig, config_of
 from jsma_jax.models.recipe import PRESETS, Recipe, holdout_split, initialise, preset
 

@@ -42,7 +42,7 @@ def local_rows(x: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     return np.arange(x.shape[0]), x
   total = x.shape[0]
-  parts = {}
+  parts: dict[int, tuple] = {}
   for shard in x.addressable_shards:
     start, stop, _ = shard.index[0].indices(total)
     whole = all(s.indices(n)[:2] == (0, n) for s, n in zip(shard.index[1:], x.shape[1:]))

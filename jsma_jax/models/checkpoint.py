@@ -73,7 +73,7 @@ def cpu_model() -> str:
   """The CPU's model name from /proc/cpuinfo, with its family and model numbers (a virtual
   machine's name may be only "AMD EPYC", which covers chips 5x apart in speed: family 23 is
   Zen 1 or 2, 25 Zen 3 or 4, 26 Zen 5), for records; ``platform.processor()`` elsewhere."""
-  fields = {}
+  fields: dict[str, str] = {}
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:

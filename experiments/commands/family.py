@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -252,7 +253,7 @@ def main(argv=None) -> dict:
   rows = []
   for name in config.variants:
     summary, _ = stages.run(f"variant_{name}", {**key, "variant": name},
-                            lambda name=name: run_variant(config, name, apply_fn, params, x, y, num_classes))
+                            functools.partial(run_variant, config, name, apply_fn, params, x, y, num_classes))
     rows.append(summary)
   results = {
       "command": command, "config": dataclasses.asdict(config), "model": meta.get("model", {}),

@@ -106,8 +106,8 @@ def run(command: str, argv) -> int:
       from jsma_jax import compile_cache
 
       compile_cache.enable()
-  module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
-  try:
+  try:  # the import too: a command's module may need an extra that is not installed
+    module = importlib.import_module(f".{COMMANDS[command][0]}", __package__)
     module.main(list(argv))
   except UsageError as e:
     print(f"jsma-jax {command}: {e}", file=sys.stderr)

@@ -22,9 +22,11 @@ import os
 import shlex
 import sys
 
-from ..common import cli_args, stages
+from ..common import cli_args
 from ..study import config as config_lib
-from ..study import report, study
+
+# The study's modules need jsma_jax.models (flax, optax) and matplotlib: imported when the
+# command runs, so that `jsma-jax reproduce --help` needs the core only (the light install).
 
 PROG = "jsma-jax reproduce"
 
@@ -124,6 +126,9 @@ def main(argv=None) -> dict:
     print(f"{PROG}: MNIST from {config.source} files in {folder} (--data-dir)", flush=True)
   if config.checkpoint_dir is not None:
     cli_args.require_folder(config.checkpoint_dir, "--checkpoint-dir", "lenet_<activation>_mnist checkpoints")
+  from ..common import stages
+  from ..study import report, study
+
   command = PROG + " " + " ".join(shlex.quote(a) for a in argv)
   stages.writable_folder(config.out)  # before any work: an unwritable --out fails now
   print(f"study: {dataclasses.asdict(config)}", flush=True)

@@ -12,7 +12,7 @@ starts from the paper's all-feature domain, so the compared jsma-jax run does to
     .venv-bench/bin/python benchmarks/bench_attacks.py \
         --checkpoint runs/models/lenet_tanh_mnist --data-dir ../shared/data/mnist --sources 20
 
-    # issue 11's run: every model kind in one run (--model takes a comma-separated list),
+    # the user-model run: every model kind in one run (--model takes a comma-separated list),
     # on the shipped paper LeNet; train the stand-in CIFAR CNN first (cached in runs/bench/
     # per --data-dir) so that its training is not in the run
     .venv-bench/bin/python benchmarks/cifar_cnn.py --data-dir ../shared/data/mnist
@@ -26,7 +26,7 @@ Model kinds (``--model``, default ``lenet``):
 
 - ``lenet-handtuned``: the checkpoint's weights in ``benchmarks/handtuned_lenet.py``, the
   model-specific fast path (im2col convolutions, one-hot max-pools written by hand, as
-  the shipped LeNet was until issue 11): the yardstick for the user-written forms. Its
+  the shipped LeNet once was): the yardstick for the user-written forms. Its
   peer rows, like ``lenet-lax-nchw``'s, are shared with the other LeNet kinds.
 - ``lenet``: the checkpoint's ``jsma_jax.models.LeNet`` (plain ``nnx.Conv`` +
   ``nnx.max_pool``, NHWC), what this harness always measured.
@@ -58,7 +58,7 @@ Contenders: ``jsma-jax`` (default: refill scheduler, pruned exact search),
 reference), ``jsma-jax-rewrite-off`` (``rewrite=False``: the model as traced, without
 ``jsma_jax.rewrite``; its ``x_adv`` are compared with ``jsma-jax``'s; this and lockstep are
 timed ``--slow-repeats`` times), ``jsma-jax-all-domain`` (the paper's literal domain, AdverTorch's setting),
-``jsma-jax-torch`` and ``jsma-jax-torch-all-domain`` (issue 22: the peers' PyTorch model of
+``jsma-jax-torch`` and ``jsma-jax-torch-all-domain`` (the bridge: the peers' PyTorch model of
 the same weights, ``peers.torch_model``, converted by ``jsma_jax.torch.from_torch`` and
 attacked in NCHW; conversion time apart; ``x_adv`` compared with the JAX-native runs' and
 AdverTorch's), ``jsma-jax-tf32`` (the model's matmuls and convolutions in TensorFloat32, not true
@@ -73,7 +73,7 @@ JSON (``--out``): ``models`` maps each model kind to its ``attacks``, ``sources`
 ``contenders`` are those of the first model kind of the run (so a ``lenet``-only run
 writes what this harness wrote before, plus new fields); ``ratios`` gives, per model
 kind, jsma-jax's attacks/s and first call against the hand-tuned LeNet, the peers and
-the rewrite-off run (issue 11's targets).
+the rewrite-off run (the user-model ratios).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ JAX_CONTENDERS = {
     "jsma-jax-all-domain": {"initial_domain": "all"},
     "jsma-jax-tf32": {"precision": "tensorfloat32"},
     "jsma-jax-rewrite-off": {"rewrite": False},
-    # issue 22: the peers' own PyTorch model converted by jsma_jax.torch (NCHW), same settings
+    # the bridge: the peers' own PyTorch model converted by jsma_jax.torch (NCHW), same settings
     "jsma-jax-torch": {"bridge": True},
     "jsma-jax-torch-all-domain": {"bridge": True, "initial_domain": "all"},
 }
@@ -505,10 +505,10 @@ def print_table(kind: str, rows: dict, attacks: int) -> None:
           + ("  (shared)" if row.get("shared_with") else ""))
 
 
-def issue11_ratios(results: dict) -> dict:
+def user_model_ratios(results: dict) -> dict:
   """jsma-jax (defaults) on each user-written form against the hand-tuned LeNet and the peers.
 
-  Issue 11's targets: on the plain NNX LeNet and the raw-lax NCHW one, at least 0.9x the
+  The user-model targets: on the plain NNX LeNet and the raw-lax NCHW one, at least 0.9x the
   hand-tuned model's attacks/s, 25x torchattacks', 3x ART's, a first call of at most 12 s,
   and ``x_adv`` identical to the rewrite-off run on at least 99% of the attacks.
   """
@@ -537,10 +537,10 @@ def issue11_ratios(results: dict) -> dict:
   return out
 
 
-def issue22_ratios(results: dict) -> dict:
+def bridge_ratios(results: dict) -> dict:
   """jsma-jax through the torch bridge against the JAX-native model and the peers, per model kind.
 
-  Issue 22's targets on the LeNet (2-core CPU): the bridge at least 0.8x the JAX-native
+  The bridge's targets on the LeNet (2-core CPU): the bridge at least 0.8x the JAX-native
   model's attacks/s and 25x torchattacks', ``x_adv`` identical on at least 99% of attacks.
   """
   out = {}
@@ -636,10 +636,10 @@ def main() -> None:
         "model_meta": m["model_meta"], "logit_check": m["logit_check"], "contenders": rows}
   for kind, r in results.items():
     print_table(kind, r["contenders"], r["attacks"])
-  targets = issue11_ratios(results)
+  targets = user_model_ratios(results)
   for kind, line in targets.items():
     print(f"[{kind}] {line['summary']}")
-  bridge = issue22_ratios(results)
+  bridge = bridge_ratios(results)
   for kind, line in bridge.items():
     print(f"[{kind}] torch bridge: {line['summary']}")
   total = time.perf_counter() - start_all

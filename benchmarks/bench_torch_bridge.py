@@ -1,8 +1,8 @@
-r"""The PyTorch bridge against the JAX-native model, timed in turns in one process (issue 22).
+r"""The PyTorch bridge against the JAX-native model, timed in turns in one process.
 
 ``bench_attacks.py`` runs every contender in its own process, one after another, which
 is what peak memory needs; on a shared machine the load can change between two such
-runs. This script measures the one ratio issue 22 asks about -- jsma-jax through
+runs. This script measures the one ratio that matters -- jsma-jax through
 ``jsma_jax.torch`` against the JAX-native model of the same weights -- with the two
 timed in alternation (native, bridge, native, bridge, ...) in one process, on the same
 sources and targets, after both are compiled; it reports the median of each and the

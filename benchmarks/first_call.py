@@ -14,26 +14,26 @@ first call is a property of a process. For each model kind, four workers run in 
 - ``fill``: the cache on, in a new empty folder (``jsma_jax.enable_compile_cache``);
   its first call stores the programs.
 - ``warm``: the cache on, the same folder: a second process's first call and its steady
-  call (for a jsma_jax without ``enable_compile_cache``, one from before issue 34, there
+  call (for a jsma_jax without ``enable_compile_cache``, one from before the cache existed, there
   is no cache: its second process compiles again, and that is what is recorded).
 
 ``--baseline DIR`` runs every worker also with another jsma_jax first on the path,
 interleaved with this checkout's (same models, same machine, same moment), e.g.::
 
-    git archive e2fdac0 jsma_jax | tar -x -C /tmp/base   # the commit before issue 34
+    git archive e2fdac0 jsma_jax | tar -x -C /tmp/base   # the commit before the compile cache
     python benchmarks/first_call.py --models lenet,mlp --baseline /tmp/base --out results.json
 
 Model kinds (``--models``, comma-separated):
 
 - ``lenet``: the shipped paper LeNet (``jsma_jax.models.load_paper_lenet``, Flax NNX),
-  30 embedded MNIST test digits x their 9 other classes = 270 attacks (issue 34's row).
+  30 embedded MNIST test digits x their 9 other classes = 270 attacks (the first-call row).
 - ``lax-lenet``: the same weights as a raw ``lax`` function (``tests/user_models.py``,
   NCHW convolutions, ``reduce_window`` max-pools), the same 270 attacks.
 - ``torch-lenet``: the same weights as a PyTorch module (``benchmarks/peers.torch_lenet``)
   through ``jsma_jax.torch.from_torch`` (its conversion is timed apart), the same 270
   attacks in NCHW. Needs torch.
 - ``mlp``: a plain Flax NNX MLP on 30 features (30-64-64-10, tanh, seeded random
-  weights), 8 examples (issue 34's small-model row: attack compile / derivatives compile).
+  weights), 8 examples (the small-model row: attack compile / derivatives compile).
 - ``cifar-cnn``: the CIFAR-sized NNX CNN of ``benchmarks/cifar_cnn.py`` (seeded random
   weights: compile and first-call times do not depend on training), 1 image x 9 targets.
 
@@ -157,7 +157,7 @@ def worker(kind: str, mode: str, cache: str | None, repeats: int) -> dict:
 
   import jsma_jax
 
-  cached = hasattr(jsma_jax, "enable_compile_cache")  # False for a version before issue 34: no cache to enable
+  cached = hasattr(jsma_jax, "enable_compile_cache")  # False for a version before the cache: no cache to enable
   if cache is not None and cached:
     jsma_jax.enable_compile_cache(cache)
   m = build(kind)

@@ -1,11 +1,11 @@
 """The model-specific fast path: LeNet written by hand for XLA:CPU's loop (benchmark baseline).
 
-Before issue 11 the shipped ``jsma_jax.models.LeNet`` was written this way (until commit
+Once, the shipped ``jsma_jax.models.LeNet`` was written this way (until commit
 1a01fc8): each convolution as shifted slices of the input and one matmul (im2col), each
 2x2 max-pool as the window times a one-hot mask of its first maximum (a masked broadcast
 for a gradient instead of ``select_and_scatter``). Neither primitive XLA:CPU lowers
 slowly inside a ``while_loop`` appears in its trace, so the library's rewrite has nothing
-to do on it. It is kept here only as the yardstick of issue 11's target: a model the user
+to do on it. It is kept here only as the yardstick of the user-model target: a model the user
 writes plainly, attacked through the rewrite, should run at least 0.9x as fast as this.
 
 Same function as the NNX LeNet of the same weights (NHWC, HWIO, VALID, (h, w, c)

@@ -1,4 +1,4 @@
-r"""Which torchvision classifiers ``jsma_jax.torch.from_torch`` converts, and a short attack on each (issue 36).
+r"""Which torchvision classifiers ``jsma_jax.torch.from_torch`` converts, and a short attack on each.
 
 For every model of ``torchvision.models.list_models(module=torchvision.models)``, built as a
 user builds it (random weights, eval mode, BatchNorm with random running statistics; a weight
@@ -190,7 +190,7 @@ def markdown(results: dict, others: list[dict] = ()) -> str:
   ran = [r for r in ok if r.get("attack_ran")]
   m = results["machine"]
   lines = [
-      "# torchvision classifiers through `jsma_jax.torch.from_torch` (issue 36)",
+      "# torchvision classifiers through `jsma_jax.torch.from_torch`",
       "",
       f"Machine: {m.get('model name')} (cpu family {m.get('cpu family')}, model {m.get('model')}), {m.get('cores')} "
       f"cores shared with other engineers' jobs; load average during the run {results.get('load', '?')}. "

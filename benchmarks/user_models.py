@@ -1,4 +1,4 @@
-"""User-written models with and without ``jsma_jax.rewrite.loop_friendly`` (issue 11).
+"""User-written models with and without ``jsma_jax.rewrite.loop_friendly``.
 
 The same LeNet weights written three ways: the shipped ``jsma_jax.models.LeNet`` (until
 commit 1a01fc8 with hand-written ``conv_im2col`` and one-hot max-pool, since then plain

@@ -1,6 +1,6 @@
 """The user's model as a hashable jaxpr plus its weights as data, checked before compiling.
 
-Issue 12: a model passed as a static ``jit`` argument (an NNX module, ``lambda x:
+Why: a model passed as a static ``jit`` argument (an NNX module, ``lambda x:
 model(x)``, a closure over arrays) is hashed by identity, so the compiled attack keeps
 the weights it saw first. :func:`prepare_model` traces the model once per call, outside
 ``jit``, on a batch of ONE example, to a ``ClosedJaxpr``: every array the model closes

@@ -1,8 +1,8 @@
 """Loop-friendly models: a jaxpr rewrite that keeps a model fast inside ``lax.while_loop``.
 
 JSMA differentiates the user's model once per iteration inside one ``lax.while_loop``.
-On XLA:CPU two derivatives fall onto slow kernels there (``benchmarks/RESULTS.md``,
-issue 11): the input gradient of ``lax.conv_general_dilated`` (the transposed
+On XLA:CPU two derivatives fall onto slow kernels there (``benchmarks/RESULTS.md``
+has the measurements): the input gradient of ``lax.conv_general_dilated`` (the transposed
 convolution keeps an ``01oi`` kernel layout that the fast path does not take; LeNet's
 second convolution at batch 256: 323 ms per VJP in the loop, 50 ms outside one) and
 ``select_and_scatter_add``, the gradient of a max-pool. Whatever the model's authors
@@ -64,7 +64,7 @@ from jax.extend.core import primitives as prims
 def enabled_by_default(backend: str) -> bool:
   """Whether the attack should rewrite the model on ``backend`` (``jax.default_backend()``).
 
-  True on ``"cpu"``, where the rewrite was measured to pay (issue 11). False on ``"gpu"``
+  True on ``"cpu"``, where the rewrite was measured to pay (``benchmarks/user_models.py``). False on ``"gpu"``
   and ``"tpu"`` until measured there: cuDNN / the TPU convolution emitters have no known
   in-loop slowdown, and an im2col matmul could well be slower than their convolutions.
   """

@@ -16,7 +16,7 @@ checks before returning: the module is in eval mode, every operator converts (ot
 an error names the layer, its class, the operator and the source line), and the JAX
 logits equal the module's on ``example_input`` within float32 tolerance.
 
-Why this converter (issue 22; measured 2026-12-02 with torch 2.13.0 CPU, jax 0.10.2, on
+Why this converter (measured with torch 2.13.0 CPU and jax 0.10.2; docs/pytorch.md has the numbers; on
 the paper's LeNet, a CIFAR-sized CNN with BatchNorm, average pooling and dropout, and a
 ResNet block, all in eval mode; max |logit difference| to torch):
 

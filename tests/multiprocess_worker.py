@@ -110,7 +110,7 @@ def sharded(process_id: int, out: Path) -> None:
 
 
 def silent(process_id: int, saved: dict, mesh, spec) -> None:
-  """Issue 37: processes that disagree raise on every process (none waits), and global per-example spaces."""
+  """Processes that disagree raise on every process (none waits), and global per-example spaces."""
   x, t = data(12)
   run = lambda **kw: error_text(lambda: jsma_jax.attack_dataset(
       MODEL, kw.pop("x", x), t, params=kw.pop("params", PARAMS), chunk_size=kw.pop("chunk_size", 4), progress=False,

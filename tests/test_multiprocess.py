@@ -146,7 +146,7 @@ def test_datasets_that_differ_between_processes_are_refused(sharded):
     assert str(saved["error/differ"]).endswith("processes [1] differ from process 0")
 
 
-# ------------------------------------------------------------------ issue 37: processes that disagree
+# ------------------------------------------------------------------ processes that disagree
 
 
 @pytest.mark.parametrize("case", ["weights", "option"])

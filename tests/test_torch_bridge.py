@@ -1,4 +1,4 @@
-"""jsma_jax.torch: PyTorch modules converted to JAX, checked against torch itself (issue 22).
+"""jsma_jax.torch: PyTorch modules converted to JAX, checked against torch itself.
 
 Every layer kind: logits and input gradients (a random cotangent's VJP) within float32
 tolerance of torch's autograd. Errors: training mode, unconvertible layers (named), wrong

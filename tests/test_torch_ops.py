@@ -1,4 +1,4 @@
-"""jsma_jax.torch, issue 36: the building blocks of today's classifiers, each against torch.
+"""jsma_jax.torch: the building blocks of today's classifiers, each against torch.
 
 Every module here is plain torch (no torchvision): attention (``F.scaled_dot_product_attention``,
 ``nn.MultiheadAttention``, with and without masks), splits, memory layouts (``as_strided``),
@@ -157,7 +157,7 @@ def test_as_strided_that_restores_a_layout_is_the_identity():
   module = Fn(lambda layers, x: F.adaptive_avg_pool2d(
                   layers["conv"](x.contiguous(memory_format=torch.channels_last)), 1),
               conv=nn.Conv2d(4, 6, 3))
-  assert "aten.as_strided.default" in _ops_of(module, (4, 5, 6))  # convnext's case, issue 36
+  assert "aten.as_strided.default" in _ops_of(module, (4, 5, 6))  # convnext's case
   out = _aten.OPS["aten.as_strided.default"](jnp.ones((2, 3, 4)), (2, 3, 4), (1, 8, 2), input_layout=((1, 8, 2), 0))
   assert out.shape == (2, 3, 4)
 

@@ -1,4 +1,4 @@
-"""jsma_jax.torch, issue 36: one refusal listing everything, the real causes, and the documented workflows.
+"""jsma_jax.torch: one refusal listing everything, the real causes, and the documented workflows.
 
 * a module with several operators the bridge lacks gets ONE error naming each, with the
   layers and source lines that use it, before anything compiles;

@@ -123,7 +123,7 @@ def run(command: str, argv) -> int:
     if not isinstance(e, _explained_errors()):
       raise
     print(f"jsma-jax {command}: error: {e}", file=sys.stderr)
-    return 1
+    return 2  # a user's error (a checkpoint, an --out, a training state): exit 2, as for a bad flag
   return 0
 
 

@@ -209,11 +209,11 @@ def test_missing_checkpoint_is_a_file_not_found_error_naming_the_path(tmp_path):
 
 
 def test_cli_prints_one_line_for_a_damaged_checkpoint(tmp_path, two_models, capsys):
-  """``jsma-jax attack`` on a damaged checkpoint: exit status 1 and one line, no traceback."""
+  """``jsma-jax attack`` on a damaged checkpoint: exit status 2 (a user error) and one line, no traceback."""
   path = str(tmp_path / "lenet")
   save_checkpoint(path, two_models[0])
   (tmp_path / "lenet" / METADATA).write_text("{not json")
-  assert cli.main(["attack", "--checkpoint", path, "--out", str(tmp_path / "out")]) == 1
+  assert cli.main(["attack", "--checkpoint", path, "--out", str(tmp_path / "out")]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "Traceback" not in err
   assert err.startswith("jsma-jax attack: error: checkpoint") and path in err and "not valid JSON" in err
@@ -235,7 +235,7 @@ def test_attack_with_an_unwritable_out_fails_before_any_attack(tmp_path, two_mod
     raise AssertionError("an attack ran before the output folder was checked")
 
   monkeypatch.setattr(jsma_jax, "attack_dataset", no_attack)
-  assert cli.main(["attack", "--checkpoint", path, "--out", out, "--sources", "1"]) == 1
+  assert cli.main(["attack", "--checkpoint", path, "--out", out, "--sources", "1"]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
   assert err.startswith(f"jsma-jax attack: error: --out {out!r} cannot be written")
@@ -481,7 +481,7 @@ def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp
   assert os.path.isfile(os.path.join(out, train_state.STATE_FILE))
   assert not os.path.isfile(os.path.join(out, METADATA))
   capsys.readouterr()
-  assert cli.main(TRAIN + ["--lr", "0.05", "--out", out]) == 1
+  assert cli.main(TRAIN + ["--lr", "0.05", "--out", out]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "holds a partial run of another recipe" in err
   assert "recipe.learning_rate 0.1 there, 0.05 here" in err and "--force" in err

@@ -47,6 +47,7 @@ def step(run):
       max_iter=config.train_max_iter, attack_schedule=config.attack_schedule), apply_fn
 
 
+@pytest.mark.slow
 def test_results_json_has_the_fields(run):
   config, _, res = run
   for key in ("config", "environment", "pinned", "sources", "models", "stage_seconds", "dataset"):
@@ -65,6 +66,7 @@ def test_results_json_has_the_fields(run):
   assert os.path.getsize(os.path.join(config.out, "report.md")) > 0
 
 
+@pytest.mark.slow
 def test_losses_are_finite_and_the_attack_ran_in_the_step(run):
   _, results, _ = run
   for name, m in results["models"].items():
@@ -75,6 +77,7 @@ def test_losses_are_finite_and_the_attack_ran_in_the_step(run):
   assert plain["attack_l0"] == [0.0] * len(plain["attack_l0"])
 
 
+@pytest.mark.slow
 def test_the_step_compiles_once_and_attacks_with_the_current_params(step):
   (fn, tx, traces), apply_fn = step
   x, y = load_mnist("embedded", split="test")
@@ -104,6 +107,7 @@ def test_the_step_compiles_once_and_attacks_with_the_current_params(step):
   assert all(np.isfinite(float(out[k])) for out in (out_a, out_b) for k in ("loss", "adv_loss"))
 
 
+@pytest.mark.slow
 def test_adversarial_term_changes_the_update(step):
   """The adversarial examples enter the loss: the step differs from plain training on the same batch."""
   (fn, tx, _), apply_fn = step

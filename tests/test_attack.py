@@ -42,6 +42,7 @@ def test_result_fields_shapes_and_dtypes(model):
   np.testing.assert_array_equal(r.n_changed, jnp.sum(r.x_adv != x, axis=(1, 2)))
 
 
+@pytest.mark.slow
 def test_jit_equals_eager(model):
   apply_fn, params, x, t = model
   r_jit = jsma(apply_fn, x, t, params=params, gamma=0.5)
@@ -138,6 +139,7 @@ def test_domain_exhausted():
   assert int(r.stop_reason[0]) == StopReason.DOMAIN_EXHAUSTED and int(r.iterations[0]) == 3
 
 
+@pytest.mark.slow
 def test_no_admissible_pair_stops_without_change():
   # every feature pushes towards class 0: nothing raises class 1 while lowering the others
   x = jnp.full((1, 4), 0.5, jnp.float32)
@@ -146,6 +148,7 @@ def test_no_admissible_pair_stops_without_change():
   assert int(r.iterations[0]) == 0 and int(r.n_changed[0]) == 0
 
 
+@pytest.mark.slow
 def test_all_domain_can_waste_iterations_on_saturated_features():
   """Paper's literal domain: features already at clip_max may be picked (and then leave)."""
   x = jnp.array([[1.0, 1.0, 0.0, 0.0]], jnp.float32)
@@ -156,6 +159,7 @@ def test_all_domain_can_waste_iterations_on_saturated_features():
   assert int(r_mov.iterations[0]) == 1 and int(r_mov.n_changed[0]) == 2
 
 
+@pytest.mark.slow
 def test_fractional_theta_picks_a_feature_until_it_saturates():
   x = jnp.zeros((1, 2), jnp.float32)
   r = jsma(apply_ones, x, jnp.array([1]), params=jnp.array([2.0, 1.0]),
@@ -182,6 +186,7 @@ def test_no_recompile_on_second_call_or_new_params(model):
   assert len(traces) == n
 
 
+@pytest.mark.slow
 def test_probabilities_and_wjsma_rule_run(model):
   apply_fn, params, x, t = model
   for kwargs in ({"probabilities": True}, {"rule": jsma_jax.wjsma_rule()}):

@@ -349,6 +349,7 @@ def test_output_defaults_are_under_the_current_folder():
   assert tabular.OUT == os.path.join("runs", "tabular")
 
 
+@pytest.mark.slow
 def test_attack_says_when_the_set_has_fewer_sources_than_asked(tmp_path, monkeypatch, capsys):
   """``--sources 5000`` on the 1,000 embedded test digits: it says how many it attacks and why."""
   monkeypatch.chdir(tmp_path)

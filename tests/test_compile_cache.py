@@ -67,6 +67,7 @@ def _entries(folder: Path) -> set[str]:
   return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
+@pytest.mark.slow
 def test_second_process_reads_the_cache_and_gives_the_same_x_adv(tmp_path):
   fresh, x_fresh = _run(tmp_path, "uncached", root=None)
   assert fresh["hits"] == 0 and fresh["cache_dir"] is None
@@ -86,6 +87,7 @@ def test_second_process_reads_the_cache_and_gives_the_same_x_adv(tmp_path):
   assert fresh["changed"] > 0  # the attack moved features: the compared x_adv are not the inputs
 
 
+@pytest.mark.slow
 def test_a_folder_of_another_version_is_not_read(tmp_path):
   root = tmp_path / "cache"
   old, x_old = _run(tmp_path, "old", root=root, other_version="0.0.0-old")
@@ -104,12 +106,14 @@ def test_a_folder_of_another_version_is_not_read(tmp_path):
   assert again["hits"] > 0 and again["misses"] == 0  # the old version still finds its own entries
 
 
+@pytest.mark.slow
 def test_off_by_environment_variable(tmp_path):
   result, _ = _run(tmp_path, "off", root=tmp_path / "cache", env={compile_cache.ENV: "off"})
   assert result["folder"] is None and result["cache_dir"] is None and result["hits"] == 0
   assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_a_folder_the_user_gave_jax_is_kept(tmp_path):
   mine = tmp_path / "mine"
   result, _ = _run(tmp_path, "mine", root=tmp_path / "cache", env={"JAX_COMPILATION_CACHE_DIR": str(mine)})
@@ -158,6 +162,7 @@ print(json.dumps({"status": status, "argv": seen["argv"], "cache_dir": jax.confi
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [False, True], ids=["default", "no-compile-cache"])
 def test_the_commands_turn_the_cache_on_unless_told(tmp_path, flag):
   environ = {k: v for k, v in os.environ.items() if k not in (compile_cache.ENV, "JAX_COMPILATION_CACHE_DIR")}

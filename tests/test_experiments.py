@@ -45,6 +45,7 @@ def run(tmp_path_factory):
   return out, _load(out)
 
 
+@pytest.mark.slow
 def test_files_and_schema(run):
   out, res = run
   for name in ("results.json", "report.md", "success_vs_budget.png", "pairs_tanh.png",
@@ -63,6 +64,7 @@ def test_files_and_schema(run):
     assert np.array(pairs[key], dtype=float).shape == (10, 10), key
 
 
+@pytest.mark.slow
 def test_internal_consistency(run):
   out, res = run
   paper = res["rows"][0]
@@ -83,6 +85,7 @@ def test_internal_consistency(run):
   assert ((d >= 0) & (d <= 1)).all() and res["pairs"]["tanh"]["robustness"]["min"] == pytest.approx(d.min())
 
 
+@pytest.mark.slow
 def test_budget_sweep_agrees_with_separate_runs(run):
   out, _res = run
   config = reproduce.parse_args(TINY + ["--out", out])
@@ -101,6 +104,7 @@ def test_budget_sweep_agrees_with_separate_runs(run):
     np.testing.assert_array_equal(arr["sweep_n_changed"][k], np.asarray(r.n_changed), err_msg=f"budget {m}")
 
 
+@pytest.mark.slow
 def test_repeat_loads_every_stage_and_gives_identical_numbers(run):
   out, res = run
   again = reproduce.main(TINY + ["--out", out])
@@ -108,6 +112,7 @@ def test_repeat_loads_every_stage_and_gives_identical_numbers(run):
   assert _stable(_load(out)) == _stable(res)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_results(run, tmp_path, monkeypatch):
   out, res = run
   resumed = str(tmp_path / "resumed")
@@ -135,6 +140,7 @@ def test_interrupted_run_resumes_to_the_same_results(run, tmp_path, monkeypatch)
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}:{k}")
 
 
+@pytest.mark.slow
 def test_more_sources_reuse_finished_chunks(tmp_path):
   out = str(tmp_path / "grow")
   small = reproduce.main(TINY + ["--out", out, "--sources", "3", "--chunk-sources", "2"])
@@ -144,6 +150,7 @@ def test_more_sources_reuse_finished_chunks(tmp_path):
   assert grown["rows"][0]["n"] == 36 and small["rows"][0]["n"] == 27
 
 
+@pytest.mark.slow
 def test_changed_configuration_redoes_the_stage(tmp_path):
   st = stages_lib.Stages(str(tmp_path), log=lambda s: None)
   n = []
@@ -206,6 +213,7 @@ def test_cli_dispatches_and_lists_commands(capsys):
   assert cli.main(["nope"]) == 2
 
 
+@pytest.mark.slow
 def test_attack_command_on_the_study_model(run, tmp_path):
   out, _res = run
   folder = str(tmp_path / "attack")
@@ -220,6 +228,7 @@ def test_attack_command_on_the_study_model(run, tmp_path):
   assert np.load(os.path.join(folder, "attacks.npz"))["x_adv"].shape == (18, 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_tabular_writes_where_the_user_runs_it_never_into_the_package(tmp_path, monkeypatch):
   """``python -m jsma_jax_experiments.scripts.tabular`` with no ``--out`` writes under the current folder
   (``runs/tabular``), not beside its module (site-packages, or the committed results of a checkout)."""

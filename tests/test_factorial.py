@@ -118,6 +118,7 @@ def test_the_choice_is_the_nearest_eligible_model_by_the_stated_distance():
   assert "saw_validation" not in c["distances"]
 
 
+@pytest.mark.slow
 def test_a_snapshot_is_the_shorter_run_bit_for_bit(tmp_path):
   x, y = load_mnist("embedded", split="train")
   xt, yt = load_mnist("embedded", split="test")

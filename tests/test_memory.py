@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jsma_jax
 
@@ -26,6 +27,7 @@ def _temp_bytes(batch: int, m_side: int = 28) -> int:
   return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 def test_no_batch_times_pair_matrix():
   small, large = _temp_bytes(16), _temp_bytes(512)
   pair_matrix = 512 * 784 * 784 * 4  # what a materialised B x M x M float32 array would take: 1.26 GB

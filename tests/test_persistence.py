@@ -255,6 +255,7 @@ def test_reproduce_and_attack_share_the_one_output_check():
 # ------------------------------------------------ stage records that cannot be mixed
 
 
+@pytest.mark.slow
 def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monkeypatch):
   """Config 1 finishes a stage; config 2 rewrites its .npz and dies before its .json;
   config 1 again: the .npz is not the one its record was written with, so it is redone."""
@@ -277,6 +278,7 @@ def test_stage_arrays_from_another_configuration_are_never_loaded(tmp_path, monk
   assert stages_lib.Stages(str(tmp_path), logs.append).run("s", {"config": 1}, work(1))[1]["a"].tolist() == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_stage_artefact_replaced_by_another_run_is_redone(tmp_path, two_models):
   """A stage that wrote a checkpoint is redone when the checkpoint was replaced since."""
   from experiments.common import stages as stages_lib
@@ -370,6 +372,7 @@ def uninterrupted(digits, tmp_path_factory):
   return train(_tiny_recipe(), *digits, checkpoint_dir=folder, print_fn=None), folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["after epoch 1 was saved", "while saving epoch 2"])
 def test_interrupted_training_resumes_to_the_uninterrupted_result(digits, uninterrupted, tmp_path,
                                                                   monkeypatch, stop):
@@ -404,6 +407,7 @@ def test_interrupted_training_resumes_to_the_uninterrupted_result(digits, uninte
   assert len(history_b["epoch_seconds"]) == 3
 
 
+@pytest.mark.slow
 def test_training_with_a_checkpoint_folder_equals_training_without(digits, uninterrupted):
   from jsma_jax.models import train
 
@@ -413,6 +417,7 @@ def test_training_with_a_checkpoint_folder_equals_training_without(digits, unint
   assert history["train_loss"] == history_a["train_loss"]
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_returned_without_training(digits, uninterrupted):
   from jsma_jax.models import train
 
@@ -423,6 +428,7 @@ def test_a_finished_run_is_returned_without_training(digits, uninterrupted):
   assert not any(s.startswith("epoch ") for s in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, named", [
     ({"learning_rate": 1e-3}, "recipe.learning_rate"),
     ({"epochs": 4}, "recipe.epochs"),
@@ -437,6 +443,7 @@ def test_a_partial_run_of_another_recipe_is_refused(digits, uninterrupted, chang
   assert named in str(info.value) and "delete" in str(info.value)
 
 
+@pytest.mark.slow
 def test_a_partial_run_from_other_starting_weights_is_refused(digits, tmp_path):
   """Fine-tuning a module: the state of a run that started from other weights is refused."""
   from jsma_jax.models import train
@@ -448,6 +455,7 @@ def test_a_partial_run_from_other_starting_weights_is_refused(digits, tmp_path):
     train(LeNet(rngs=nnx.Rngs(1)), digits[0], **recipe)
 
 
+@pytest.mark.slow
 def test_a_partial_run_on_other_data_is_refused(digits, uninterrupted):
   from jsma_jax.models import train
 
@@ -497,6 +505,7 @@ def test_train_command_resumes_an_interrupted_run_and_refuses_another_recipe(tmp
   assert load_checkpoint(out)[1]["recipe"]["learning_rate"] == 0.05
 
 
+@pytest.mark.slow
 def test_train_command_rewrites_reports_it_did_not_finish(tmp_path, monkeypatch, capsys):
   """Stopped between the checkpoint and its reports: the next run writes the reports of
   this checkpoint instead of leaving another run's results.json beside it."""

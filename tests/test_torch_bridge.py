@@ -163,6 +163,7 @@ COVERAGE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory, shape", [c[1:] for c in COVERAGE], ids=[c[0] for c in COVERAGE])
 def test_logits_and_input_gradients_match_torch(factory, shape):
   torch.manual_seed(0)
@@ -235,6 +236,7 @@ def test_new_weights_do_not_recompile_and_are_used():
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_exported_program_round_trip(tmp_path):
   module = _seeded(CifarCNN())
   x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
@@ -321,6 +323,7 @@ def test_same_answer_as_advertorch(mnist_attacks):
   assert same.sum() >= len(x) - 1, f"x_adv identical to AdverTorch's on {same.sum()}/{len(x)} attacks"
 
 
+@pytest.mark.slow
 def test_command_line_attacks_a_torch_export_file(tmp_path):
   """``jsma-jax attack --checkpoint model.pt2``: a saved PyTorch program on the NHWC digits."""
   pytest.importorskip("jsma_jax.models")
@@ -339,6 +342,7 @@ def test_command_line_attacks_a_torch_export_file(tmp_path):
   assert saved["x_adv"].shape == (2, 28, 28, 1) and (saved["n_changed"] <= 6).all()
 
 
+@pytest.mark.slow
 def test_docstring_examples():
   import doctest
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiers
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
@@ -86,7 +87,7 @@ SDPA = [
 ]
 
 
-@pytest.mark.parametrize("fn", [f for _, f in SDPA], ids=[n for n, _ in SDPA])
+@pytest.mark.parametrize("fn", tiers.fast_few(dict(SDPA), (SDPA[0][0],)))
 def test_scaled_dot_product_attention(fn):
   _check(Fn(fn, proj=nn.Linear(8, 24)), (5, 8))
 
@@ -115,11 +116,12 @@ MHA = [
 ]
 
 
-@pytest.mark.parametrize("call", [c for _, c in MHA], ids=[n for n, _ in MHA])
+@pytest.mark.parametrize("call", tiers.fast_few(dict(MHA), (MHA[0][0],)))
 def test_multihead_attention(call):
   _check(Attention(**call), (5, 8))
 
 
+@pytest.mark.slow
 def test_multihead_attention_in_an_encoder_layer():
   layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1, batch_first=True, norm_first=True)
   _check(Fn(lambda layers, x: layers["enc"](x), enc=layer), (5, 8))
@@ -148,7 +150,7 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("fn", [f for _, f in SHAPES], ids=[n for n, _ in SHAPES])
+@pytest.mark.parametrize("fn", tiers.fast_few(dict(SHAPES), (SHAPES[0][0],)))
 def test_splits_and_layouts(fn):
   _check(Fn(fn, conv=nn.Conv2d(4, 6, 3), ln=nn.LayerNorm(6)), (4, 5, 6))
 
@@ -200,7 +202,7 @@ def _index_put(x):
   return y
 
 
-@pytest.mark.parametrize("fn", [f for _, f in INDEXING], ids=[n for n, _ in INDEXING])
+@pytest.mark.parametrize("fn", tiers.fast_few(dict(INDEXING), (INDEXING[0][0],)))
 def test_indexing_gathers_scatters(fn):
   _check(Fn(fn), (4, 5, 6))
 
@@ -229,7 +231,7 @@ RANGES = [
 ]
 
 
-@pytest.mark.parametrize("fn", [f for _, f in RANGES], ids=[n for n, _ in RANGES])
+@pytest.mark.parametrize("fn", tiers.fast_few(dict(RANGES), (RANGES[0][0],)))
 def test_ranges_fmod_and_indexed_reductions(fn):
   _check(Fn(lambda layers, x: fn(x)), (3, 5, 6))
 
@@ -249,11 +251,12 @@ UPSAMPLE = [
 ]
 
 
-@pytest.mark.parametrize("how", [h for _, h in UPSAMPLE], ids=[n for n, _ in UPSAMPLE])
+@pytest.mark.parametrize("how", tiers.fast_few(dict(UPSAMPLE), (UPSAMPLE[0][0],)))
 def test_upsampling(how):
   _check(Fn(lambda layers, x: layers["up"](x), up=nn.Upsample(**how)), (2, 5, 6))
 
 
+@pytest.mark.slow
 def test_upsampling_1d_and_3d():
   _check(Fn(lambda layers, x: F.interpolate(x, scale_factor=2.5, mode="linear") + 0), (2, 7))
   _check(Fn(lambda layers, x: F.interpolate(x, size=(3, 5, 4), mode="nearest")), (2, 2, 3, 3))
@@ -272,7 +275,7 @@ NORMS = [
 ]
 
 
-@pytest.mark.parametrize("norm", [n for _, n in NORMS], ids=[n for n, _ in NORMS])
+@pytest.mark.parametrize("norm", tiers.fast_few(dict(NORMS), (NORMS[0][0],)))
 def test_norms_in_eval_mode(norm):
   with torch.no_grad():
     for name, t in norm.named_buffers():
@@ -283,6 +286,7 @@ def test_norms_in_eval_mode(norm):
   _check(Fn(lambda layers, x: layers["norm"](x * 2 + 1), norm=norm), (4, 5, 6))
 
 
+@pytest.mark.slow
 def test_small_functions_models_use():
   _check(Fn(lambda layers, x: torch.cat([F.hardswish(x * 4), F.hardsigmoid(x * 4), F.silu(x), F.mish(x),
                                     F.normalize(x, dim=1), x.cumsum(2), x.var(1, keepdim=True).expand_as(x)], 1)),

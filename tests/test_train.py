@@ -54,6 +54,7 @@ def tiny_data():
 # -------------------------------------------------------------------------------- train
 
 
+@pytest.mark.slow
 def test_train_is_deterministic_given_key(tiny_data):
   runs = [train(ModelConfig(), tiny_data, tiny_data, epochs=1, batch_size=64,
                 key=jax.random.key(3), print_fn=None) for _ in range(2)]
@@ -67,6 +68,7 @@ def test_train_is_deterministic_given_key(tiny_data):
   assert history["recipe"]["batch_size"] == 64
 
 
+@pytest.mark.slow
 def test_train_updates_given_model_in_place(tiny_data):
   model = LeNet(rngs=nnx.Rngs(0))
   before = _bits(model)
@@ -75,6 +77,7 @@ def test_train_updates_given_model_in_place(tiny_data):
   assert any(not np.array_equal(x, y) for x, y in zip(before, _bits(model)))
 
 
+@pytest.mark.slow
 def test_train_prints_progress(tiny_data):
   lines = []
   train(ModelConfig(), tiny_data, tiny_data, epochs=1, batch_size=64, log_every=2,
@@ -83,6 +86,7 @@ def test_train_prints_progress(tiny_data):
   assert any("epoch 1/1" in s and "test acc" in s for s in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [({"epochs": 1.5}, TypeError, "epochs"), ({"batch_size": 0}, ValueError, "batch_size"),
@@ -164,6 +168,7 @@ def test_checkpoint_errors(tmp_path):
 # ---------------------------------------------------------------------- command + accuracy
 
 
+@pytest.mark.slow
 def test_train_command_embedded_reaches_sane_accuracy(tmp_path, capsys):
   """Two epochs of Adam on the embedded 5,000 training digits; the 1,000 test digits should be > 85%."""
   out = tmp_path / "lenet"

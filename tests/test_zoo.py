@@ -42,6 +42,7 @@ def test_mcnemar_p():
   assert stats.mcnemar_p(a, b) == 1.0
 
 
+@pytest.mark.slow
 def test_zoo_trains_attacks_reports_and_resumes(tmp_path, capsys):
   x, y = load_mnist("embedded", split="train")
   xt, yt = load_mnist("embedded", split="test")

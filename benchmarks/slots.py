@@ -5,7 +5,7 @@ compilation as a user's does: the shipped paper LeNet (plain ``nnx.Conv`` +
 ``nnx.max_pool``, through the library's rewrite), the first ``sources`` embedded test
 digits x their 9 other classes, the paper's settings; median of ``--repeats`` timed
 calls after the first. ``slots`` >= 128 also compiles the scheduler's narrower tail phase
-(``jsma_jax.scheduler.phase_widths``).
+(``jsma_jax.refill.phase_widths``).
 
     python benchmarks/slots.py --slots 16,64,256 --sources 30,300 \\
         --out benchmarks/results/slots_cpu.json
@@ -47,7 +47,7 @@ def one(slots: int, sources: int, repeats: int, study_row: bool = False) -> dict
 
   import jsma_jax
   from jsma_jax.models import as_logits_fn, load_mnist, load_paper_lenet
-  from jsma_jax.scheduler import phase_widths
+  from jsma_jax.refill import phase_widths
 
   model, _ = load_paper_lenet()
   f, p = as_logits_fn(model)

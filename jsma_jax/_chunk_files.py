@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 from jsma_jax import _validate, _version
-from jsma_jax import model as model_lib
 from jsma_jax import options as options_lib
+from jsma_jax import user_model as model_lib
 from jsma_jax.types import JSMAResult
 
 FIELDS = ("x_adv", "success", "iterations", "n_changed", "stop_reason", "predicted", "trace")

@@ -387,7 +387,7 @@ def check_model(logits_fn: Any, params: Any, x) -> int:
   """Abstract-evaluates the model on the whole batch (no compilation); returns the number of classes.
 
   The call convention, the params and inference mode are checked by
-  :func:`jsma_jax.model.prepare_model` first, on one example; this check sees
+  :func:`jsma_jax.user_model.prepare_model` first, on one example; this check sees
   the batch axis (a model must return one row of logits per example).
   """
   spec = jax.ShapeDtypeStruct(x.shape, x.dtype)

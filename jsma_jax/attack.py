@@ -26,9 +26,9 @@ import numpy as np
 from jsma_jax import _processes, _validate, batching
 from jsma_jax import jacobian as jac_lib
 from jsma_jax import lockstep as _lockstep  # noqa: F401  (registers the "lockstep" driver)
-from jsma_jax import model as model_lib
+from jsma_jax import refill as _refill  # noqa: F401  (registers the "refill" driver)
 from jsma_jax import rewrite as rewrite_lib
-from jsma_jax import scheduler as _scheduler  # noqa: F401  (registers the "refill" driver)
+from jsma_jax import user_model as model_lib
 from jsma_jax.drivers import Problem, get_driver
 from jsma_jax.options import DEFAULT_GAMMA, AttackOptions, EngineOptions, Plan, make_plan, resolve
 from jsma_jax.types import AttackState, JSMAResult, StopReason
@@ -58,7 +58,7 @@ def prepare(logits_fn, x, targets, params, options: AttackOptions | None, engine
             overrides: dict) -> Prepared:
   """Validate every argument and the model (before the attack is traced) and resolve the plan.
 
-  The model is traced to a jaxpr with its weights as data (:mod:`jsma_jax.model`), so a
+  The model is traced to a jaxpr with its weights as data (:mod:`jsma_jax.user_model`), so a
   call always sees the model's current weights, and new weights never recompile.
   """
   options, engine = resolve(options, engine, overrides)
@@ -110,7 +110,7 @@ _PROBED = set()  # keys of _PURE whose model was checked for batch coupling on >
 
 
 def _model(logits_fn, params, x, engine: EngineOptions) -> tuple[model_lib.PreparedModel, Any]:
-  """The user's model as a static jaxpr and its weights (:func:`jsma_jax.model.prepare_model`), and its cache key.
+  """The user's model as a static jaxpr and its weights (:func:`jsma_jax.user_model.prepare_model`), and its cache key.
 
   The key is None unless the model is a pure function whose trace is kept (see below).
 

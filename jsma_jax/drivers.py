@@ -7,7 +7,7 @@ the result does not use them). Every driver runs
 :func:`jsma_jax.step.step`, so every driver gives the same results; they differ
 only in how examples are packed into the loop. The library registers
 ``"lockstep"`` (:mod:`jsma_jax.lockstep`) and ``"refill"``
-(:mod:`jsma_jax.scheduler`); ``EngineOptions(schedule=name)`` picks one.
+(:mod:`jsma_jax.refill`); ``EngineOptions(schedule=name)`` picks one.
 
 A new driver::
 

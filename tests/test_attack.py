@@ -206,7 +206,7 @@ def test_one_argument_logits_fn_and_numpy_inputs(model):
 @pytest.mark.slow
 def test_refill_phases_equal_lockstep_on_a_large_batch():
   """slots=128 runs in two phases (128 then 16 slots) over 300 examples, each refilled many times."""
-  from jsma_jax.scheduler import phase_widths
+  from jsma_jax.refill import phase_widths
 
   assert phase_widths(128) == [128, 16]
   with jax.enable_x64(True):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jsma_jax.model import check_outputs, eval_closed_jaxpr, is_traced, prepare_model
 from jsma_jax.models import as_logits_fn
+from jsma_jax.user_model import check_outputs, eval_closed_jaxpr, is_traced, prepare_model
 
 X = jnp.asarray(np.random.default_rng(0).uniform(size=(5, 2, 3)), jnp.float32)
 

@@ -193,10 +193,11 @@ def test_pt2_errors_name_the_file_and_the_shapes(tmp_path):
 def test_command_line_names_a_damaged_checkpoint(tmp_path):
   pytest.importorskip("jsma_jax.models")
   from experiments.commands import attack as attack_cli
+  from experiments.common.cli_args import UsageError
 
   damaged = tmp_path / "damaged.pt2"
   damaged.write_bytes(b"not a zip at all")
-  with pytest.raises(ValueError, match=r"damaged\.pt2 is not a readable torch\.export program"):
+  with pytest.raises(UsageError, match=r"damaged\.pt2 is not a readable torch\.export program"):
     attack_cli.main(["--checkpoint", str(damaged), "--out", str(tmp_path / "run"), "--sources", "1"])
 
 

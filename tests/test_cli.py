@@ -204,6 +204,7 @@ FIGURES = {  # the figures each report must show
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["flax", "optax"])
 def test_models_without_flax_name_the_extra_to_install(missing):
   import subprocess

@@ -96,6 +96,7 @@ def test_readme_has_python_examples():
   assert python_blocks(README.read_text())
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(capsys):
   namespace = run_blocks(README)
   out = capsys.readouterr().out

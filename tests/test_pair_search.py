@@ -130,6 +130,7 @@ def _brute_bounds(u, v, domain):
   return np.asarray(jnp.where(ok, alpha * beta, -jnp.inf).max(axis=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 4, 16])
 @pytest.mark.parametrize("dist", DISTRIBUTIONS.values(), ids=DISTRIBUTIONS.keys())
 def test_feature_bounds_hold_for_every_feature(dist, groups):

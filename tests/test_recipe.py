@@ -144,6 +144,7 @@ def test_activation_override_builds_that_model(tiny_data):
   assert model.activation == "relu" and h["recipe"]["model"]["activation"] == "relu"
 
 
+@pytest.mark.slow
 def test_rewrite_does_not_change_training_beyond_rounding(tiny_data):
   # plain SGD, so that the comparison sees the gradients (Adam normalises away their scale)
   kw = dict(epochs=1, batch_size=50, optimizer="sgd", learning_rate=0.1, print_fn=None)

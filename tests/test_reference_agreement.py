@@ -141,6 +141,7 @@ def test_cases_reach_every_stop_reason():
   assert {1, 2, 3} <= seen, seen
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10_000),

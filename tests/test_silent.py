@@ -280,6 +280,7 @@ def test_two_leaves_made_as_one_array_stay_two_weights():
   np.testing.assert_array_equal(r.success, t == 3)
 
 
+@pytest.mark.slow
 def test_linen_batchnorm_in_training_mode_is_refused_with_the_fix():
   class BN(linen.Module):
     @linen.compact

@@ -218,6 +218,7 @@ def test_bad_arguments_are_named():
     apply_fn({k: v for k, v in params.items() if k != "conv1.weight"}, jnp.zeros((2, 1, 28, 28)))
 
 
+@pytest.mark.slow
 def test_new_weights_do_not_recompile_and_are_used():
   module = _seeded(PaperLeNet())
   x = jnp.asarray(np.random.default_rng(3).uniform(size=(4, 1, 28, 28)), jnp.float32)
